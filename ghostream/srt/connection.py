@@ -1,0 +1,730 @@
+"""The SRT connection state machine (live mode), free of sockets and clocks.
+
+Like h11 and aioquic, a `Connection` only reacts to what it is given: datagrams
+with the time they arrived, messages to send, and timer expiries.  It answers
+with datagrams to put on the wire, events for the application and the time at
+which it next needs `handle_timer`.  This is what lets the tests replay loss,
+reordering and half an hour of timestamps in milliseconds, and what keeps the
+Trio driver a thin loop.
+
+One connection sends and receives at once (HSv5 has no direction), so it holds
+both halves: the sender's buffer with retransmission on NAK, and the
+receiver's buffer with loss detection, ACK/NAK and timestamp-based delivery
+(TSBPD) that drops what comes too late to be useful in a live stream.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from enum import Enum
+
+from ghostream.srt.crypto import (
+    KK_EVEN,
+    BadSecret,
+    CryptoError,
+    KeyMaterial,
+    StreamCipher,
+    parse_km_state,
+)
+
+from ghostream.srt.packet import (
+    EXT_FLAG_CONFIG,
+    EXT_FLAG_HSREQ,
+    EXT_FLAG_KMREQ,
+    INDUCTION_MAGIC,
+    LIVE_FLAGS,
+    REJECTION_BASE,
+    SEQ_MASK,
+    SRT_VERSION,
+    TIMESTAMP_MASK,
+    UDT_DGRAM,
+    AckInfo,
+    ControlPacket,
+    ControlType,
+    DataPacket,
+    ExtensionType,
+    Handshake,
+    HandshakeType,
+    HsReq,
+    Packet,
+    PacketError,
+    RejectReason,
+    UserSubtype,
+    decode_dropreq,
+    decode_loss_list,
+    encode_loss_list,
+    encode_string,
+    parse_packet,
+    seq_add,
+    seq_diff,
+)
+
+ACK_INTERVAL = 0.010
+MIN_NAK_INTERVAL = 0.020
+KEEPALIVE_INTERVAL = 1.0
+HANDSHAKE_RESEND_INTERVAL = 0.250
+CONNECT_TIMEOUT = 3.0
+PEER_IDLE_TIMEOUT = 5.0
+MAX_PAYLOAD = 1456
+FLOW_WINDOW = 8192
+# Packets further ahead than this are not a gap we could ever fill: a hostile
+# or confused peer, not loss.
+MAX_SEQ_JUMP = 8192 * 4
+# Words of loss list that fit one NAK datagram.
+MAX_NAK_WORDS = MAX_PAYLOAD // 4
+_ZERO_WORD = bytes(4)
+
+
+class State(Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRejected:
+    """The listener refused our handshake; `code` is libsrt's reject reason."""
+
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    reason: str
+
+
+Event = Connected | DataReceived | ConnectionRejected | ConnectionClosed
+
+
+@dataclass(slots=True)
+class Stats:
+    packets_received: int = 0
+    packets_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    packets_retransmitted: int = 0
+    packets_lost: int = 0
+    packets_dropped: int = 0
+    packets_duplicate: int = 0
+    packets_invalid: int = 0
+    packets_undecryptable: int = 0
+    naks_sent: int = 0
+
+
+@dataclass(slots=True)
+class _Sent:
+    packet: DataPacket
+    first_sent: float
+    last_sent: float
+
+
+class Connection:
+    """One SRT connection, caller or listener side, after `caller` or `accepted`."""
+
+    def __init__(
+        self,
+        *,
+        socket_id: int,
+        now: float,
+        latency: float,
+        passphrase: str = "",
+        key_length: int = 16,
+    ) -> None:
+        self.socket_id = socket_id
+        self.peer_socket_id = 0
+        self.state = State.CONNECTING
+        self.stats = Stats()
+        self.recv_latency = latency
+        self.send_latency = latency
+        self.rtt = 0.100
+        self.rtt_var = 0.050
+        self._start = now
+        self._passphrase = passphrase
+        self._key_length = key_length
+        self._cipher: StreamCipher | None = None
+        self._events: deque[Event] = deque()
+        self._outgoing: list[bytes] = []
+        self._last_sent = now
+        self._last_received = now
+        # Sender half.
+        self._snd_next = 0
+        self._msgno = 1
+        self._snd_buffer: OrderedDict[int, _Sent] = OrderedDict()
+        # Receiver half.
+        self._rcv_head = 0
+        self._rcv_max = 0
+        self._rcv_buffer: dict[int, DataPacket] = {}
+        self._loss: dict[int, None] = {}
+        self._tsbpd_base = now
+        self._ts_ref = 0
+        self._ack_number = 0
+        self._ack_sent_at: OrderedDict[int, float] = OrderedDict()
+        self._ack_pending = False
+        self._last_ack_seq = -1
+        self._next_ack = now + ACK_INTERVAL
+        self._next_nak = now + MIN_NAK_INTERVAL
+        self._rate_window_start = now
+        self._rate_packets = 0
+        self._rate_bytes = 0
+        self._packet_rate = 0
+        self._byte_rate = 0
+        # Caller handshake.
+        self._stream_id = ""
+        self._handshake: Handshake | None = None
+        self._handshake_sent = now
+        self._connect_deadline = now + CONNECT_TIMEOUT
+
+    # Construction.
+
+    @classmethod
+    def caller(
+        cls,
+        *,
+        now: float,
+        stream_id: str = "",
+        passphrase: str = "",
+        key_length: int = 16,
+        latency: float = 0.120,
+        socket_id: int | None = None,
+        isn: int | None = None,
+    ) -> Connection:
+        """A connection that starts by sending an induction to a listener."""
+        conn = cls(
+            socket_id=socket_id if socket_id is not None else _random_socket_id(),
+            now=now,
+            latency=latency,
+            passphrase=passphrase,
+            key_length=key_length,
+        )
+        conn._stream_id = stream_id
+        isn = isn if isn is not None else int.from_bytes(os.urandom(4), "big") & SEQ_MASK
+        conn._snd_next = conn._rcv_head = conn._rcv_max = isn
+        conn._handshake = Handshake(
+            version=4,
+            hs_type=HandshakeType.INDUCTION,
+            socket_id=conn.socket_id,
+            isn=isn,
+            extension_field=UDT_DGRAM,
+        )
+        conn._send_handshake(now)
+        return conn
+
+    @classmethod
+    def accepted(
+        cls,
+        *,
+        now: float,
+        socket_id: int,
+        peer_socket_id: int,
+        isn: int,
+        peer_start: float,
+        recv_latency: float,
+        send_latency: float,
+        cipher: StreamCipher | None,
+    ) -> Connection:
+        """The listener side, created once the caller's conclusion was accepted.
+
+        `peer_start` is the local time at which the peer's clock read zero,
+        estimated from the conclusion's timestamp: the TSBPD time base.
+        """
+        conn = cls(socket_id=socket_id, now=now, latency=recv_latency)
+        conn.peer_socket_id = peer_socket_id
+        conn.send_latency = send_latency
+        conn._cipher = cipher
+        conn._snd_next = conn._rcv_head = conn._rcv_max = isn
+        conn._tsbpd_base = peer_start
+        conn.state = State.CONNECTED
+        return conn
+
+    @property
+    def encrypted(self) -> bool:
+        return self._cipher is not None
+
+    # Application interface.
+
+    def timestamp(self, now: float) -> int:
+        """Microseconds since this connection started, as carried by every packet."""
+        return int((now - self._start) * 1_000_000) & TIMESTAMP_MASK
+
+    def send(self, message: bytes, now: float) -> None:
+        if self.state is not State.CONNECTED:
+            raise RuntimeError(f"cannot send on a {self.state.value} connection")
+        if len(message) > MAX_PAYLOAD:
+            raise ValueError(f"message of {len(message)} bytes exceeds {MAX_PAYLOAD}")
+        seq = self._snd_next
+        self._snd_next = seq_add(seq, 1)
+        key_flag = 0
+        payload = message
+        if self._cipher is not None:
+            key_flag = KK_EVEN
+            payload = self._cipher.encrypt(seq, message, key_flag)
+        packet = DataPacket(
+            seq=seq,
+            msgno=self._msgno,
+            timestamp=self.timestamp(now),
+            dst_socket_id=self.peer_socket_id,
+            payload=payload,
+            key_flag=key_flag,
+        )
+        self._msgno = (self._msgno % 0x03FFFFFF) + 1
+        self._snd_buffer[seq] = _Sent(packet, now, now)
+        self._emit(packet.to_bytes(), now)
+        self.stats.packets_sent += 1
+        self.stats.bytes_sent += len(message)
+
+    def close(self, now: float) -> None:
+        if self.state is State.CONNECTED:
+            self._send_control(ControlType.SHUTDOWN, now, cif=_ZERO_WORD)
+        self._finish("closed locally")
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def datagrams_to_send(self) -> list[bytes]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def get_timer(self) -> float | None:
+        if self.state is State.CLOSED:
+            return None
+        if self.state is State.CONNECTING:
+            return min(self._handshake_sent + HANDSHAKE_RESEND_INTERVAL, self._connect_deadline)
+        deadlines = [
+            self._last_received + PEER_IDLE_TIMEOUT,
+            self._last_sent + KEEPALIVE_INTERVAL,
+        ]
+        if self._ack_pending:
+            deadlines.append(self._next_ack)
+        if self._loss:
+            deadlines.append(self._next_nak)
+        play = self._next_play_time()
+        if play is not None:
+            deadlines.append(play)
+        if self._snd_buffer:
+            first = next(iter(self._snd_buffer.values()))
+            deadlines.append(first.first_sent + self._sender_drop_delay())
+        return min(deadlines)
+
+    def handle_timer(self, now: float) -> None:
+        if self.state is State.CONNECTING:
+            if now >= self._connect_deadline:
+                self._finish("connection timed out")
+            elif now >= self._handshake_sent + HANDSHAKE_RESEND_INTERVAL:
+                self._send_handshake(now)
+            return
+        if self.state is State.CLOSED:
+            return
+        if now >= self._last_received + PEER_IDLE_TIMEOUT:
+            self._finish("peer idle timeout")
+            return
+        self._deliver(now)
+        if self._ack_pending and now >= self._next_ack:
+            self._send_ack(now)
+        if self._loss and now >= self._next_nak:
+            self._send_nak(_to_ranges(list(self._loss)), now)
+        self._drop_old_sent(now)
+        if now >= self._last_sent + KEEPALIVE_INTERVAL:
+            self._send_control(ControlType.KEEPALIVE, now, cif=_ZERO_WORD)
+
+    def receive_datagram(self, datagram: bytes, now: float) -> None:
+        """Take one datagram; a malformed one is counted and otherwise ignored."""
+        try:
+            packet = parse_packet(datagram)
+        except PacketError:
+            self.stats.packets_invalid += 1
+            return
+        self.receive_packet(packet, now)
+
+    def receive_packet(self, packet: Packet, now: float) -> None:
+        """Take a packet the driver already parsed to route it."""
+        if self.state is State.CLOSED:
+            return
+        try:
+            if isinstance(packet, DataPacket):
+                self._receive_data(packet, now)
+            else:
+                self._receive_control(packet, now)
+        except (PacketError, CryptoError):
+            self.stats.packets_invalid += 1
+
+    # Internals: plumbing.
+
+    def _emit(self, datagram: bytes, now: float) -> None:
+        self._outgoing.append(datagram)
+        self._last_sent = now
+
+    def _send_control(
+        self,
+        ctype: int,
+        now: float,
+        *,
+        cif: bytes = b"",
+        subtype: int = 0,
+        type_info: int = 0,
+    ) -> None:
+        packet = ControlPacket(
+            type=ctype,
+            subtype=subtype,
+            type_info=type_info,
+            timestamp=self.timestamp(now),
+            dst_socket_id=self.peer_socket_id,
+            cif=cif,
+        )
+        self._emit(packet.to_bytes(), now)
+
+    def _finish(self, reason: str) -> None:
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self._events.append(ConnectionClosed(reason))
+
+    # Caller handshake.
+
+    def _send_handshake(self, now: float) -> None:
+        assert self._handshake is not None
+        packet = ControlPacket(
+            type=ControlType.HANDSHAKE,
+            timestamp=self.timestamp(now),
+            dst_socket_id=0,
+            cif=self._handshake.to_bytes(),
+        )
+        self._emit(packet.to_bytes(), now)
+        self._handshake_sent = now
+
+    def _receive_handshake_response(self, packet: ControlPacket, now: float) -> None:
+        hs = Handshake.parse(packet.cif)
+        if hs.hs_type > REJECTION_BASE and hs.hs_type < 0xFFFFFFF0:
+            self.state = State.CLOSED
+            self._events.append(ConnectionRejected(hs.hs_type - REJECTION_BASE))
+            return
+        assert self._handshake is not None
+        if (
+            hs.hs_type == HandshakeType.INDUCTION
+            and self._handshake.hs_type == HandshakeType.INDUCTION
+        ):
+            if hs.version < 5 or hs.extension_field != INDUCTION_MAGIC:
+                self.state = State.CLOSED
+                self._events.append(ConnectionRejected(RejectReason.VERSION))
+                return
+            self._handshake = self._conclusion(hs, now)
+            self._send_handshake(now)
+        elif (
+            hs.hs_type == HandshakeType.CONCLUSION
+            and self._handshake.hs_type == HandshakeType.CONCLUSION
+        ):
+            self._complete_connection(hs, packet.timestamp, now)
+
+    def _conclusion(self, induction: Handshake, now: float) -> Handshake:
+        assert self._handshake is not None
+        flags = EXT_FLAG_HSREQ
+        latency_ms = round(self.recv_latency * 1000)
+        extensions = [
+            (
+                ExtensionType.HSREQ,
+                HsReq(SRT_VERSION, LIVE_FLAGS, latency_ms, latency_ms).to_bytes(),
+            )
+        ]
+        encryption = 0
+        if self._passphrase:
+            self._cipher = StreamCipher.generate(self._passphrase, self._key_length)
+            extensions.append((ExtensionType.KMREQ, self._cipher.key_material().to_bytes()))
+            flags |= EXT_FLAG_KMREQ
+            encryption = self._key_length // 8
+        if self._stream_id:
+            extensions.append((ExtensionType.SID, encode_string(self._stream_id)))
+            flags |= EXT_FLAG_CONFIG
+        return Handshake(
+            version=5,
+            hs_type=HandshakeType.CONCLUSION,
+            socket_id=self.socket_id,
+            isn=self._handshake.isn,
+            encryption=encryption,
+            extension_field=flags,
+            cookie=induction.cookie,
+            extensions=extensions,
+        )
+
+    def _complete_connection(self, hs: Handshake, peer_timestamp: int, now: float) -> None:
+        hsrsp_bytes = hs.extension(ExtensionType.HSRSP)
+        if hsrsp_bytes is None:
+            raise PacketError("conclusion response without HSRSP")
+        hsrsp = HsReq.parse(hsrsp_bytes)
+        if self._cipher is not None:
+            kmrsp = hs.extension(ExtensionType.KMRSP)
+            if kmrsp is None or parse_km_state(kmrsp) is not None:
+                self.state = State.CLOSED
+                self._events.append(ConnectionRejected(RejectReason.BADSECRET))
+                return
+        self.peer_socket_id = hs.socket_id
+        # The listener's SND field is the latency it applies sending to us.
+        self.recv_latency = max(self.recv_latency, hsrsp.send_latency / 1000)
+        self.send_latency = max(self.send_latency, hsrsp.recv_latency / 1000)
+        self._tsbpd_base = now - peer_timestamp / 1_000_000
+        self._last_received = now
+        self.state = State.CONNECTED
+        self._events.append(Connected())
+
+    # Control packets.
+
+    def _receive_control(self, packet: ControlPacket, now: float) -> None:
+        if self.state is State.CONNECTING:
+            if packet.type == ControlType.HANDSHAKE:
+                self._receive_handshake_response(packet, now)
+            return
+        self._last_received = now
+        ctype = packet.type
+        if ctype == ControlType.ACK:
+            self._receive_ack(packet, now)
+        elif ctype == ControlType.NAK:
+            self._retransmit(decode_loss_list(packet.cif), now)
+        elif ctype == ControlType.ACKACK:
+            sent = self._ack_sent_at.pop(packet.type_info, None)
+            if sent is not None:
+                self._update_rtt(now - sent)
+        elif ctype == ControlType.SHUTDOWN:
+            # What already arrived is the end of the stream: hand it over now
+            # rather than waiting for play times that no longer matter.
+            self._deliver(float("inf"))
+            self._finish("peer closed the connection")
+        elif ctype == ControlType.DROPREQ:
+            self._receive_dropreq(packet, now)
+        elif ctype == ControlType.USER and packet.subtype == UserSubtype.KMREQ:
+            self._receive_kmreq(packet, now)
+        # HANDSHAKE here is a repeated conclusion: the listener answers those.
+        # KEEPALIVE only refreshes _last_received.
+
+    def _receive_ack(self, packet: ControlPacket, now: float) -> None:
+        ack = AckInfo.parse(packet.cif)
+        ack_seq = ack.last_ack_seq & SEQ_MASK
+        while self._snd_buffer:
+            seq = next(iter(self._snd_buffer))
+            if seq_diff(seq, ack_seq) >= 0:
+                break
+            del self._snd_buffer[seq]
+        if len(packet.cif) > 4:
+            self._send_control(ControlType.ACKACK, now, cif=_ZERO_WORD, type_info=packet.type_info)
+            if ack.rtt:
+                self.rtt = ack.rtt / 1_000_000
+                self.rtt_var = ack.rtt_var / 1_000_000
+
+    def _retransmit(self, ranges: list[tuple[int, int]], now: float) -> None:
+        gone: list[tuple[int, int]] = []
+        min_gap = max(self.rtt, 0.010)
+        oldest = next(iter(self._snd_buffer)) if self._snd_buffer else self._snd_next
+        for first, last in ranges:
+            # Clip to what we ever sent so a hostile range cannot make us loop.
+            if seq_diff(last, self._snd_next) >= 0:
+                last = seq_add(self._snd_next, -1)
+            count = seq_diff(last, first) + 1
+            if count <= 0:
+                continue
+            if seq_diff(first, oldest) < 0:
+                gone_last = last if seq_diff(last, oldest) < 0 else seq_add(oldest, -1)
+                gone.append((first, gone_last))
+                first = seq_add(gone_last, 1)
+                count = seq_diff(last, first) + 1
+            for i in range(count):
+                entry = self._snd_buffer.get(seq_add(first, i))
+                if entry is None:
+                    continue
+                if entry.last_sent != entry.first_sent and now - entry.last_sent < min_gap:
+                    continue
+                entry.packet.retransmitted = True
+                entry.last_sent = now
+                self._emit(entry.packet.to_bytes(), now)
+                self.stats.packets_retransmitted += 1
+        for first, last in gone:
+            self._send_control(
+                ControlType.DROPREQ, now, cif=struct.pack("!II", first, last), type_info=0
+            )
+
+    def _receive_dropreq(self, packet: ControlPacket, now: float) -> None:
+        first, last = decode_dropreq(packet.cif)
+        count = seq_diff(last, first) + 1
+        if count <= 0 or count > MAX_SEQ_JUMP:
+            return
+        for i in range(count):
+            self._loss.pop(seq_add(first, i), None)
+        # Everything up to `last` is settled: delivery may skip it without waiting.
+        if seq_diff(last, self._rcv_head) >= 0 and seq_diff(last, self._rcv_max) < 0:
+            while seq_diff(self._rcv_head, last) <= 0:
+                if self._rcv_head in self._rcv_buffer:
+                    break
+                self._rcv_head = seq_add(self._rcv_head, 1)
+                self.stats.packets_dropped += 1
+        self._ack_pending = True
+
+    def _receive_kmreq(self, packet: ControlPacket, now: float) -> None:
+        if self._cipher is None:
+            return
+        try:
+            self._cipher.update(KeyMaterial.parse(packet.cif))
+        except BadSecret:
+            return
+        self._send_control(ControlType.USER, now, cif=packet.cif, subtype=UserSubtype.KMRSP)
+
+    def _update_rtt(self, sample: float) -> None:
+        self.rtt_var = (3 * self.rtt_var + abs(self.rtt - sample)) / 4
+        self.rtt = (7 * self.rtt + sample) / 8
+
+    # Data packets.
+
+    def _receive_data(self, packet: DataPacket, now: float) -> None:
+        if self.state is not State.CONNECTED:
+            return
+        self._last_received = now
+        seq = packet.seq
+        ahead = seq_diff(seq, self._rcv_max)
+        if ahead > MAX_SEQ_JUMP:
+            self.stats.packets_invalid += 1
+            return
+        if seq_diff(seq, self._rcv_head) < 0 or seq in self._rcv_buffer:
+            self.stats.packets_duplicate += 1
+            return
+        if packet.key_flag:
+            if self._cipher is None:
+                self.stats.packets_undecryptable += 1
+                return
+            try:
+                packet.payload = self._cipher.decrypt(seq, packet.payload, packet.key_flag)
+            except CryptoError:
+                self.stats.packets_undecryptable += 1
+                return
+        elif self._cipher is not None:
+            self.stats.packets_undecryptable += 1
+            return
+        self._rcv_buffer[seq] = packet
+        self._ts_ref = self._extend_timestamp(packet.timestamp)
+        self.stats.packets_received += 1
+        self.stats.bytes_received += len(packet.payload)
+        self._rate_packets += 1
+        self._rate_bytes += len(packet.payload)
+        if ahead >= 0:
+            if ahead > 0:
+                lost_first = self._rcv_max
+                for i in range(ahead):
+                    self._loss[seq_add(lost_first, i)] = None
+                self.stats.packets_lost += ahead
+                self._send_nak([(lost_first, seq_add(seq, -1))], now)
+            self._rcv_max = seq_add(seq, 1)
+        else:
+            self._loss.pop(seq, None)
+        if not self._ack_pending:
+            self._ack_pending = True
+            self._next_ack = max(self._next_ack, now)
+        self._deliver(now)
+
+    def _extend_timestamp(self, timestamp: int) -> int:
+        """Place a 32-bit timestamp on a 64-bit line near the last one seen (wrap-safe)."""
+        delta = ((timestamp - self._ts_ref) + 0x80000000) % 0x100000000 - 0x80000000
+        return self._ts_ref + delta
+
+    def _play_time(self, packet: DataPacket) -> float:
+        return self._tsbpd_base + self._extend_timestamp(packet.timestamp) / 1e6 + self.recv_latency
+
+    def _first_buffered(self) -> int | None:
+        """The lowest buffered sequence number (the head, unless it is lost)."""
+        if self._rcv_head in self._rcv_buffer:
+            return self._rcv_head
+        if not self._rcv_buffer:
+            return None
+        head = self._rcv_head
+        return min(self._rcv_buffer, key=lambda s: seq_diff(s, head))
+
+    def _next_play_time(self) -> float | None:
+        first = self._first_buffered()
+        return None if first is None else self._play_time(self._rcv_buffer[first])
+
+    def _deliver(self, now: float) -> None:
+        while self._rcv_buffer:
+            first = self._first_buffered()
+            assert first is not None
+            packet = self._rcv_buffer[first]
+            if self._play_time(packet) > now:
+                return
+            if first != self._rcv_head:
+                skipped = seq_diff(first, self._rcv_head)
+                for i in range(skipped):
+                    self._loss.pop(seq_add(self._rcv_head, i), None)
+                self.stats.packets_dropped += skipped
+            del self._rcv_buffer[first]
+            self._rcv_head = seq_add(first, 1)
+            self._events.append(DataReceived(packet.payload))
+
+    def _ack_seq(self) -> int:
+        # Losses are only ever added at the top, so the dict is in sequence order.
+        return next(iter(self._loss)) if self._loss else self._rcv_max
+
+    def _send_ack(self, now: float) -> None:
+        elapsed = now - self._rate_window_start
+        if elapsed >= 1.0:
+            self._packet_rate = int(self._rate_packets / elapsed)
+            self._byte_rate = int(self._rate_bytes / elapsed)
+            self._rate_window_start = now
+            self._rate_packets = self._rate_bytes = 0
+        self._ack_number = (self._ack_number % 0x7FFFFFFF) + 1
+        info = AckInfo(
+            last_ack_seq=self._ack_seq(),
+            rtt=int(self.rtt * 1_000_000),
+            rtt_var=int(self.rtt_var * 1_000_000),
+            available_buffer=max(FLOW_WINDOW - len(self._rcv_buffer), 2),
+            packet_rate=self._packet_rate,
+            capacity=max(self._packet_rate * 2, 1000),
+            receive_rate=self._byte_rate,
+        )
+        self._send_control(ControlType.ACK, now, cif=info.to_bytes(), type_info=self._ack_number)
+        self._ack_sent_at[self._ack_number] = now
+        while len(self._ack_sent_at) > 1024:
+            self._ack_sent_at.popitem(last=False)
+        self._ack_pending = False
+        self._next_ack = now + ACK_INTERVAL
+
+    def _send_nak(self, ranges: list[tuple[int, int]], now: float) -> None:
+        words = 0
+        fitting = []
+        for first, last in ranges:
+            words += 1 if first == last else 2
+            if words > MAX_NAK_WORDS:
+                break
+            fitting.append((first, last))
+        self._send_control(ControlType.NAK, now, cif=encode_loss_list(fitting))
+        self.stats.naks_sent += 1
+        self._next_nak = now + max((self.rtt + 4 * self.rtt_var) / 2, MIN_NAK_INTERVAL)
+
+    def _sender_drop_delay(self) -> float:
+        return max(1.25 * self.send_latency + 0.020, 1.0)
+
+    def _drop_old_sent(self, now: float) -> None:
+        limit = now - self._sender_drop_delay()
+        while self._snd_buffer:
+            entry = next(iter(self._snd_buffer.values()))
+            if entry.first_sent > limit:
+                break
+            self._snd_buffer.popitem(last=False)
+
+
+def _to_ranges(seqs: list[int]) -> list[tuple[int, int]]:
+    """Fold ascending sequence numbers into inclusive ranges."""
+    ranges: list[tuple[int, int]] = []
+    for seq in seqs:
+        if ranges and seq == seq_add(ranges[-1][1], 1):
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
+
+
+def _random_socket_id() -> int:
+    return (int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF) or 1

@@ -1,0 +1,410 @@
+"""Trio driver for the sans-IO SRT core: sockets, timers and the public API.
+
+`SrtSocket` is what the rest of the server sees of one connection:
+`send(message)`, `receive()`, `aclose()`.  `SrtListener` owns one UDP socket
+and routes each datagram by destination socket id, so any number of
+connections share a port, as with libsrt.  `connect()` is the caller side.
+
+The connection's own task only sleeps until the core's next timer; incoming
+datagrams are fed synchronously by whoever reads the UDP socket and wake that
+task when they bring its deadline forward.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket as stdlib_socket
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+from ghostream.srt.crypto import CryptoError
+
+from ghostream.srt.connection import (
+    Connected,
+    Connection,
+    ConnectionClosed,
+    ConnectionRejected,
+    DataReceived,
+    State,
+)
+from ghostream.srt.handshake import ConnectionRequest, ListenerHandshake
+from ghostream.srt.packet import (
+    ControlPacket,
+    ControlType,
+    PacketError,
+    RejectReason,
+    parse_packet,
+    reject_reason_name,
+)
+
+log = logging.getLogger(__name__)
+
+# Enough for a few seconds of a high-bitrate stream the application is slow to read.
+INBOX_LIMIT = 4096
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+MAX_DATAGRAM = 2048
+
+
+class SrtError(Exception):
+    """Base of what the SRT API raises."""
+
+
+class SrtClosed(SrtError):
+    """The connection ended; `reason` says how."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SrtRejected(SrtError):
+    """The listener refused us; `code` is the reject reason (1403 = forbidden...)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"connection rejected: {reject_reason_name(code)} ({code})")
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    code: int
+    reason: str = ""
+
+
+Handler = Callable[["SrtSocket"], Awaitable[None]]
+AcceptCallback = Callable[[ConnectionRequest], Awaitable["Handler | Reject"]]
+
+
+class SrtSocket:
+    def __init__(
+        self,
+        connection: Connection,
+        udp: trio.socket.SocketType,
+        peer: tuple,
+        stream_id: str = "",
+    ) -> None:
+        self.connection = connection
+        self.peer = peer
+        self.stream_id = stream_id
+        self._udp = udp
+        self._inbox: deque[bytes] = deque()
+        self._readable = trio.Event()
+        self._wakeup = trio.Event()
+        self._deadline = float("inf")
+        self._closed_reason: str | None = None
+        self._rejected: int | None = None
+        self.connected = trio.Event()
+        self.inbox_overflows = 0
+
+    @property
+    def closed_reason(self) -> str | None:
+        return self._closed_reason
+
+    async def send(self, message: bytes) -> None:
+        if self._closed_reason is not None:
+            raise SrtClosed(self._closed_reason)
+        self.connection.send(message, trio.current_time())
+        await self.flush()
+
+    async def receive(self) -> bytes:
+        """The next message; raises SrtClosed once the peer is gone and all is read."""
+        while not self._inbox:
+            if self._closed_reason is not None:
+                raise SrtClosed(self._closed_reason)
+            self._readable = trio.Event()
+            await self._readable.wait()
+        return self._inbox.popleft()
+
+    async def aclose(self) -> None:
+        if self.connection.state is not State.CLOSED:
+            self.connection.close(trio.current_time())
+            self._process_events()
+            with trio.CancelScope(shield=True):
+                await self.flush()
+
+    def feed(self, packet: object, now: float) -> None:
+        self.connection.receive_packet(packet, now)  # type: ignore[arg-type]
+        self._process_events()
+        timer = self.connection.get_timer()
+        if timer is None or timer < self._deadline:
+            self._wakeup.set()
+
+    async def flush(self) -> None:
+        for datagram in self.connection.datagrams_to_send():
+            try:
+                await self._udp.sendto(datagram, self.peer)
+            except OSError as exc:
+                log.debug("send to %s failed: %s", self.peer, exc)
+
+    async def drive(self) -> None:
+        """Run the connection's timers until it closes."""
+        while True:
+            deadline = self.connection.get_timer()
+            if deadline is None:
+                return
+            self._deadline = deadline
+            self._wakeup = trio.Event()
+            with trio.move_on_at(deadline):
+                await self._wakeup.wait()
+            self._deadline = float("inf")
+            now = trio.current_time()
+            if now >= deadline:
+                self.connection.handle_timer(now)
+                self._process_events()
+            await self.flush()
+
+    def _process_events(self) -> None:
+        while (event := self.connection.next_event()) is not None:
+            if isinstance(event, DataReceived):
+                if len(self._inbox) >= INBOX_LIMIT:
+                    self._inbox.popleft()
+                    self.inbox_overflows += 1
+                self._inbox.append(event.payload)
+                self._readable.set()
+            elif isinstance(event, Connected):
+                self.connected.set()
+            elif isinstance(event, ConnectionRejected):
+                self._rejected = event.code
+                self._closed_reason = f"rejected: {reject_reason_name(event.code)}"
+                self._readable.set()
+                self.connected.set()
+            elif isinstance(event, ConnectionClosed):
+                self._closed_reason = event.reason
+                self._readable.set()
+                self.connected.set()
+
+
+def _random_id() -> int:
+    return (int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF) or 1
+
+
+async def open_udp_socket(host: str, port: int) -> trio.socket.SocketType:
+    """Bind a UDP socket; an empty host listens on every IPv4 and IPv6 address."""
+    if host in ("", "::"):
+        try:
+            sock = trio.socket.socket(trio.socket.AF_INET6, trio.socket.SOCK_DGRAM)
+            sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 0)
+            await sock.bind(("::", port))
+        except OSError:
+            sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+            await sock.bind(("0.0.0.0", port))
+    else:
+        info = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
+        family, _, _, _, address = info[0]
+        sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+        await sock.bind(address)
+    try:
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+    except OSError:
+        pass
+    return sock
+
+
+@dataclass
+class ListenerStats:
+    datagrams_invalid: int = 0
+    datagrams_unroutable: int = 0
+    handshakes_rejected: int = 0
+    connections_accepted: int = 0
+
+
+class SrtListener:
+    """Accepts SRT callers on one UDP port and runs a handler per connection."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        accept: AcceptCallback,
+        *,
+        latency: float = 0.120,
+        passphrase: str = "",
+        key_length: int = 16,
+        max_clients: int = 64,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.max_clients = max_clients
+        self.stats = ListenerStats()
+        self._accept = accept
+        self._handshake = ListenerHandshake(
+            latency=latency, passphrase=passphrase, key_length=key_length
+        )
+        self._connections: dict[int, SrtSocket] = {}
+        self._pending = 0
+        self._udp: trio.socket.SocketType | None = None
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def address(self) -> tuple:
+        assert self._udp is not None
+        return self._udp.getsockname()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._udp = await open_udp_socket(self.host, self.port)
+        with self._udp:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                await self._receive_loop(nursery)
+
+    async def _receive_loop(self, nursery: trio.Nursery) -> None:
+        assert self._udp is not None
+        while True:
+            try:
+                data, peer = await self._udp.recvfrom(MAX_DATAGRAM)
+            except OSError as exc:
+                # ICMP port unreachable from a vanished peer surfaces here on Linux.
+                log.debug("receive error: %s", exc)
+                continue
+            try:
+                await self._route(data, peer, nursery)
+            except (PacketError, CryptoError):
+                self.stats.datagrams_invalid += 1
+            except Exception:
+                self.stats.datagrams_invalid += 1
+                log.exception("SRT datagram from %s could not be handled", _peer_text(peer))
+
+    async def _route(self, data: bytes, peer: tuple, nursery: trio.Nursery) -> None:
+        assert self._udp is not None
+        packet = parse_packet(data)
+        now = trio.current_time()
+        dst = packet.dst_socket_id
+        if (
+            isinstance(packet, ControlPacket)
+            and packet.type == ControlType.HANDSHAKE
+            and dst in (0, self._handshake.listener_id)
+        ):
+            answer = self._handshake.receive(packet, peer, now)
+            if isinstance(answer, bytes):
+                await self._udp.sendto(answer, peer)
+            elif answer is not None:
+                if len(self._connections) + self._pending >= self.max_clients:
+                    log.warning(
+                        "SRT connection from %s refused: srt.maxClients (%d) reached",
+                        _peer_text(peer),
+                        self.max_clients,
+                    )
+                    self.stats.handshakes_rejected += 1
+                    await self._udp.sendto(
+                        self._handshake.reject(answer, RejectReason.OVERLOAD, now), peer
+                    )
+                else:
+                    self._pending += 1
+                    nursery.start_soon(self._decide, answer)
+            return
+        sock = self._connections.get(dst)
+        if sock is None or sock.peer != peer:
+            self.stats.datagrams_unroutable += 1
+            return
+        sock.feed(packet, now)
+        await sock.flush()
+
+    async def _decide(self, request: ConnectionRequest) -> None:
+        assert self._udp is not None
+        try:
+            try:
+                decision = await self._accept(request)
+            except Exception:
+                log.exception("deciding on SRT connection from %s failed", _peer_text(request.peer))
+                decision = Reject(RejectReason.INTERNAL_ERROR, "internal error")
+        finally:
+            self._pending -= 1
+        now = trio.current_time()
+        if isinstance(decision, Reject):
+            self.stats.handshakes_rejected += 1
+            await self._udp.sendto(
+                self._handshake.reject(request, decision.code, now), request.peer
+            )
+            return
+        socket_id = _random_id()
+        while socket_id in self._connections:
+            socket_id = _random_id()
+        connection, response = self._handshake.accept(request, socket_id, now)
+        sock = SrtSocket(connection, self._udp, request.peer, request.stream_id)
+        self._connections[socket_id] = sock
+        self.stats.connections_accepted += 1
+        try:
+            await self._udp.sendto(response, request.peer)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sock.drive)
+                try:
+                    await decision(sock)
+                except SrtClosed:
+                    pass
+                finally:
+                    await sock.aclose()
+                    nursery.cancel_scope.cancel()
+        finally:
+            del self._connections[socket_id]
+            self._handshake.forget(request.peer, request.peer_socket_id)
+
+
+@asynccontextmanager
+async def connect(
+    host: str,
+    port: int,
+    *,
+    streamid: str = "",
+    passphrase: str = "",
+    latency: float = 0.120,
+    key_length: int = 16,
+) -> AsyncIterator[SrtSocket]:
+    """Call an SRT listener; the connection lives as long as the context."""
+    info = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
+    family, _, _, _, address = info[0]
+    udp = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+    with udp:
+        await udp.bind(("::", 0) if family == trio.socket.AF_INET6 else ("0.0.0.0", 0))
+        connection = Connection.caller(
+            now=trio.current_time(),
+            stream_id=streamid,
+            passphrase=passphrase,
+            key_length=key_length,
+            latency=latency,
+        )
+        sock = SrtSocket(connection, udp, address, streamid)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_caller_receive_loop, sock, udp, address)
+            nursery.start_soon(sock.drive)
+            await sock.flush()
+            await sock.connected.wait()
+            if sock._rejected is not None:
+                nursery.cancel_scope.cancel()
+                raise SrtRejected(sock._rejected)
+            if connection.state is not State.CONNECTED:
+                nursery.cancel_scope.cancel()
+                raise SrtClosed(sock.closed_reason or "connection failed")
+            try:
+                yield sock
+            finally:
+                await sock.aclose()
+                nursery.cancel_scope.cancel()
+
+
+async def _caller_receive_loop(sock: SrtSocket, udp: trio.socket.SocketType, peer: tuple) -> None:
+    while True:
+        try:
+            data, source = await udp.recvfrom(MAX_DATAGRAM)
+        except OSError:
+            continue
+        if source[:2] != peer[:2]:
+            continue
+        try:
+            packet = parse_packet(data)
+        except PacketError:
+            sock.connection.stats.packets_invalid += 1
+            continue
+        sock.feed(packet, trio.current_time())
+        await sock.flush()
+
+
+def _peer_text(peer: tuple) -> str:
+    host = peer[0].removeprefix("::ffff:")
+    return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
