@@ -151,6 +151,7 @@ class Connection:
         self.send_latency = latency
         self.rtt = 0.100
         self.rtt_var = 0.050
+        self._rtt_measured = False
         self._start = now
         self._passphrase = passphrase
         self._key_length = key_length
@@ -230,22 +231,23 @@ class Connection:
         socket_id: int,
         peer_socket_id: int,
         isn: int,
-        peer_start: float,
+        peer_timestamp: int,
+        peer_timestamp_arrival: float,
         recv_latency: float,
         send_latency: float,
         cipher: StreamCipher | None,
     ) -> Connection:
         """The listener side, created once the caller's conclusion was accepted.
 
-        `peer_start` is the local time at which the peer's clock read zero,
-        estimated from the conclusion's timestamp: the TSBPD time base.
+        The conclusion's timestamp and its arrival time anchor the peer's
+        clock to ours: the TSBPD time base.
         """
         conn = cls(socket_id=socket_id, now=now, latency=recv_latency)
         conn.peer_socket_id = peer_socket_id
         conn.send_latency = send_latency
         conn._cipher = cipher
         conn._snd_next = conn._rcv_head = conn._rcv_max = isn
-        conn._tsbpd_base = peer_start
+        conn._anchor_peer_clock(peer_timestamp, peer_timestamp_arrival)
         conn.state = State.CONNECTED
         return conn
 
@@ -335,6 +337,7 @@ class Connection:
             self._send_ack(now)
         if self._loss and now >= self._next_nak:
             self._send_nak(_to_ranges(list(self._loss)), now)
+            self._next_nak = now + self._nak_interval()
         self._drop_old_sent(now)
         if now >= self._last_sent + KEEPALIVE_INTERVAL:
             self._send_control(ControlType.KEEPALIVE, now, cif=_ZERO_WORD)
@@ -471,7 +474,7 @@ class Connection:
         # The listener's SND field is the latency it applies sending to us.
         self.recv_latency = max(self.recv_latency, hsrsp.send_latency / 1000)
         self.send_latency = max(self.send_latency, hsrsp.recv_latency / 1000)
-        self._tsbpd_base = now - peer_timestamp / 1_000_000
+        self._anchor_peer_clock(peer_timestamp, now)
         self._last_received = now
         self.state = State.CONNECTED
         self._events.append(Connected())
@@ -516,6 +519,7 @@ class Connection:
         if len(packet.cif) > 4:
             self._send_control(ControlType.ACKACK, now, cif=_ZERO_WORD, type_info=packet.type_info)
             if ack.rtt:
+                self._rtt_measured = True
                 self.rtt = ack.rtt / 1_000_000
                 self.rtt_var = ack.rtt_var / 1_000_000
 
@@ -576,6 +580,11 @@ class Connection:
         self._send_control(ControlType.USER, now, cif=packet.cif, subtype=UserSubtype.KMRSP)
 
     def _update_rtt(self, sample: float) -> None:
+        if not self._rtt_measured:
+            # The first real sample is better than the 100 ms guess.
+            self._rtt_measured = True
+            self.rtt, self.rtt_var = sample, sample / 2
+            return
         self.rtt_var = (3 * self.rtt_var + abs(self.rtt - sample)) / 4
         self.rtt = (7 * self.rtt + sample) / 8
 
@@ -614,9 +623,11 @@ class Connection:
         if ahead >= 0:
             if ahead > 0:
                 lost_first = self._rcv_max
+                self.stats.packets_lost += ahead
+                if not self._loss:
+                    self._next_nak = now + self._nak_interval()
                 for i in range(ahead):
                     self._loss[seq_add(lost_first, i)] = None
-                self.stats.packets_lost += ahead
                 self._send_nak([(lost_first, seq_add(seq, -1))], now)
             self._rcv_max = seq_add(seq, 1)
         else:
@@ -625,6 +636,10 @@ class Connection:
             self._ack_pending = True
             self._next_ack = max(self._next_ack, now)
         self._deliver(now)
+
+    def _anchor_peer_clock(self, peer_timestamp: int, arrival: float) -> None:
+        self._ts_ref = peer_timestamp
+        self._tsbpd_base = arrival - peer_timestamp / 1_000_000
 
     def _extend_timestamp(self, timestamp: int) -> int:
         """Place a 32-bit timestamp on a 64-bit line near the last one seen (wrap-safe)."""
@@ -701,7 +716,12 @@ class Connection:
             fitting.append((first, last))
         self._send_control(ControlType.NAK, now, cif=encode_loss_list(fitting))
         self.stats.naks_sent += 1
-        self._next_nak = now + max((self.rtt + 4 * self.rtt_var) / 2, MIN_NAK_INTERVAL)
+
+    def _nak_interval(self) -> float:
+        # libsrt's formula, capped so a lost NAK is repeated well within the
+        # latency even before the RTT estimate has settled.
+        interval = min((self.rtt + 4 * self.rtt_var) / 2, self.recv_latency / 3)
+        return max(interval, MIN_NAK_INTERVAL)
 
     def _sender_drop_delay(self) -> float:
         return max(1.25 * self.send_latency + 0.020, 1.0)

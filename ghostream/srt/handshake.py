@@ -64,7 +64,8 @@ class ConnectionRequest:
     peer_socket_id: int
     stream_id: str
     isn: int
-    peer_start: float
+    peer_timestamp: int
+    arrived: float
     recv_latency: float
     send_latency: float
     encryption: int
@@ -146,7 +147,8 @@ class ListenerHandshake:
             socket_id=socket_id,
             peer_socket_id=request.peer_socket_id,
             isn=request.isn,
-            peer_start=request.peer_start,
+            peer_timestamp=request.peer_timestamp,
+            peer_timestamp_arrival=request.arrived,
             recv_latency=request.recv_latency,
             send_latency=request.send_latency,
             cipher=request.cipher,
@@ -281,7 +283,8 @@ class ListenerHandshake:
             peer_socket_id=hs.socket_id,
             stream_id=stream_id,
             isn=hs.isn,
-            peer_start=now - timestamp / 1_000_000,
+            peer_timestamp=timestamp,
+            arrived=now,
             # Each direction uses the larger of the receiver's and sender's wish.
             recv_latency=max(self.latency, hsreq.send_latency / 1000),
             send_latency=max(self.latency, hsreq.recv_latency / 1000),
