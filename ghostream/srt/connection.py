@@ -255,6 +255,11 @@ class Connection:
     def encrypted(self) -> bool:
         return self._cipher is not None
 
+    @property
+    def unacknowledged(self) -> int:
+        """Packets sent and still held for retransmission."""
+        return len(self._snd_buffer)
+
     # Application interface.
 
     def timestamp(self, now: float) -> int:

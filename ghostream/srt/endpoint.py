@@ -99,6 +99,7 @@ class SrtSocket:
         self._rejected: int | None = None
         self.connected = trio.Event()
         self.inbox_overflows = 0
+        self._drained: trio.Event | None = None
 
     @property
     def closed_reason(self) -> str | None:
@@ -118,6 +119,16 @@ class SrtSocket:
             self._readable = trio.Event()
             await self._readable.wait()
         return self._inbox.popleft()
+
+    async def drain(self) -> None:
+        """Wait until the peer acknowledged (or the sender gave up on) all sent data.
+
+        Live SRT does not linger on close, so a sender that must not lose its
+        last packets drains before closing.
+        """
+        while self.connection.unacknowledged and self._closed_reason is None:
+            self._drained = trio.Event()
+            await self._drained.wait()
 
     async def aclose(self) -> None:
         if self.connection.state is not State.CLOSED:
@@ -158,6 +169,10 @@ class SrtSocket:
             await self.flush()
 
     def _process_events(self) -> None:
+        if self._drained is not None and (
+            not self.connection.unacknowledged or self.connection.state is State.CLOSED
+        ):
+            self._drained.set()
         while (event := self.connection.next_event()) is not None:
             if isinstance(event, DataReceived):
                 if len(self._inbox) >= INBOX_LIMIT:
