@@ -29,7 +29,6 @@ from ghostream.srt.crypto import (
     StreamCipher,
     parse_km_state,
 )
-
 from ghostream.srt.packet import (
     EXT_FLAG_CONFIG,
     EXT_FLAG_HSREQ,

@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
-from ghostream.srt.crypto import CryptoError
 
 from ghostream.srt.connection import (
     Connected,
@@ -31,6 +30,7 @@ from ghostream.srt.connection import (
     DataReceived,
     State,
 )
+from ghostream.srt.crypto import CryptoError
 from ghostream.srt.handshake import ConnectionRequest, ListenerHandshake
 from ghostream.srt.packet import (
     ControlPacket,
@@ -104,6 +104,11 @@ class SrtSocket:
     @property
     def closed_reason(self) -> str | None:
         return self._closed_reason
+
+    @property
+    def rejection(self) -> int | None:
+        """The reject reason, when the listener refused our handshake."""
+        return self._rejected
 
     async def send(self, message: bytes) -> None:
         if self._closed_reason is not None:
@@ -385,22 +390,35 @@ async def connect(
             latency=latency,
         )
         sock = SrtSocket(connection, udp, address, streamid)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_caller_receive_loop, sock, udp, address)
-            nursery.start_soon(sock.drive)
-            await sock.flush()
-            await sock.connected.wait()
-            if sock._rejected is not None:
-                nursery.cancel_scope.cancel()
-                raise SrtRejected(sock._rejected)
-            if connection.state is not State.CONNECTED:
-                nursery.cancel_scope.cancel()
-                raise SrtClosed(sock.closed_reason or "connection failed")
-            try:
-                yield sock
-            finally:
-                await sock.aclose()
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_caller_receive_loop, sock, udp, address)
+                nursery.start_soon(sock.drive)
+                await sock.flush()
+                await sock.connected.wait()
+                if sock.rejection is not None:
+                    raise SrtRejected(sock.rejection)
+                if connection.state is not State.CONNECTED:
+                    raise SrtClosed(sock.closed_reason or "connection failed")
+                try:
+                    yield sock
+                finally:
+                    await sock.aclose()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The helper tasks never fail on their own: hand back the caller's error.
+            raise _sole_error(group) from None
+
+
+def _sole_error(group: BaseExceptionGroup) -> BaseException:
+    errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+    return errors[0] if len(errors) == 1 else group
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 async def _caller_receive_loop(sock: SrtSocket, udp: trio.socket.SocketType, peer: tuple) -> None:

@@ -17,9 +17,8 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from ghostream.srt.crypto import BadSecret, CryptoError, KeyMaterial, StreamCipher
-
 from ghostream.srt.connection import Connection
+from ghostream.srt.crypto import BadSecret, CryptoError, KeyMaterial, StreamCipher
 from ghostream.srt.packet import (
     EXT_FLAG_HSREQ,
     EXT_FLAG_KMREQ,
