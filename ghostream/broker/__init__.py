@@ -1,0 +1,1 @@
+"""Live streams in memory: one publisher, any number of readers, each with its own cursor."""

@@ -1,0 +1,56 @@
+"""What happens to streams and viewers, as the event log and metrics see it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class PublishStarted:
+    stream_id: str
+    peer: str
+    protocol: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PublishStopped:
+    stream_id: str
+    peer: str
+    protocol: str
+    at: float
+    bytes: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerJoined:
+    stream_id: str
+    viewer_id: int
+    peer: str
+    protocol: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerLeft:
+    stream_id: str
+    viewer_id: int
+    peer: str
+    protocol: str
+    at: float
+    bytes: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    stream_id: str
+    peer: str
+    protocol: str
+    at: float
+    reason: str
+    detail: dict = field(default_factory=dict)
+
+
+Event = PublishStarted | PublishStopped | ViewerJoined | ViewerLeft | Rejected

@@ -1,0 +1,200 @@
+"""The registry of live streams: who publishes what, who watches, and for how long.
+
+A stream exists from its first publish until its publisher has been gone for
+the grace period, so that viewers of a publisher whose connection drops for
+a moment keep their place and resume when it returns.  Lifecycle events go
+to every `on_event` listener (event log, metrics) synchronously: listeners
+must not block.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import trio
+
+from ghostream.broker.events import (
+    Event,
+    PublishStarted,
+    PublishStopped,
+    Rejected,
+    ViewerJoined,
+    ViewerLeft,
+)
+from ghostream.broker.stream import (
+    DEFAULT_MAX_LAG_BYTES,
+    Stream,
+    StreamEnded,
+    StreamState,
+    Subscription,
+)
+
+log = logging.getLogger(__name__)
+
+
+class StreamBusy(Exception):
+    """The stream already has a live publisher (no takeover)."""
+
+
+class StreamNotFound(Exception):
+    """No such stream is live."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSummary:
+    id: str
+    state: str
+    viewers: int
+    bytes_in: int
+    video_codec: str | None
+    audio_codecs: tuple[str, ...]
+
+
+class Broker:
+    def __init__(self, *, reconnect_grace: float = 10.0, ring_bytes: int | None = None) -> None:
+        self.reconnect_grace = reconnect_grace
+        self.ring_bytes = ring_bytes
+        self.on_event: list[Callable[[Event], None]] = []
+        self._streams: dict[str, Stream] = {}
+        self._deadlines: dict[str, float] = {}
+        self._changed = trio.Event()
+
+    def emit(self, event: Event) -> None:
+        for listener in self.on_event:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed on %s", type(event).__name__)
+
+    def reject(self, stream_id: str, peer: str, protocol: str, reason: str, **detail) -> None:
+        self.emit(Rejected(stream_id, peer, protocol, time.time(), reason, detail))
+
+    # Publishing.
+
+    @contextmanager
+    def publish(self, stream_id: str, peer: str, protocol: str) -> Iterator[Stream]:
+        """Hold the publisher slot of a stream for the duration of the block."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.state is StreamState.LIVE:
+            raise StreamBusy(stream_id)
+        if stream is None:
+            options = {"ring_bytes": self.ring_bytes} if self.ring_bytes else {}
+            stream = Stream(stream_id, **options)
+            stream.on_skip.append(self._note_skip)
+            self._streams[stream_id] = stream
+        else:
+            stream.publisher_returned()
+            self._deadlines.pop(stream_id, None)
+        started = time.time()
+        bytes_before = stream.bytes_in
+        self.emit(PublishStarted(stream_id, peer, protocol, started))
+        reason = "publisher disconnected"
+        try:
+            yield stream
+        except BaseException as exc:
+            reason = f"error: {exc}" if isinstance(exc, Exception) else "server stopping"
+            raise
+        finally:
+            stream.publisher_left()
+            self._deadlines[stream_id] = trio.current_time() + self.reconnect_grace
+            self._changed.set()
+            self.emit(
+                PublishStopped(
+                    stream_id, peer, protocol, time.time(), stream.bytes_in - bytes_before, reason
+                )
+            )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """End streams whose publisher did not return within the grace period."""
+        task_status.started()
+        try:
+            while True:
+                self._changed = trio.Event()
+                deadline = min(self._deadlines.values(), default=float("inf"))
+                with trio.move_on_at(deadline):
+                    await self._changed.wait()
+                now = trio.current_time()
+                for stream_id, when in list(self._deadlines.items()):
+                    if when <= now:
+                        self._end(stream_id)
+        finally:
+            for stream_id in list(self._streams):
+                self._end(stream_id)
+
+    def _end(self, stream_id: str) -> None:
+        self._deadlines.pop(stream_id, None)
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            stream.end()
+
+    # Watching.
+
+    def get(self, stream_id: str) -> Stream | None:
+        return self._streams.get(stream_id)
+
+    def default_stream(self, configured: str = "") -> str | None:
+        """The configured default, else the only stream there is."""
+        if configured:
+            return configured
+        live = [s for s in self._streams if "@" not in s]
+        return live[0] if len(live) == 1 else None
+
+    @contextmanager
+    def watch(
+        self,
+        stream_id: str,
+        peer: str,
+        protocol: str,
+        *,
+        max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES,
+    ) -> Iterator[Subscription]:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise StreamNotFound(stream_id)
+        subscription = stream.subscribe(max_lag_bytes=max_lag_bytes)
+        started = time.time()
+        self.emit(ViewerJoined(stream_id, subscription.id, peer, protocol, started))
+        reason = "viewer left"
+        try:
+            yield subscription
+        except StreamEnded as ended:
+            reason = ended.reason
+        except BaseException as exc:
+            reason = f"error: {exc}" if isinstance(exc, Exception) else "server stopping"
+            raise
+        finally:
+            subscription.close()
+            if subscription.dropped:
+                reason = subscription.dropped
+            self.emit(
+                ViewerLeft(
+                    stream_id,
+                    subscription.id,
+                    peer,
+                    protocol,
+                    time.time(),
+                    subscription.bytes_sent,
+                    reason,
+                )
+            )
+
+    def summaries(self) -> list[StreamSummary]:
+        return [
+            StreamSummary(
+                id=stream.id,
+                state=stream.state.value,
+                viewers=len(stream.subscribers),
+                bytes_in=stream.bytes_in,
+                video_codec=stream.inspector.video_codec,
+                audio_codecs=tuple(stream.inspector.audio_codecs),
+            )
+            for stream in self._streams.values()
+        ]
+
+    def _note_skip(self, stream: Stream, subscription: Subscription, *, dropped: bool) -> None:
+        action = "dropped" if dropped else "moved ahead to the latest keyframe"
+        log.info("viewer %d of %s is too slow: %s", subscription.id, stream.id, action)

@@ -1,0 +1,147 @@
+"""Just enough MPEG-TS parsing to serve a new viewer a decodable start.
+
+A viewer that joins mid-stream needs the program tables (PAT, PMT) and then
+a video keyframe; everything before the keyframe is useless to its decoder.
+`TsInspector` follows the tables to find the video PID and tells which
+chunks begin a keyframe (H.264 IDR/SPS, HEVC IRAP/VPS, or the adaptation
+field's random access flag).  It never raises on bad input: a broken packet
+only means a keyframe may be found one GOP later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PACKET_SIZE = 188
+SYNC_BYTE = 0x47
+PAT_PID = 0
+STREAM_TYPES = {
+    0x1B: "h264",
+    0x24: "hevc",
+    0x0F: "aac",
+    0x11: "aac-latm",
+    0x03: "mp2",
+    0x04: "mp2",
+    0x81: "ac3",
+    0x06: "private",
+}
+VIDEO_CODECS = ("h264", "hevc")
+
+
+@dataclass
+class ChunkInfo:
+    keyframe: bool = False
+    tables_changed: bool = False
+
+
+class TsInspector:
+    def __init__(self) -> None:
+        self.pmt_pid: int | None = None
+        self.video_pid: int | None = None
+        self.video_codec: str | None = None
+        self.audio_codecs: list[str] = []
+        self.pat_packet: bytes | None = None
+        self.pmt_packet: bytes | None = None
+        self.invalid_packets = 0
+
+    @property
+    def tables(self) -> bytes:
+        """PAT then PMT, to put in front of what a new viewer receives."""
+        return (self.pat_packet or b"") + (self.pmt_packet or b"")
+
+    def inspect(self, chunk: bytes) -> ChunkInfo:
+        info = ChunkInfo()
+        for offset in range(0, len(chunk) - PACKET_SIZE + 1, PACKET_SIZE):
+            packet = chunk[offset : offset + PACKET_SIZE]
+            if packet[0] != SYNC_BYTE:
+                self.invalid_packets += 1
+                continue
+            try:
+                self._packet(packet, info)
+            except IndexError:
+                self.invalid_packets += 1
+        return info
+
+    def _packet(self, packet: bytes, info: ChunkInfo) -> None:
+        pid = ((packet[1] & 0x1F) << 8) | packet[2]
+        unit_start = bool(packet[1] & 0x40)
+        control = (packet[3] >> 4) & 0x3
+        start = 4
+        random_access = False
+        if control & 0x2:
+            length = packet[4]
+            if length and packet[5] & 0x40:
+                random_access = True
+            start = 5 + length
+        if not control & 0x1 or start >= PACKET_SIZE:
+            return
+        payload = packet[start:]
+        if pid == PAT_PID and unit_start:
+            if self._parse_pat(payload):
+                info.tables_changed |= packet != self.pat_packet
+                self.pat_packet = packet
+        elif pid == self.pmt_pid and unit_start:
+            if self._parse_pmt(payload):
+                info.tables_changed |= packet != self.pmt_packet
+                self.pmt_packet = packet
+        elif pid == self.video_pid and unit_start:
+            if random_access or self._starts_keyframe(payload):
+                info.keyframe = True
+
+    @staticmethod
+    def _section(payload: bytes, table_id: int) -> bytes | None:
+        pointer = payload[0]
+        section = payload[1 + pointer :]
+        if len(section) < 8 or section[0] != table_id:
+            return None
+        length = ((section[1] & 0x0F) << 8) | section[2]
+        # Everything after the length field, without the CRC.
+        return section[3 : 3 + length - 4]
+
+    def _parse_pat(self, payload: bytes) -> bool:
+        body = self._section(payload, 0x00)
+        if body is None:
+            return False
+        for i in range(5, len(body) - 3, 4):
+            program = (body[i] << 8) | body[i + 1]
+            if program != 0:
+                self.pmt_pid = ((body[i + 2] & 0x1F) << 8) | body[i + 3]
+                return True
+        return False
+
+    def _parse_pmt(self, payload: bytes) -> bool:
+        body = self._section(payload, 0x02)
+        if body is None or len(body) < 9:
+            return False
+        info_length = ((body[7] & 0x0F) << 8) | body[8]
+        i = 9 + info_length
+        video_pid, video_codec, audio = None, None, []
+        while i + 5 <= len(body):
+            stream_type = body[i]
+            pid = ((body[i + 1] & 0x1F) << 8) | body[i + 2]
+            es_length = ((body[i + 3] & 0x0F) << 8) | body[i + 4]
+            codec = STREAM_TYPES.get(stream_type, f"0x{stream_type:02x}")
+            if codec in VIDEO_CODECS and video_pid is None:
+                video_pid, video_codec = pid, codec
+            elif codec in ("aac", "aac-latm", "mp2", "ac3"):
+                audio.append(codec)
+            i += 5 + es_length
+        self.video_pid, self.video_codec, self.audio_codecs = video_pid, video_codec, audio
+        return True
+
+    def _starts_keyframe(self, payload: bytes) -> bool:
+        if len(payload) < 9 or payload[:3] != b"\x00\x00\x01":
+            return False
+        data = payload[9 + payload[8] :]
+        hevc = self.video_codec == "hevc"
+        position = data.find(b"\x00\x00\x01")
+        while position != -1 and position + 3 < len(data):
+            header = data[position + 3]
+            if hevc:
+                kind = (header >> 1) & 0x3F
+                if 16 <= kind <= 21 or kind in (32, 33):
+                    return True
+            elif header & 0x1F in (5, 7):
+                return True
+            position = data.find(b"\x00\x00\x01", position + 3)
+        return False

@@ -1,0 +1,479 @@
+"""Typed settings from defaults, `ghostream.yml` and `GHOSTREAM_<SECTION>_<KEY>` variables.
+
+Existing deployments keep their `ghostream.yml` and their environment, so the
+YAML keys are the original server's (camelCase) and every key keeps its
+default.  The schema is the dataclasses below: each field names its YAML key,
+so loading, environment overrides, type checks, `ghostream config` and the
+defaults test all walk the same tree instead of repeating the key list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = Path("/etc/ghostream/ghostream.yml")
+ENV_PREFIX = "GHOSTREAM_"
+# bcrypt hash of "demo": the original server's demo user, so that a fresh
+# install accepts a test publish with the stream key "demo:demo".
+DEMO_USER = "demo"
+DEMO_HASH = "$2b$10$ie94Nv5Qx6B2.KXfJMbFtOwOdWGNIR96ACPMADPEhWMzqe.3kcgsS"
+MASK = "********"
+
+
+class ConfigError(Exception):
+    """A configuration the server cannot run with; the message names the key and source."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """`:port`, `host:port` or `[v6]:port`; an empty host means every interface."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        match = re.fullmatch(
+            r"(?:\[(?P<v6>[0-9a-fA-F:.%\w]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)", text
+        )
+        if match is None:
+            raise ValueError(f"{text!r} is not an address like :9710, host:9710 or [::1]:9710")
+        port = int(match["port"])
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} is out of range")
+        return cls(match["v6"] or match["host"] or "", port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _key(name: str, *, secret: bool = False, **kwargs: Any) -> Any:
+    return field(metadata={"key": name, "secret": secret}, **kwargs)
+
+
+@dataclass(frozen=True)
+class BasicAuthSettings:
+    credentials: dict[str, str] = _key(
+        "credentials", secret=True, default_factory=lambda: {DEMO_USER: DEMO_HASH}
+    )
+
+
+@dataclass(frozen=True)
+class LdapSettings:
+    uri: str = _key("uri", default="ldap://127.0.0.1:389")
+    userdn: str = _key("userdn", default="cn=users,dc=example,dc=com")
+    aliases: dict[str, str] = _key("aliases", default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    enabled: bool = _key("enabled", default=True)
+    backend: str = _key("backend", default="basic")
+    basic: BasicAuthSettings = _key("basic", default_factory=BasicAuthSettings)
+    ldap: LdapSettings = _key("ldap", default_factory=LdapSettings)
+
+    @property
+    def uses_demo_credentials(self) -> bool:
+        return (
+            self.enabled
+            and self.backend == "basic"
+            and self.basic.credentials.get(DEMO_USER) == DEMO_HASH
+        )
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    enabled: bool = _key("enabled", default=True)
+    listen_address: ListenAddress = _key("listenAddress", default=ListenAddress("", 2112))
+
+
+@dataclass(frozen=True)
+class SrtSettings:
+    enabled: bool = _key("enabled", default=True)
+    listen_address: ListenAddress = _key("listenAddress", default=ListenAddress("", 9710))
+    max_clients: int = _key("maxClients", default=64)
+    latency: int = _key("latency", default=120)
+    passphrase: str = _key("passphrase", secret=True, default="")
+    default_stream: str = _key("defaultStream", default="")
+
+
+@dataclass(frozen=True)
+class StreamsSettings:
+    reconnect_grace: int = _key("reconnectGrace", default=10)
+
+
+@dataclass(frozen=True)
+class HistorySettings:
+    enabled: bool = _key("enabled", default=True)
+    path: str = _key("path", default="")
+
+    @property
+    def database(self) -> Path:
+        if self.path:
+            return Path(self.path).expanduser()
+        data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+        return Path(data_home) / "ghostream" / "history.sqlite3"
+
+
+@dataclass(frozen=True)
+class TelnetSettings:
+    enabled: bool = _key("enabled", default=False)
+    listen_address: ListenAddress = _key("listenAddress", default=ListenAddress("", 8023))
+
+
+@dataclass(frozen=True)
+class TextTranscoderSettings:
+    enabled: bool = _key("enabled", default=False)
+    width: int = _key("width", default=80)
+    height: int = _key("height", default=45)
+    framerate: int = _key("framerate", default=20)
+
+
+@dataclass(frozen=True)
+class TranscoderSettings:
+    text: TextTranscoderSettings = _key("text", default_factory=TextTranscoderSettings)
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    enabled: bool = _key("enabled", default=True)
+    custom_css: str = _key("customCss", default="")
+    favicon: str = _key("favicon", default="/static/img/favicon.svg")
+    hostname: str = _key("hostname", default="localhost")
+    listen_address: ListenAddress = _key("listenAddress", default=ListenAddress("", 8080))
+    name: str = _key("name", default="Ghostream")
+    one_stream_per_domain: bool = _key("oneStreamPerDomain", default=False)
+    player_poster: str = _key("playerPoster", default="/static/img/no_stream.svg")
+    viewers_counter_refresh_period: int = _key("viewersCounterRefreshPeriod", default=20000)
+    widget_url: str = _key("widgetURL", default="")
+    map_domain_to_stream: dict[str, str] = _key("mapDomainToStream", default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WebrtcSettings:
+    enabled: bool = _key("enabled", default=True)
+    min_port_udp: int = _key("minPortUDP", default=10000)
+    max_port_udp: int = _key("maxPortUDP", default=10005)
+    stun_servers: list[str] = _key(
+        "STUNServers", default_factory=lambda: ["stun:stun.l.google.com:19302"]
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    auth: AuthSettings = _key("auth", default_factory=AuthSettings)
+    forwarding: dict[str, list[str]] = _key("forwarding", secret=True, default_factory=dict)
+    history: HistorySettings = _key("history", default_factory=HistorySettings)
+    monitoring: MonitoringSettings = _key("monitoring", default_factory=MonitoringSettings)
+    srt: SrtSettings = _key("srt", default_factory=SrtSettings)
+    streams: StreamsSettings = _key("streams", default_factory=StreamsSettings)
+    telnet: TelnetSettings = _key("telnet", default_factory=TelnetSettings)
+    transcoder: TranscoderSettings = _key("transcoder", default_factory=TranscoderSettings)
+    web: WebSettings = _key("web", default_factory=WebSettings)
+    webrtc: WebrtcSettings = _key("webrtc", default_factory=WebrtcSettings)
+    source: str = field(default="built-in defaults", compare=False)
+
+    def to_yaml_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
+        return _dump(self, mask_secrets)
+
+
+# Loading.
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults, then the YAML file, then the environment; later sources win."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    file_path: Path | None = None
+    if path is not None:
+        file_path = Path(path)
+        if not file_path.exists():
+            raise ConfigError(f"{file_path}: configuration file not found")
+    elif DEFAULT_PATH.exists():
+        file_path = DEFAULT_PATH
+    if file_path is not None:
+        raw = _read_yaml(file_path)
+        _check_unknown(raw, Settings, (), str(file_path))
+        _note_origins(raw, Settings, (), str(file_path), origins)
+    _apply_environment(raw, environ, origins)
+    sources = [str(file_path)] if file_path else []
+    if any(origin.startswith(ENV_PREFIX) for origin in origins.values()):
+        sources.append("environment")
+    settings = _build(Settings, raw, (), origins)
+    _validate(settings, origins)
+    return dataclasses.replace(settings, source=" + ".join(sources) or "built-in defaults")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping of sections")
+    return data
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.metadata["key"]: f for f in dataclasses.fields(cls) if "key" in f.metadata}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp is not ListenAddress
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    return ".".join(path)
+
+
+def _check_unknown(raw: Any, cls: type, path: tuple[str, ...], source: str) -> None:
+    if not isinstance(raw, dict):
+        return
+    known = _fields(cls)
+    hints = _hints(cls)
+    for key, value in raw.items():
+        if key not in known:
+            log.warning(
+                "%s: unknown configuration key %r ignored", source, _dotted((*path, str(key)))
+            )
+            continue
+        tp = hints[known[key].name]
+        if _is_section(tp):
+            _check_unknown(value, tp, (*path, key), source)
+
+
+def _note_origins(
+    raw: Any, cls: type, path: tuple[str, ...], source: str, origins: dict[tuple[str, ...], str]
+) -> None:
+    if not isinstance(raw, dict):
+        return
+    known = _fields(cls)
+    hints = _hints(cls)
+    for key, value in raw.items():
+        if key in known:
+            origins[(*path, key)] = source
+            tp = hints[known[key].name]
+            if _is_section(tp):
+                _note_origins(value, tp, (*path, key), source, origins)
+
+
+def _schema_paths(cls: type, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Every leaf key: (section, ..., key) -> its type."""
+    paths: dict[tuple[str, ...], Any] = {}
+    hints = _hints(cls)
+    for key, f in _fields(cls).items():
+        tp = hints[f.name]
+        if _is_section(tp):
+            paths.update(_schema_paths(tp, (*path, key)))
+        else:
+            paths[(*path, key)] = tp
+    return paths
+
+
+def _apply_environment(
+    raw: dict[str, Any], environ: Mapping[str, str], origins: dict[tuple[str, ...], str]
+) -> None:
+    by_name = {
+        ENV_PREFIX + "_".join(part.upper() for part in path): (path, tp)
+        for path, tp in _schema_paths(Settings).items()
+    }
+    for name, text in environ.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        match = by_name.get(name.upper())
+        if match is None:
+            log.warning("environment: unknown configuration variable %s ignored", name)
+            continue
+        path, tp = match
+        section = raw
+        for part in path[:-1]:
+            section = section.setdefault(part, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"{name}: section {part} is not a mapping")
+        section[path[-1]] = _from_text(text, tp, name, _dotted(path))
+        origins[path] = name
+
+
+def _from_text(text: str, tp: Any, source: str, key: str) -> Any:
+    """An environment value in the key's type: bool, int, list or map from text."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{source}: {key} must be true or false, not {text!r}")
+    if tp is int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ConfigError(f"{source}: {key} must be an integer, not {text!r}") from None
+    if origin is list:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if origin is dict:
+        try:
+            value = yaml.safe_load(text) if text.strip() else {}
+        except yaml.YAMLError:
+            raise ConfigError(f"{source}: {key} must be a YAML or JSON mapping") from None
+        return value
+    return text
+
+
+def _build(cls: type, raw: Any, path: tuple[str, ...], origins: dict[tuple[str, ...], str]) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        where = origins.get(path, "configuration")
+        raise ConfigError(f"{where}: {_dotted(path)} must be a mapping of keys")
+    hints = _hints(cls)
+    values: dict[str, Any] = {}
+    for key, f in _fields(cls).items():
+        if key not in raw:
+            continue
+        tp = hints[f.name]
+        key_path = (*path, key)
+        if _is_section(tp):
+            values[f.name] = _build(tp, raw[key], key_path, origins)
+        else:
+            where = origins.get(key_path, "configuration")
+            values[f.name] = _coerce(raw[key], tp, where, _dotted(key_path))
+    return cls(**values)
+
+
+def _type_name(tp: Any) -> str:
+    if tp is ListenAddress:
+        return "an address like :8080"
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return "a list of strings"
+    if origin is dict:
+        return "a mapping"
+    return {bool: "true or false", int: "an integer", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
+    def wrong() -> ConfigError:
+        shown = type(value).__name__ if isinstance(value, dict | list) else repr(value)
+        return ConfigError(f"{source}: {key} must be {_type_name(tp)}, not {shown}")
+
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise wrong()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise wrong()
+    if tp is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        if value is None:
+            return ""
+        raise wrong()
+    if tp is ListenAddress:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = f":{value}"
+        if not isinstance(value, str):
+            raise wrong()
+        try:
+            return ListenAddress.parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {key}: {exc}") from None
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise wrong()
+        return list(value)
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise wrong()
+        _, value_type = typing.get_args(tp)
+        return {str(k): _coerce(v, value_type, source, f"{key}.{k}") for k, v in value.items()}
+    raise TypeError(f"no coercion for {tp}")
+
+
+def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
+    def fail(path: tuple[str, ...], message: str) -> typing.NoReturn:
+        raise ConfigError(f"{origins.get(path, 'configuration')}: {_dotted(path)} {message}")
+
+    if settings.auth.backend not in ("basic", "ldap"):
+        fail(("auth", "backend"), f"must be basic or ldap, not {settings.auth.backend!r}")
+    passphrase = settings.srt.passphrase
+    if passphrase and not 10 <= len(passphrase) <= 79:
+        fail(("srt", "passphrase"), "must have 10 to 79 characters")
+    if not 1 <= settings.srt.max_clients <= 100_000:
+        fail(("srt", "maxClients"), "must be between 1 and 100000")
+    if not 20 <= settings.srt.latency <= 10_000:
+        fail(("srt", "latency"), "must be between 20 and 10000 (milliseconds)")
+    if settings.webrtc.min_port_udp > settings.webrtc.max_port_udp:
+        fail(("webrtc", "minPortUDP"), "must not be above webrtc.maxPortUDP")
+    if settings.streams.reconnect_grace < 0:
+        fail(("streams", "reconnectGrace"), "must not be negative")
+
+
+# Dumping.
+
+
+def _mask_url(url: str) -> str:
+    """Hide a forward URL's stream key (its last path segment or query)."""
+    base, _, _ = url.partition("?")
+    head, slash, _ = base.rpartition("/")
+    return f"{head}/{MASK}" if slash and "://" in head else MASK
+
+
+def _dump(obj: Any, mask: bool) -> Any:
+    out: dict[str, Any] = {}
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if "key" not in f.metadata:
+            continue
+        value = getattr(obj, f.name)
+        tp = hints[f.name]
+        if _is_section(tp):
+            out[f.metadata["key"]] = _dump(value, mask)
+            continue
+        if isinstance(value, ListenAddress):
+            value = str(value)
+        if mask and f.metadata["secret"] and value:
+            if isinstance(value, dict) and typing.get_args(tp)[1] == list[str]:
+                value = {k: [_mask_url(u) for u in urls] for k, urls in value.items()}
+            elif isinstance(value, dict):
+                value = {k: MASK for k in value}
+            else:
+                value = MASK
+        out[f.metadata["key"]] = value
+    return out

@@ -1,0 +1,94 @@
+"""Prometheus metrics and the `/metrics` endpoint, served on Trio by Hypercorn.
+
+Every metric of the server is defined here, in one registry, so that the
+catalogue is in one place and tests can read values without scraping.
+Names keep the original server's where it had them
+(`ghostream_web_viewer_served_total`, `ghostream_webrtc_connected_sessions`).
+"""
+
+from __future__ import annotations
+
+import platform
+
+import trio
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    make_asgi_app,
+)
+
+from ghostream import __version__
+from ghostream.config import ListenAddress
+from ghostream.http.serving import serve_asgi
+
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+BUILD_INFO = Info("ghostream_build", "Ghostream version and Python runtime", registry=REGISTRY)
+BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
+
+SRT_CONNECTIONS = Gauge(
+    "ghostream_srt_connections", "Open SRT connections (publishers and viewers)", registry=REGISTRY
+)
+SRT_PACKETS_RETRANSMITTED = Counter(
+    "ghostream_srt_packets_retransmitted_total",
+    "SRT data packets sent again after a loss report",
+    registry=REGISTRY,
+)
+SRT_PACKETS_DROPPED = Counter(
+    "ghostream_srt_packets_dropped_total",
+    "SRT data packets that arrived too late or never (skipped at play time)",
+    registry=REGISTRY,
+)
+SRT_DATAGRAMS_INVALID = Counter(
+    "ghostream_srt_datagrams_invalid_total",
+    "Malformed or unroutable SRT datagrams dropped",
+    registry=REGISTRY,
+)
+STREAMS_LIVE = Gauge("ghostream_streams_live", "Streams with a publisher", registry=REGISTRY)
+VIEWERS = Gauge(
+    "ghostream_viewers",
+    "Connected viewers by stream and protocol",
+    ["stream", "protocol"],
+    registry=REGISTRY,
+)
+VIEWERS_SERVED = Counter(
+    "ghostream_web_viewer_served_total",
+    "Viewers served since start, by stream and protocol",
+    ["stream", "protocol"],
+    registry=REGISTRY,
+)
+BYTES_IN = Counter(
+    "ghostream_bytes_received_total", "Stream bytes received from publishers", ["stream"],
+    registry=REGISTRY,
+)  # fmt: skip
+BYTES_OUT = Counter(
+    "ghostream_bytes_sent_total", "Stream bytes sent to viewers", ["stream", "protocol"],
+    registry=REGISTRY,
+)  # fmt: skip
+REJECTIONS = Counter(
+    "ghostream_rejections_total",
+    "Refused connections by protocol and reason",
+    ["protocol", "reason"],
+    registry=REGISTRY,
+)
+VIEWERS_SKIPPED = Counter(
+    "ghostream_viewer_skips_total",
+    "Times a slow viewer was moved ahead to the latest keyframe",
+    ["stream", "protocol"],
+    registry=REGISTRY,
+)
+WEBRTC_SESSIONS = Gauge(
+    "ghostream_webrtc_connected_sessions", "Connected WebRTC sessions", registry=REGISTRY
+)
+
+
+async def serve_metrics(
+    address: ListenAddress, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await serve_asgi(make_asgi_app(registry=REGISTRY), address, task_status=task_status)

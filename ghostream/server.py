@@ -1,0 +1,96 @@
+"""The root of the running server: one Trio nursery, one child per enabled service.
+
+The nursery tree mirrors the server: this nursery holds the services (SRT
+listener, web server, metrics endpoint, history writer, broker), each service
+holds its connections.  A service is an async function that binds what it
+needs, calls `task_status.started()` and then serves until cancelled, so a
+port already in use is reported before "Ghostream ready" and stops the server
+with status 1.  A signal cancels the root nursery; everything unwinds from
+there.  To add a service, add it to `plan_services`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from ghostream.config import Settings
+from ghostream.context import ServerContext
+from ghostream.monitoring import serve_metrics
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    address: str
+    run: Callable[..., Awaitable[object]]
+
+
+def plan_services(context: ServerContext) -> list[Service]:
+    from ghostream.http.app import serve_web
+    from ghostream.outputs.srt import serve_srt
+
+    settings = context.settings
+    services = [Service("broker", "", context.broker.run)]
+    if context.history is not None:
+        services.append(Service("history", str(settings.history.database), context.history.run))
+    if settings.srt.enabled:
+        services.append(
+            Service("SRT", f"{settings.srt.listen_address}/udp", partial(serve_srt, context))
+        )
+    if settings.web.enabled:
+        services.append(
+            Service("web", f"{settings.web.listen_address}/tcp", partial(serve_web, context))
+        )
+    if settings.monitoring.enabled:
+        address = settings.monitoring.listen_address
+        services.append(Service("monitoring", f"{address}/tcp", partial(serve_metrics, address)))
+    return services
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM; the exit status says how it ended."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        try:
+            context = ServerContext.create(settings)
+        except OSError as exc:
+            log.error("cannot open the history database: %s", exc)
+            return EXIT_FAILURE
+        if settings.auth.uses_demo_credentials:
+            log.warning(
+                "auth.basic.credentials is not set: anyone can publish with the demo "
+                "stream key demo:demo; set credentials (ghostream hash-password) to stop this"
+            )
+        services = plan_services(context)
+        async with trio.open_nursery() as nursery:
+            for service in services:
+                try:
+                    await nursery.start(service.run)
+                except OSError as exc:
+                    log.error(
+                        "cannot listen on %s for %s: %s",
+                        service.address,
+                        service.name,
+                        exc.strerror or exc,
+                    )
+                    nursery.cancel_scope.cancel()
+                    return EXIT_FAILURE
+            listening = ", ".join(
+                f"{s.name} {s.address}" for s in plan_services(context) if s.address
+            )
+            log.info("Ghostream ready: %s", listening)
+            async for signum in signals:
+                log.info("%s received, shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+    return EXIT_OK
