@@ -12,16 +12,29 @@ import platform
 
 import trio
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Info,
     PlatformCollector,
     ProcessCollector,
-    make_asgi_app,
+    generate_latest,
 )
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from ghostream import __version__
+from ghostream.broker.events import (
+    Event,
+    PublishStarted,
+    PublishStopped,
+    Rejected,
+    ViewerJoined,
+    ViewerLeft,
+)
 from ghostream.config import ListenAddress
 from ghostream.http.serving import serve_asgi
 
@@ -91,4 +104,25 @@ WEBRTC_SESSIONS = Gauge(
 async def serve_metrics(
     address: ListenAddress, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    await serve_asgi(make_asgi_app(registry=REGISTRY), address, task_status=task_status)
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    await serve_asgi(
+        Starlette(routes=[Route("/metrics", metrics)]), address, task_status=task_status
+    )
+
+
+def observe(event: Event) -> None:
+    """Keep the viewer and stream gauges in step with the broker (a broker listener)."""
+    match event:
+        case PublishStarted():
+            STREAMS_LIVE.inc()
+        case PublishStopped():
+            STREAMS_LIVE.dec()
+        case ViewerJoined():
+            VIEWERS.labels(event.stream_id, event.protocol).inc()
+            VIEWERS_SERVED.labels(event.stream_id, event.protocol).inc()
+        case ViewerLeft():
+            VIEWERS.labels(event.stream_id, event.protocol).dec()
+        case Rejected():
+            REJECTIONS.labels(event.protocol, event.reason).inc()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -71,26 +71,31 @@ async def serve(settings: Settings) -> int:
                 "auth.basic.credentials is not set: anyone can publish with the demo "
                 "stream key demo:demo; set credentials (ghostream hash-password) to stop this"
             )
-        services = plan_services(context)
-        async with trio.open_nursery() as nursery:
-            for service in services:
-                try:
-                    await nursery.start(service.run)
-                except OSError as exc:
-                    log.error(
-                        "cannot listen on %s for %s: %s",
-                        service.address,
-                        service.name,
-                        exc.strerror or exc,
-                    )
-                    nursery.cancel_scope.cancel()
-                    return EXIT_FAILURE
-            listening = ", ".join(
-                f"{s.name} {s.address}" for s in plan_services(context) if s.address
-            )
-            log.info("Ghostream ready: %s", listening)
-            async for signum in signals:
-                log.info("%s received, shutting down", signal.Signals(signum).name)
+        try:
+            return await _run_services(context, signals)
+        finally:
+            context.close()
+
+
+async def _run_services(context: ServerContext, signals: AsyncIterator[int]) -> int:
+    services = plan_services(context)
+    async with trio.open_nursery() as nursery:
+        for service in services:
+            try:
+                await nursery.start(service.run)
+            except OSError as exc:
+                log.error(
+                    "cannot listen on %s for %s: %s",
+                    service.address,
+                    service.name,
+                    exc.strerror or exc,
+                )
                 nursery.cancel_scope.cancel()
-                break
+                return EXIT_FAILURE
+        listening = ", ".join(f"{s.name} {s.address}" for s in services if s.address)
+        log.info("Ghostream ready: %s", listening)
+        async for signum in signals:
+            log.info("%s received, shutting down", signal.Signals(signum).name)
+            nursery.cancel_scope.cancel()
+            break
     return EXIT_OK

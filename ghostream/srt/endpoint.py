@@ -289,7 +289,7 @@ class SrtListener:
                 self.stats.datagrams_invalid += 1
             except Exception:
                 self.stats.datagrams_invalid += 1
-                log.exception("SRT datagram from %s could not be handled", _peer_text(peer))
+                log.exception("SRT datagram from %s could not be handled", peer_text(peer))
 
     async def _route(self, data: bytes, peer: tuple, nursery: trio.Nursery) -> None:
         assert self._udp is not None
@@ -308,7 +308,7 @@ class SrtListener:
                 if len(self._connections) + self._pending >= self.max_clients:
                     log.warning(
                         "SRT connection from %s refused: srt.maxClients (%d) reached",
-                        _peer_text(peer),
+                        peer_text(peer),
                         self.max_clients,
                     )
                     self.stats.handshakes_rejected += 1
@@ -332,7 +332,7 @@ class SrtListener:
             try:
                 decision = await self._accept(request)
             except Exception:
-                log.exception("deciding on SRT connection from %s failed", _peer_text(request.peer))
+                log.exception("deciding on SRT connection from %s failed", peer_text(request.peer))
                 decision = Reject(RejectReason.INTERNAL_ERROR, "internal error")
         finally:
             self._pending -= 1
@@ -438,6 +438,6 @@ async def _caller_receive_loop(sock: SrtSocket, udp: trio.socket.SocketType, pee
         await sock.flush()
 
 
-def _peer_text(peer: tuple) -> str:
+def peer_text(peer: tuple) -> str:
     host = peer[0].removeprefix("::ffff:")
     return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"

@@ -1,0 +1,5 @@
+import sys
+
+from ghostream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,186 @@
+"""Command line: run the server, show its configuration, hash a password, read the history.
+
+Exit statuses: 0 done, 1 the server or a command failed at run time (a port
+in use, an unreadable history), 2 the command line or the configuration is
+wrong (the message names the key and the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import re
+import sqlite3
+import sys
+import time
+from datetime import datetime
+
+import bcrypt
+import trio
+import yaml
+
+from ghostream import __version__
+from ghostream.config import DEFAULT_PATH, ConfigError, Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+RELATIVE_TIME = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+log = logging.getLogger("ghostream")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Global options are accepted before and after the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help=f"configuration file (default: {DEFAULT_PATH} if it exists)",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log more (-vv for protocol details)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="ghostream",
+        description="Self-hosted live-streaming server: publish over SRT, "
+        "watch over SRT, WebRTC or LL-HLS.",
+        epilog="Without a command, runs the server. Any key can also be set with an "
+        "environment variable GHOSTREAM_<SECTION>_<KEY>, e.g. GHOSTREAM_WEB_LISTENADDRESS=:8081.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"ghostream {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", parents=[common], help="run the server (the default)")
+    commands.add_parser(
+        "config", parents=[common], help="print the effective configuration (secrets masked)"
+    )
+    commands.add_parser(
+        "hash-password",
+        parents=[common],
+        help="read a password (prompt or stdin) and print its bcrypt hash "
+        "for auth.basic.credentials",
+    )
+    history = commands.add_parser(
+        "history", parents=[common], help="print past publish and view sessions"
+    )
+    history.add_argument("--stream", metavar="ID", help="only this stream (and its variants)")
+    history.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only sessions since WHEN: a date (2026-11-24, 2026-11-24T18:00) "
+        "or a duration ago (30m, 2h, 7d)",
+    )
+    history.add_argument("--limit", type=int, default=100, help="at most N sessions (100)")
+    history.add_argument("--json", action="store_true", help="print JSON lines")
+    return parser
+
+
+def configure_logging(verbosity: int) -> None:
+    level = logging.DEBUG if verbosity >= 1 else logging.INFO
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    if verbosity < 2:
+        # Protocol-level chatter is only for -vv.
+        logging.getLogger("ghostream.srt").setLevel(max(level, logging.INFO))
+    logging.getLogger("hypercorn").setLevel(logging.WARNING)
+    logging.getLogger("ghostream.http").setLevel(logging.WARNING)
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    now = time.time() if now is None else now
+    match = RELATIVE_TIME.fullmatch(text.strip())
+    if match:
+        return now - float(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ConfigError(
+            f"--since {text!r}: expected a date like 2026-11-24 or a duration like 2h"
+        ) from None
+
+
+def hash_password() -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("ghostream: the passwords differ", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("ghostream: the password is empty", file=sys.stderr)
+        return EXIT_USAGE
+    if ":" in password:
+        # The stream key is id:password; a colon is allowed but worth knowing about.
+        print("ghostream: note: the password contains ':'", file=sys.stderr)
+    print(bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode())
+    return EXIT_OK
+
+
+def show_history(settings: Settings, args: argparse.Namespace) -> int:
+    from ghostream.broker.eventlog import open_for_reading, read_sessions
+
+    since = parse_since(args.since) if args.since else None
+    path = settings.history.database
+    try:
+        db = open_for_reading(path)
+        sessions = read_sessions(db, stream=args.stream, since=since, limit=args.limit)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"ghostream: cannot read the history {path}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for session in reversed(sessions):
+        if args.json:
+            print(json.dumps(session))
+        else:
+            print(_session_line(session))
+    if not sessions and not args.json:
+        print("no sessions", file=sys.stderr)
+    return EXIT_OK
+
+
+def _session_line(session: dict) -> str:
+    started = datetime.fromtimestamp(session["started"]).strftime("%Y-%m-%d %H:%M:%S")
+    ended = session["ended"]
+    duration = f"{ended - session['started']:8.1f}s" if ended is not None else "    live"
+    return (
+        f"{started} {duration} {session['kind']:<7} {session['stream']:<20} "
+        f"{session['protocol']:<6} {session['peer']:<22} {session['bytes']:>12} B  "
+        f"{session['end_reason'] or ''}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(getattr(args, "verbose", 0))
+    command = args.command or "run"
+    if command == "hash-password":
+        return hash_password()
+    try:
+        settings = load_settings(getattr(args, "config", None))
+        if command == "config":
+            print(f"# from {settings.source}")
+            print(yaml.safe_dump(settings.to_yaml_dict(mask_secrets=True), sort_keys=False), end="")
+            return EXIT_OK
+        if command == "history":
+            return show_history(settings, args)
+    except ConfigError as exc:
+        print(f"ghostream: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from ghostream.server import serve
+
+    log.info("Ghostream %s starting with configuration from %s", __version__, settings.source)
+    return trio.run(serve, settings)

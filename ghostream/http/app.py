@@ -1,0 +1,133 @@
+"""The web listener's ASGI app: viewer counts, stream stats and history as JSON.
+
+`/_stats/ID/` keeps the original server's answer (`{"ConnectedViewers": N}`)
+because players and third-party widgets poll it.  `/api/streams` and
+`/api/streams/ID` are the richer views: what is live now, and a stream's
+totals and recent sessions, read from the event log.
+"""
+
+from __future__ import annotations
+
+import time
+
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ghostream.broker.registry import StreamSummary
+from ghostream.context import ServerContext
+from ghostream.http.serving import serve_asgi
+
+# Characters of a stream id in a URL; anything else is a 404 like any unknown page.
+STREAM_PATH = "{stream_id:str}"
+STREAM_ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@_-.")
+# A browser page polls the counter every 20 s; one not seen for this long has left.
+PAGE_VIEWER_TTL = 40.0
+MAX_PAGE_VIEWERS = 100_000
+
+
+class PageViewers:
+    """Browser pages that poll `/_stats/ID/?uid=…`, each counted once while it polls."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[str, float]] = {}
+
+    def saw(self, uid: str, stream_id: str) -> None:
+        self._seen.pop(uid, None)
+        self._seen[uid] = (stream_id, time.monotonic())
+        if len(self._seen) > MAX_PAGE_VIEWERS:
+            self._expire(force_oldest=True)
+
+    def count(self, stream_id: str) -> int:
+        self._expire()
+        return sum(1 for stream, _ in self._seen.values() if _same_stream(stream, stream_id))
+
+    def _expire(self, *, force_oldest: bool = False) -> None:
+        limit = time.monotonic() - PAGE_VIEWER_TTL
+        for uid, (_, seen) in list(self._seen.items()):
+            if seen >= limit and not force_oldest:
+                break
+            del self._seen[uid]
+            force_oldest = False
+
+
+def _same_stream(stream: str, wanted: str) -> bool:
+    """A quality variant (`id@480p`) counts toward its stream."""
+    return stream == wanted or stream.startswith(wanted + "@")
+
+
+def _valid_id(stream_id: str) -> bool:
+    return bool(stream_id) and len(stream_id) <= 128 and set(stream_id) <= STREAM_ID_CHARACTERS
+
+
+def _summary(summary: StreamSummary) -> dict:
+    return {
+        "id": summary.id,
+        "state": summary.state,
+        "viewers": summary.viewers,
+        "bytes_in": summary.bytes_in,
+        "video_codec": summary.video_codec,
+        "audio_codecs": list(summary.audio_codecs),
+    }
+
+
+def _not_found() -> JSONResponse:
+    return JSONResponse({"error": "not found"}, status_code=404)
+
+
+def create_app(context: ServerContext) -> Starlette:
+    broker = context.broker
+    pages = PageViewers()
+
+    def live_viewers(stream_id: str) -> int:
+        return sum(s.viewers for s in broker.summaries() if _same_stream(s.id, stream_id))
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "streams": len(broker.summaries())})
+
+    async def viewer_count(request: Request) -> JSONResponse:
+        stream_id = request.path_params["stream_id"]
+        if not _valid_id(stream_id):
+            return _not_found()
+        uid = request.query_params.get("uid", "")
+        if uid:
+            pages.saw(uid[:64], stream_id)
+        return JSONResponse({"ConnectedViewers": live_viewers(stream_id) + pages.count(stream_id)})
+
+    async def streams(request: Request) -> JSONResponse:
+        return JSONResponse({"streams": [_summary(s) for s in broker.summaries()]})
+
+    async def stream_detail(request: Request) -> JSONResponse:
+        stream_id = request.path_params["stream_id"]
+        if not _valid_id(stream_id):
+            return _not_found()
+        live = next((s for s in broker.summaries() if s.id == stream_id), None)
+        body: dict = {"id": stream_id, "live": _summary(live) if live else None}
+        history = context.history
+        if history is not None:
+            stats = await history.query(history.stream_stats, stream_id)
+            sessions = await history.query(lambda: history.sessions(stream=stream_id, limit=50))
+            events = await history.query(lambda: history.events(stream=stream_id, limit=50))
+            body |= {"stats": stats.as_dict(), "sessions": sessions, "events": events}
+        elif live is None:
+            return _not_found()
+        return JSONResponse(body)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", health),
+            Route(f"/_stats/{STREAM_PATH}/", viewer_count),
+            Route("/api/streams", streams),
+            Route(f"/api/streams/{STREAM_PATH}", stream_detail),
+        ]
+    )
+
+
+async def serve_web(
+    context: ServerContext, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await serve_asgi(
+        create_app(context), context.settings.web.listen_address, task_status=task_status
+    )

@@ -1,0 +1,1 @@
+"""What viewers receive: SRT re-serve, and later WebRTC, LL-HLS, forwards, transcodes."""

@@ -1,0 +1,168 @@
+"""The SRT service: publishers push MPEG-TS into the broker, viewers pull it back out.
+
+Everything is decided at handshake time, so that a refused peer hears why
+(ffmpeg prints the reject reason) instead of timing out: the stream id says
+publish or watch; publishing needs the auth backend's approval and a free
+stream; watching needs a live stream (or, with an empty id, the default one).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from prometheus_client import Counter
+
+from ghostream import monitoring
+from ghostream.broker.registry import StreamBusy, StreamNotFound
+from ghostream.broker.stream import StreamEnded, StreamState, Subscription
+from ghostream.context import ServerContext
+from ghostream.srt.endpoint import Handler, Reject, SrtClosed, SrtListener, SrtSocket, peer_text
+from ghostream.srt.handshake import ConnectionRequest
+from ghostream.srt.packet import RejectReason
+from ghostream.streamid import InvalidStreamId, Mode, StreamRequest, parse_stream_id
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "srt"
+# Seven TS packets: the payload every SRT live sender uses, and what players expect.
+MESSAGE_SIZE = 7 * 188
+
+
+class SrtService:
+    def __init__(self, context: ServerContext) -> None:
+        self.context = context
+        self.broker = context.broker
+        settings = context.settings.srt
+        self.listener = SrtListener(
+            settings.listen_address.host,
+            settings.listen_address.port,
+            self.accept,
+            latency=settings.latency / 1000,
+            passphrase=settings.passphrase,
+            max_clients=settings.max_clients,
+        )
+
+    def _refuse(
+        self, request: ConnectionRequest, stream_id: str, code: RejectReason, reason: str
+    ) -> Reject:
+        peer = peer_text(request.peer)
+        log.warning("SRT %s from %s refused: %s", stream_id or "(no stream id)", peer, reason)
+        self.broker.reject(stream_id, peer, PROTOCOL, reason, code=int(code))
+        return Reject(code, reason)
+
+    async def accept(self, request: ConnectionRequest) -> Handler | Reject:
+        try:
+            wanted = parse_stream_id(request.stream_id)
+        except InvalidStreamId as exc:
+            # The raw id may hold a password: log only what the parser says.
+            return self._refuse(request, "", RejectReason.BAD_REQUEST, f"invalid stream id: {exc}")
+        if wanted.mode is Mode.PUBLISH:
+            return await self._accept_publisher(request, wanted)
+        return self._accept_viewer(request, wanted)
+
+    async def _accept_publisher(
+        self, request: ConnectionRequest, wanted: StreamRequest
+    ) -> Handler | Reject:
+        stream_id = wanted.stream_id
+        peer = peer_text(request.peer)
+        result = await self.context.gatekeeper.admit(stream_id, wanted.password, peer)
+        if not result.ok:
+            return self._refuse(request, stream_id, RejectReason.FORBIDDEN, result.reason)
+        stream = self.broker.get(stream_id)
+        if stream is not None and stream.state is StreamState.LIVE:
+            return self._refuse(
+                request, stream_id, RejectReason.CONFLICT, "the stream already has a publisher"
+            )
+
+        async def publish(sock: SrtSocket) -> None:
+            await self._publish(sock, stream_id, peer)
+
+        return publish
+
+    def _accept_viewer(self, request: ConnectionRequest, wanted: StreamRequest) -> Handler | Reject:
+        stream_id = wanted.stream_id
+        if wanted.is_default:
+            stream_id = self.broker.default_stream(self.context.settings.srt.default_stream) or ""
+            if not stream_id:
+                return self._refuse(
+                    request,
+                    "",
+                    RejectReason.NOTFOUND,
+                    "no stream id and no default stream (set srt.defaultStream)",
+                )
+        if self.broker.get(stream_id) is None:
+            return self._refuse(request, stream_id, RejectReason.NOTFOUND, "no such live stream")
+        peer = peer_text(request.peer)
+
+        async def watch(sock: SrtSocket) -> None:
+            await self._watch(sock, stream_id, peer)
+
+        return watch
+
+    async def _publish(self, sock: SrtSocket, stream_id: str, peer: str) -> None:
+        bytes_in = monitoring.BYTES_IN.labels(stream_id)
+        try:
+            with self.broker.publish(stream_id, peer, PROTOCOL) as stream:
+                log.info("%s publishing %s over SRT", peer, stream_id)
+                try:
+                    while True:
+                        chunk = await sock.receive()
+                        stream.publish(chunk)
+                        bytes_in.inc(len(chunk))
+                except SrtClosed:
+                    pass
+        except StreamBusy:
+            # Lost a race with another publisher between handshake and start.
+            log.warning("SRT publish of %s from %s refused: already published", stream_id, peer)
+        finally:
+            log.info("%s stopped publishing %s: %s", peer, stream_id, sock.closed_reason or "")
+
+    async def _watch(self, sock: SrtSocket, stream_id: str, peer: str) -> None:
+        bytes_out = monitoring.BYTES_OUT.labels(stream_id, PROTOCOL)
+        try:
+            with self.broker.watch(stream_id, peer, PROTOCOL) as subscription:
+                log.info("%s watching %s over SRT", peer, stream_id)
+                ended = await _serve_viewer(sock, subscription, bytes_out)
+                if ended is not None:
+                    raise ended
+        except StreamNotFound:
+            log.info("SRT viewer %s of %s: the stream ended before playback", peer, stream_id)
+        except StreamEnded as ended:
+            log.info("SRT viewer %s of %s disconnected: %s", peer, stream_id, ended.reason)
+
+
+async def _serve_viewer(
+    sock: SrtSocket, subscription: Subscription, bytes_out: Counter
+) -> StreamEnded | None:
+    """Send the stream until it ends (returned) or the viewer hangs up (None)."""
+    ended = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_until_closed, sock, nursery.cancel_scope)
+        try:
+            while True:
+                data = await subscription.receive()
+                for offset in range(0, len(data), MESSAGE_SIZE):
+                    await sock.send(data[offset : offset + MESSAGE_SIZE])
+                bytes_out.inc(len(data))
+        except SrtClosed:
+            pass
+        except StreamEnded as exc:
+            ended = exc
+        nursery.cancel_scope.cancel()
+    return ended
+
+
+async def _until_closed(sock: SrtSocket, scope: trio.CancelScope) -> None:
+    """Read what a viewer sends (nothing useful): its hanging up ends the watch at once."""
+    try:
+        while True:
+            await sock.receive()
+    except SrtClosed:
+        scope.cancel()
+
+
+async def serve_srt(
+    context: ServerContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    await SrtService(context).listener.serve(task_status=task_status)
