@@ -41,7 +41,13 @@ class SrtService:
             latency=settings.latency / 1000,
             passphrase=settings.passphrase,
             max_clients=settings.max_clients,
+            on_overload=self._overloaded,
         )
+
+    def _overloaded(self, request: ConnectionRequest) -> None:
+        limit = self.context.settings.srt.max_clients
+        reason = f"srt.maxClients ({limit}) reached"
+        self._refuse(request, _requested_id(request.stream_id), RejectReason.OVERLOAD, reason)
 
     def _refuse(
         self, request: ConnectionRequest, stream_id: str, code: RejectReason, reason: str
@@ -120,16 +126,28 @@ class SrtService:
 
     async def _watch(self, sock: SrtSocket, stream_id: str, peer: str) -> None:
         bytes_out = monitoring.BYTES_OUT.labels(stream_id, PROTOCOL)
+        reason = "viewer left"
         try:
             with self.broker.watch(stream_id, peer, PROTOCOL) as subscription:
                 log.info("%s watching %s over SRT", peer, stream_id)
                 ended = await _serve_viewer(sock, subscription, bytes_out)
                 if ended is not None:
+                    reason = ended.reason
                     raise ended
         except StreamNotFound:
-            log.info("SRT viewer %s of %s: the stream ended before playback", peer, stream_id)
-        except StreamEnded as ended:
-            log.info("SRT viewer %s of %s disconnected: %s", peer, stream_id, ended.reason)
+            reason = "the stream ended before playback began"
+        except StreamEnded:
+            pass
+        finally:
+            log.info("%s stopped watching %s: %s", peer, stream_id, reason)
+
+
+def _requested_id(raw: str) -> str:
+    """The stream id a refused peer asked for, for the log (never its password)."""
+    try:
+        return parse_stream_id(raw).stream_id
+    except InvalidStreamId:
+        return ""
 
 
 async def _serve_viewer(

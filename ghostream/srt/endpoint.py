@@ -245,8 +245,10 @@ class SrtListener:
         passphrase: str = "",
         key_length: int = 16,
         max_clients: int = 64,
+        on_overload: Callable[[ConnectionRequest], None] | None = None,
     ) -> None:
         self.host = host
+        self.on_overload = on_overload
         self.port = port
         self.max_clients = max_clients
         self.stats = ListenerStats()
@@ -306,11 +308,10 @@ class SrtListener:
                 await self._udp.sendto(answer, peer)
             elif answer is not None:
                 if len(self._connections) + self._pending >= self.max_clients:
-                    log.warning(
-                        "SRT connection from %s refused: srt.maxClients (%d) reached",
-                        peer_text(peer),
-                        self.max_clients,
-                    )
+                    if self.on_overload is not None:
+                        self.on_overload(answer)
+                    else:
+                        log.warning("SRT connection from %s refused: overload", peer_text(peer))
                     self.stats.handshakes_rejected += 1
                     await self._udp.sendto(
                         self._handshake.reject(answer, RejectReason.OVERLOAD, now), peer

@@ -1,0 +1,290 @@
+"""Publish with ffmpeg, watch with ffmpeg/ffprobe/srt-live-transmit, through the real server.
+
+The server runs as a subprocess with its shipped CLI; every peer is a libsrt
+program, so these tests prove what users see: that OBS-style publishing and
+ffplay-style watching work, and that refusals reach the peer as rejections.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import bcrypt
+import pytest
+from harness.server_process import ServerProcess
+
+PUBLISH_SECONDS = 30
+SOURCE = [
+    "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25",
+    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+    "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p",
+    "-c:a", "aac", "-b:a", "64k",
+]  # fmt: skip
+
+
+@pytest.fixture
+def peers(require_program) -> None:
+    for program in ("ffmpeg", "ffprobe", "srt-live-transmit"):
+        require_program(program)
+
+
+@contextmanager
+def publishing(server: ServerProcess, key: str, *, seconds: int = PUBLISH_SECONDS) -> Iterator:
+    """ffmpeg publishing a live test signal with the stream key `key`."""
+    stream_id = key.split(":", 1)[0]
+    start = server.line_count()
+    process = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", *SOURCE, "-t", str(seconds),
+         "-f", "mpegts", server.srt_url(key)],
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        server.wait_for_log(f"publishing {stream_id} over SRT", start=start)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def run_peer(command: list[str], timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def first_frames(server: ServerProcess, streamid: str | None) -> list[dict]:
+    """The first video frames a new viewer decodes, as ffprobe reports them."""
+    result = run_peer(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-read_intervals", "%+#5",
+         "-show_frames", "-show_entries", "frame=key_frame,pict_type", "-of", "json",
+         server.srt_url(streamid)],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    # Errors such as "non-existing PPS referenced" mean playback began mid-GOP.
+    assert result.stderr == b"", result.stderr.decode()
+    return json.loads(result.stdout)["frames"]
+
+
+def test_ffmpeg_publishes_and_ffmpeg_viewer_decodes_without_errors(
+    peers, ghostream_server, tmp_path: Path
+) -> None:
+    server = ghostream_server()
+    with publishing(server, "demo:demo"):
+        result = run_peer(
+            ["ffmpeg", "-hide_banner", "-v", "error", "-i", server.srt_url("demo"),
+             "-map", "0", "-t", "3", "-f", "framemd5", str(tmp_path / "frames.md5")],
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stderr == b"", result.stderr.decode()
+        lines = [
+            line for line in (tmp_path / "frames.md5").read_text().splitlines() if line[:1] != "#"
+        ]
+        video = [line for line in lines if line.startswith("0,")]
+        audio = [line for line in lines if line.startswith("1,")]
+        # Three seconds at 25 fps, and the audio alongside.
+        assert len(video) >= 70
+        assert len(audio) >= 100
+        assert "publishing demo over SRT" in server.log
+
+
+def test_late_viewer_decodes_its_first_frame_from_the_gop_cache(peers, ghostream_server) -> None:
+    server = ghostream_server()
+    with publishing(server, "demo:demo"):
+        # Join well into the stream: its first keyframes are long gone from the wire.
+        watch_for(server, "demo", 3)
+        frames = first_frames(server, "demo")
+    assert frames[0]["key_frame"] == 1
+    assert frames[0]["pict_type"] == "I"
+
+
+def test_srt_live_transmit_viewer_receives_a_playable_stream(
+    peers, ghostream_server, tmp_path: Path
+) -> None:
+    server = ghostream_server()
+    capture = tmp_path / "capture.ts"
+    with publishing(server, "demo:demo"), capture.open("wb") as sink:
+        # Its only file output is stdout.
+        viewer = subprocess.Popen(
+            ["srt-live-transmit", "-q", server.srt_url("demo"), "file://con"],
+            stdin=subprocess.DEVNULL, stdout=sink,
+        )  # fmt: skip
+        try:
+            server.wait_for_log("watching demo over SRT")
+            # Wait for two seconds of stream rather than for two seconds of clock.
+            probe = run_peer(
+                [
+                    "ffmpeg",
+                    "-v",
+                    "error",
+                    "-i",
+                    server.srt_url("demo"),
+                    "-t",
+                    "2",
+                    "-f",
+                    "null",
+                    "-",
+                ]
+            )
+            assert probe.returncode == 0
+        finally:
+            viewer.terminate()
+            viewer.wait(10)
+    streams = run_peer(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0",
+         str(capture)]
+    )  # fmt: skip
+    assert set(streams.stdout.decode().split()) == {"aac", "h264"}
+    # The capture was cut at an arbitrary point: leave out its last, partial frame.
+    packets = run_peer(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-count_packets",
+         "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(capture)]
+    )  # fmt: skip
+    complete_frames = int(packets.stdout.split()[0]) - 1
+    assert complete_frames >= 40
+    decoded = run_peer(
+        ["ffmpeg", "-v", "error", "-threads", "1", "-i", str(capture),
+         "-frames:v", str(complete_frames), "-f", "null", "-"]
+    )  # fmt: skip
+    assert decoded.returncode == 0
+    assert decoded.stderr == b"", decoded.stderr.decode()
+
+
+def test_empty_stream_id_watches_the_only_live_stream(peers, ghostream_server) -> None:
+    server = ghostream_server()
+    with publishing(server, "demo:demo"):
+        frames = first_frames(server, None)
+    assert frames[0]["key_frame"] == 1
+
+
+def test_empty_stream_id_watches_the_configured_default(peers, ghostream_server) -> None:
+    server = ghostream_server(
+        {"srt": {"defaultStream": "main"}, "auth": {"enabled": False}},
+    )
+    with publishing(server, "other:x"), publishing(server, "main:x"):
+        frames = first_frames(server, None)
+        assert frames
+        viewers = get_json(server.web_url + "/api/streams")["streams"]
+        assert {s["id"] for s in viewers} == {"main", "other"}
+        server.wait_for_log("watching main over SRT")
+
+
+def credentials(**users: str) -> dict:
+    return {
+        "auth": {
+            "basic": {
+                "credentials": {
+                    user: bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+                    for user, password in users.items()
+                }
+            }
+        }
+    }
+
+
+def refused(server: ServerProcess, command: list[str]) -> str:
+    """Run a peer that must be refused; returns its stderr."""
+    result = run_peer(command)
+    assert result.returncode != 0
+    stderr = result.stderr.decode(errors="replace")
+    # libsrt only names a reason it received in a rejection (a timeout has none).
+    assert "rejection reason" in stderr, stderr
+    return stderr
+
+
+def watch_command(url: str) -> list[str]:
+    return ["ffprobe", "-loglevel", "info", url]
+
+
+def publish_command(url: str) -> list[str]:
+    return ["ffmpeg", "-hide_banner", "-loglevel", "info", *SOURCE, "-t", "1",
+            "-f", "mpegts", url]  # fmt: skip
+
+
+def rejection_events(server: ServerProcess, stream_id: str) -> list[dict]:
+    events = get_json(f"{server.web_url}/api/streams/{stream_id}")["events"]
+    return [event for event in events if event["kind"] == "rejected"]
+
+
+def test_wrong_password_and_unknown_user_are_refused(peers, ghostream_server) -> None:
+    server = ghostream_server(credentials(alice="s3cret"))
+    refused(server, publish_command(server.srt_url("alice:wrong")))
+    server.wait_for_log(r"SRT alice from 127\.0\.0\.1:\d+ refused: wrong password")
+    refused(server, publish_command(server.srt_url("bob:s3cret")))
+    server.wait_for_log(r"SRT bob from .* refused: unknown user")
+    assert "s3cret" not in server.log
+    assert [e["reason"] for e in rejection_events(server, "alice")] == ["wrong password"]
+    assert json.loads(rejection_events(server, "bob")[0]["detail"]) == {"code": 1403}
+    with publishing(server, "alice:s3cret"):
+        assert first_frames(server, "alice")
+
+
+def test_second_publisher_is_refused_and_first_keeps_streaming(peers, ghostream_server) -> None:
+    server = ghostream_server()
+    with publishing(server, "demo:demo") as first:
+        refused(server, publish_command(server.srt_url("demo:demo")))
+        server.wait_for_log("refused: the stream already has a publisher")
+        assert first.poll() is None
+        assert first_frames(server, "demo")
+    events = rejection_events(server, "demo")
+    assert [json.loads(e["detail"])["code"] for e in events] == [1409]
+
+
+def test_unknown_stream_is_refused(peers, ghostream_server) -> None:
+    server = ghostream_server()
+    refused(server, watch_command(server.srt_url("nobody")))
+    server.wait_for_log("SRT nobody from .* refused: no such live stream")
+    assert [e["reason"] for e in rejection_events(server, "nobody")] == ["no such live stream"]
+
+
+def test_max_clients_refuses_the_next_peer(peers, ghostream_server) -> None:
+    server = ghostream_server({"srt": {"maxClients": 1}})
+    with publishing(server, "demo:demo"):
+        refused(server, watch_command(server.srt_url("demo")))
+        server.wait_for_log(r"refused: srt.maxClients \(1\) reached")
+    assert [e["reason"] for e in rejection_events(server, "demo")] == ["srt.maxClients (1) reached"]
+
+
+def watch_for(server: ServerProcess, streamid: str, seconds: float) -> None:
+    """Watch `seconds` of the stream (live, so as long on the clock) and check it decoded."""
+    watched = run_peer(
+        ["ffmpeg", "-v", "error", "-i", server.srt_url(streamid), "-t", str(seconds),
+         "-f", "null", "-"]
+    )  # fmt: skip
+    assert watched.returncode == 0, watched.stderr.decode()
+
+
+def test_viewer_counts_and_history_follow_the_sessions(peers, ghostream_server) -> None:
+    server = ghostream_server()
+    with publishing(server, "demo:demo"):
+        watch_for(server, "demo", 1)
+        # A viewer that stays for three seconds of stream while the counts are read.
+        viewer = subprocess.Popen(
+            ["ffmpeg", "-v", "error", "-i", server.srt_url("demo"), "-t", "3", "-f", "null", "-"],
+            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            server.wait_for_log(r"watching demo over SRT", start=server.line_count())
+            assert get_json(server.web_url + "/_stats/demo/") == {"ConnectedViewers": 1}
+            stats = get_json(server.web_url + "/api/streams/demo")["stats"]
+            assert stats["current_viewers"] == 1
+            assert viewer.wait(20) == 0
+        finally:
+            viewer.kill()
+        server.wait_for_log("stopped watching demo: viewer left", start=server.line_count() - 3)
+        assert get_json(server.web_url + "/_stats/demo/") == {"ConnectedViewers": 0}
+    detail = get_json(server.web_url + "/api/streams/demo")
+    assert detail["stats"]["peak_viewers"] == 1
+    assert detail["stats"]["total_views"] == 2
+    assert detail["stats"]["current_viewers"] == 0
+    kinds = sorted(session["kind"] for session in detail["sessions"])
+    assert kinds == ["publish", "view", "view"]
+    for view in (s for s in detail["sessions"] if s["kind"] == "view"):
+        assert view["bytes"] > 0 and view["ended"] > view["started"]
