@@ -20,8 +20,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from harness.server_process import ServerProcess, start_server  # noqa: E402
 
-pytest_plugins: list[str] = []
-
 
 @pytest.fixture
 def require_program() -> Callable[[str], str]:
@@ -44,8 +42,8 @@ def ghostream_server(tmp_path: Path) -> Callable[..., ServerProcess]:
     """Start `python -m ghostream` on free loopback ports; stopped after the test."""
     started: list[ServerProcess] = []
 
-    def start(config: dict | None = None, **kwargs) -> ServerProcess:
-        server = start_server(tmp_path, config or {}, **kwargs)
+    def start(overrides: dict | None = None, **kwargs) -> ServerProcess:
+        server = start_server(tmp_path, overrides or {}, **kwargs)
         started.append(server)
         return server
 

@@ -11,6 +11,7 @@ from hypercorn.trio import serve
 from hypercorn.typing import Framework
 
 from ghostream.config import ListenAddress
+from ghostream.errors import sole_error
 
 
 def _ipv6_available() -> bool:
@@ -41,4 +42,8 @@ async def serve_asgi(
     config.accesslog = None
     config.errorlog = logging.getLogger("ghostream.http")
     config.graceful_timeout = 1.0
-    await serve(app, config, task_status=task_status)
+    try:
+        await serve(app, config, task_status=task_status)
+    except BaseExceptionGroup as group:
+        # Hypercorn nests a bind error in its nurseries: the server reports it plainly.
+        raise sole_error(group) from None

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import trio
 
+from ghostream.errors import sole_error
 from ghostream.srt.connection import (
     Connected,
     Connection,
@@ -408,18 +409,7 @@ async def connect(
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # The helper tasks never fail on their own: hand back the caller's error.
-            raise _sole_error(group) from None
-
-
-def _sole_error(group: BaseExceptionGroup) -> BaseException:
-    errors = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
-    return errors[0] if len(errors) == 1 else group
-
-
-def _leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
-    return [error]
+            raise sole_error(group) from None
 
 
 async def _caller_receive_loop(sock: SrtSocket, udp: trio.socket.SocketType, peer: tuple) -> None:
