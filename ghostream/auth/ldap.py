@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 class LdapAuth:
     def __init__(
-        self, uri: str, userdn: str, aliases: Mapping[str, str] | None = None, timeout: float = 5.0
+        self, uri: str, userdn: str, aliases: Mapping[str, str] | None = None, timeout: int = 5
     ) -> None:
         self.uri = uri
         self.userdn = userdn
