@@ -8,6 +8,7 @@ ffplay-style watching work, and that refusals reach the peer as rejections.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -288,3 +289,32 @@ def test_viewer_counts_and_history_follow_the_sessions(peers, ghostream_server) 
     assert kinds == ["publish", "view", "view"]
     for view in (s for s in detail["sessions"] if s["kind"] == "view"):
         assert view["bytes"] > 0 and view["ended"] > view["started"]
+
+
+def test_stalled_viewer_changes_nothing_for_others(peers, ghostream_server, tmp_path: Path) -> None:
+    server = ghostream_server()
+    with publishing(server, "demo:demo") as publisher:
+        watch_for(server, "demo", 1)
+        stalled = subprocess.Popen(
+            ["ffmpeg", "-v", "error", "-i", server.srt_url("demo"), "-f", "null", "-"],
+            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            line = server.wait_for_log("watching demo over SRT", start=server.line_count())
+            stalled_peer = line.split()[4]
+            # Connected but frozen: it neither reads nor acknowledges any more.
+            stalled.send_signal(signal.SIGSTOP)
+            result = run_peer(
+                ["ffmpeg", "-v", "error", "-i", server.srt_url("demo"), "-map", "0:v",
+                 "-t", "7", "-f", "framemd5", str(tmp_path / "frames.md5")],
+            )  # fmt: skip
+            assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()
+            frames = (tmp_path / "frames.md5").read_text().splitlines()
+            assert len([f for f in frames if f.startswith("0,")]) >= 170
+            # The server gives up on the frozen peer; the publisher never noticed it.
+            server.wait_for_log(f"{stalled_peer} stopped watching demo", timeout=15)
+            assert publisher.poll() is None
+        finally:
+            stalled.kill()
+            stalled.wait(10)
+    assert "Traceback" not in server.log
