@@ -163,6 +163,7 @@ class Broker:
             yield subscription
         except StreamEnded as ended:
             reason = ended.reason
+            raise
         except BaseException as exc:
             reason = f"error: {exc}" if isinstance(exc, Exception) else "server stopping"
             raise
