@@ -1,0 +1,299 @@
+"""Fan-out of one 4 Mbit/s SRT publish to N SRT viewers: cost, capacity, start-up and latency.
+
+Run: .venv/bin/python bench/fanout_srt.py [--viewers 1,5,10,20,40] [--seconds 6]
+
+Prints, for the Ghostream server (a subprocess, as shipped):
+- server CPU and memory for N viewers, and per viewer (slope over the runs);
+- the largest N measured with zero loss at every viewer and under one core;
+- time to first decoded frame for a new viewer (ffmpeg), against a
+  srt-live-transmit relay, which has no GOP cache and makes it wait for the
+  next keyframe;
+- the latency the broker adds: the same timestamped stream through
+  Ghostream and through a srt-live-transmit relay, measured in the same run.
+
+Viewers are srt-live-transmit processes (libsrt); their own statistics say
+what they lost.  Timestamps ride in the stream's null packets (a CBR
+transport stream has plenty), so the stream stays valid for the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from harness.server_process import ServerProcess, free_port, start_server  # noqa: E402
+
+BITRATE = 4_000_000
+PACKET = 188
+MESSAGE = 7 * PACKET
+NULL_PID = 0x1FFF
+MAGIC = b"GHOSTBENCH"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def make_source(path: Path, seconds: int) -> None:
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+         "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-g", "50",
+         "-b:v", "3M", "-maxrate", "3M", "-bufsize", "1M",
+         "-f", "mpegts", "-muxrate", str(BITRATE), str(path)],
+        check=True,
+    )  # fmt: skip
+
+
+class TimestampedSender:
+    """Plays the source in real time into srt-live-transmit, stamping its null packets."""
+
+    def __init__(self, source: bytes, url: str) -> None:
+        self.source = source
+        self.process = subprocess.Popen(
+            ["srt-live-transmit", "-chunk:1316", "file://con", url],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        # What it reads before it is connected, it throws away.
+        assert self.process.stderr is not None
+        seen = b""
+        while b"connected" not in seen.lower():
+            line = self.process.stderr.readline()
+            if not line:
+                raise RuntimeError(f"srt-live-transmit sender failed: {seen.decode()}")
+            seen += line
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self.process.stdin is not None
+        interval = MESSAGE * 8 / BITRATE
+        started = time.monotonic()
+        sent = 0
+        sequence = 0
+        while not self._stop.is_set():
+            offset = (sent * MESSAGE) % (len(self.source) - MESSAGE)
+            offset -= offset % PACKET
+            message = bytearray(self.source[offset : offset + MESSAGE])
+            for start in range(0, MESSAGE, PACKET):
+                pid = ((message[start + 1] & 0x1F) << 8) | message[start + 2]
+                if pid == NULL_PID:
+                    stamp = (
+                        MAGIC + sequence.to_bytes(8, "big") + time.monotonic_ns().to_bytes(8, "big")
+                    )
+                    message[start + 4 : start + 4 + len(stamp)] = stamp
+                    sequence += 1
+            try:
+                self.process.stdin.write(message)
+                self.process.stdin.flush()
+            except BrokenPipeError:
+                return
+            sent += 1
+            delay = started + sent * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.process.kill()
+        self.process.wait()
+
+
+def latencies(url: str, seconds: float, skip: float = 1.0) -> list[float]:
+    """One-way delays (ms) of the stamped packets a srt-live-transmit viewer receives."""
+    viewer = subprocess.Popen(
+        ["srt-live-transmit", "-q", url, "file://con"], stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert viewer.stdout is not None
+    delays: list[float] = []
+    buffer = b""
+    began = time.monotonic()
+    try:
+        while time.monotonic() - began < seconds:
+            buffer += os.read(viewer.stdout.fileno(), 65536)
+            usable = len(buffer) - len(buffer) % PACKET
+            now = time.monotonic_ns()
+            for start in range(0, usable, PACKET):
+                payload = buffer[start + 4 : start + 4 + len(MAGIC) + 16]
+                if payload.startswith(MAGIC) and time.monotonic() - began > skip:
+                    stamp = int.from_bytes(payload[len(MAGIC) + 8 :], "big")
+                    delays.append((now - stamp) / 1e6)
+            buffer = buffer[usable:]
+    finally:
+        viewer.kill()
+        viewer.wait()
+    return delays
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def viewer_losses(stats_files: list[Path]) -> int:
+    """Packets lost or dropped, summed over the viewers' last libsrt statistics."""
+    total = 0
+    for path in stats_files:
+        rows = list(csv.DictReader(path.read_text().splitlines()))
+        if rows:
+            last = rows[-1]
+            total += int(last.get("pktRcvLossTotal") or last.get("pktRcvLoss") or 0)
+            total += int(last.get("pktRcvDropTotal") or last.get("pktRcvDrop") or 0)
+    return total
+
+
+def time_to_first_frame(url: str) -> float:
+    """Seconds from starting a player (ffmpeg, probing kept short) to its first decoded frame."""
+    started = time.monotonic()
+    subprocess.run(
+        ["ffmpeg", "-v", "quiet", "-fflags", "nobuffer", "-probesize", "65536",
+         "-analyzeduration", "200000", "-i", url, "-frames:v", "1", "-f", "null", "-"],
+        check=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    return time.monotonic() - started
+
+
+def fanout(server: ServerProcess, counts: list[int], seconds: float, work: Path) -> list[dict]:
+    pid = server.process.pid
+    results = []
+    for count in counts:
+        stats_files = [work / f"viewer-{count}-{i}.csv" for i in range(count)]
+        viewers = [
+            subprocess.Popen(
+                [
+                    "srt-live-transmit",
+                    "-q",
+                    "-f",
+                    "-s:2000",
+                    "-pf:csv",
+                    f"-statsout:{path}",
+                    server.srt_url("bench"),
+                    "file://con",
+                ],
+                stdout=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            for path in stats_files
+        ]
+        time.sleep(2)  # let every viewer connect and settle before measuring
+        cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+        time.sleep(seconds)
+        cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
+        rss = rss_mib(pid)
+        for viewer in viewers:
+            viewer.terminate()
+        for viewer in viewers:
+            viewer.wait(10)
+        results.append(
+            {"viewers": count, "cpu": cpu, "rss": rss, "lost": viewer_losses(stats_files)}
+        )
+        print(
+            f"  {count:4d} viewers: server CPU {cpu * 100:6.1f}% of a core, "
+            f"RSS {rss:6.1f} MiB, packets lost at viewers {results[-1]['lost']}",
+            flush=True,
+        )
+    return results
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mean_x) ** 2 for x in xs
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--viewers", default="1,5,10,20,40")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    args = parser.parse_args()
+    counts = [int(n) for n in args.viewers.split(",")]
+    with tempfile.TemporaryDirectory() as temp:
+        work = Path(temp)
+        source_path = work / "source.ts"
+        make_source(source_path, 20)
+        source = source_path.read_bytes()
+        server = start_server(
+            work,
+            {"auth": {"enabled": False}, "history": {"enabled": False},
+             "monitoring": {"enabled": False}, "srt": {"maxClients": 1000}},
+        )  # fmt: skip
+        relay_in, relay_out = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+        relay = subprocess.Popen(
+            ["srt-live-transmit", "-q", f"srt://127.0.0.1:{relay_in}?mode=listener",
+             f"srt://127.0.0.1:{relay_out}?mode=listener"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        senders = []
+        try:
+            print(f"one {BITRATE / 1e6:.0f} Mbit/s publish, SRT latency 120 ms, loopback")
+            senders.append(TimestampedSender(source, server.srt_url("bench:x")))
+            senders.append(TimestampedSender(source, f"srt://127.0.0.1:{relay_in}"))
+            for sender in senders:
+                sender.start()
+            time.sleep(1)
+            idle_cpu = cpu_seconds(server.process.pid)
+            time.sleep(2)
+            idle = (cpu_seconds(server.process.pid) - idle_cpu) / 2
+            idle_rss = rss_mib(server.process.pid)
+            print(
+                f"  publish only: server CPU {idle * 100:5.1f}% of a core, RSS {idle_rss:.1f} MiB"
+            )
+
+            ours = latencies(server.srt_url("bench"), 6)
+            theirs = latencies(f"srt://127.0.0.1:{relay_out}", 6)
+            ttff_ours = statistics.median(
+                time_to_first_frame(server.srt_url("bench")) for _ in range(3)
+            )
+            ttff_relay = statistics.median(
+                time_to_first_frame(f"srt://127.0.0.1:{relay_out}") for _ in range(3)
+            )
+            results = fanout(server, counts, args.seconds, work)
+        finally:
+            for sender in senders:
+                sender.stop()
+            relay.kill()
+            server.stop()
+
+    xs = [r["viewers"] for r in results]
+    per_viewer_cpu = slope(xs, [r["cpu"] for r in results]) if len(xs) > 1 else results[0]["cpu"]
+    per_viewer_rss = slope(xs, [r["rss"] for r in results]) if len(xs) > 1 else 0.0
+    clean = [r["viewers"] for r in results if r["lost"] == 0 and r["cpu"] < 1.0]
+    print()
+    print(f"server CPU per viewer:       {per_viewer_cpu * 100:.2f}% of a core")
+    print(f"memory per viewer:           {per_viewer_rss * 1024:.0f} KiB")
+    print(f"largest N, zero loss, <1 core: {max(clean) if clean else 0} (of {counts})")
+    print(f"time to first frame:         {ttff_ours * 1000:.0f} ms via Ghostream (GOP cache), "
+          f"{ttff_relay * 1000:.0f} ms via srt-live-transmit relay "
+          f"(ratio {ttff_ours / ttff_relay:.2f})")  # fmt: skip
+    p50_ours, p50_theirs = statistics.median(ours), statistics.median(theirs)
+    print(f"end-to-end latency (p50):    {p50_ours:.1f} ms via Ghostream, "
+          f"{p50_theirs:.1f} ms via srt-live-transmit relay: "
+          f"the broker adds {p50_ours - p50_theirs:+.1f} ms")  # fmt: skip
+    p95 = statistics.quantiles
+    print(f"end-to-end latency (p95):    {p95(ours, n=20)[-1]:.1f} ms via Ghostream, "
+          f"{p95(theirs, n=20)[-1]:.1f} ms via relay")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
