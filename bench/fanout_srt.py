@@ -151,15 +151,18 @@ def rss_mib(pid: int) -> float:
 
 
 def viewer_totals(stats_files: list[Path]) -> tuple[int, int]:
-    """Packets lost or dropped, and packets received, from the viewers' libsrt statistics."""
-    lost = received = 0
+    """Packets lost or dropped (all viewers), and the fewest any viewer received."""
+    lost = 0
+    fewest = None
     for path in stats_files:
         rows = list(csv.DictReader(path.read_text().splitlines())) if path.exists() else []
+        received = 0
         if rows:
             last = rows[-1]
             lost += int(last["pktRcvLoss"]) + int(last["pktRcvDrop"])
-            received += int(last["pktRecv"])
-    return lost, received
+            received = int(last["pktRecv"])
+        fewest = received if fewest is None else min(fewest, received)
+    return lost, fewest or 0
 
 
 def time_to_first_frame(url: str) -> float:
@@ -197,7 +200,7 @@ def fanout(server: ServerProcess, counts: list[int], seconds: float, work: Path)
                     "srt-live-transmit",
                     "-q",
                     "-f",
-                    "-s:2000",
+                    "-s:100",
                     "-pf:csv",
                     f"-statsout:{path}",
                     server.srt_url("bench"),
@@ -217,11 +220,15 @@ def fanout(server: ServerProcess, counts: list[int], seconds: float, work: Path)
             viewer.terminate()
         for viewer in viewers:
             viewer.wait(10)
-        lost, received = viewer_totals(stats_files)
-        results.append({"viewers": count, "cpu": cpu, "rss": rss, "lost": lost})
+        lost, fewest = viewer_totals(stats_files)
+        # Every viewer must have had the stream flowing, not merely lost nothing.
+        expected = BITRATE / 8 / MESSAGE * seconds
+        results.append(
+            {"viewers": count, "cpu": cpu, "rss": rss, "lost": lost, "ok": fewest >= expected}
+        )
         print(
             f"  {count:4d} viewers: server CPU {cpu * 100:6.1f}% of a core, "
-            f"RSS {rss:6.1f} MiB, packets received {received}, lost or dropped {lost}",
+            f"RSS {rss:6.1f} MiB, fewest packets at a viewer {fewest}, lost or dropped {lost}",
             flush=True,
         )
     return results
@@ -236,7 +243,7 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--viewers", default="1,5,10,20,40")
+    parser.add_argument("--viewers", default="1,5,10,20,30,40")
     parser.add_argument("--seconds", type=float, default=6.0)
     args = parser.parse_args()
     counts = [int(n) for n in args.viewers.split(",")]
@@ -287,7 +294,7 @@ def main() -> None:
     xs = [r["viewers"] for r in results]
     per_viewer_cpu = slope(xs, [r["cpu"] for r in results]) if len(xs) > 1 else results[0]["cpu"]
     per_viewer_rss = slope(xs, [r["rss"] for r in results]) if len(xs) > 1 else 0.0
-    clean = [r["viewers"] for r in results if r["lost"] == 0 and r["cpu"] < 1.0]
+    clean = [r["viewers"] for r in results if r["ok"] and r["lost"] == 0 and r["cpu"] < 1.0]
     print()
     print(f"server CPU per viewer:       {per_viewer_cpu * 100:.2f}% of a core")
     print(f"memory per viewer:           {per_viewer_rss * 1024:.0f} KiB")

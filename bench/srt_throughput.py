@@ -41,11 +41,13 @@ def make_source(path: Path, seconds: float, bitrate: int) -> None:
     )  # fmt: skip
 
 
-def send(path: Path, port: int) -> None:
+def send(path: Path, port: int, bitrate: int) -> None:
+    # Remuxing drops the file's null packets: -muxrate puts the constant bitrate back.
     subprocess.run(
         [
             "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path),
-            "-c", "copy", "-f", "mpegts", f"srt://127.0.0.1:{port}?pkt_size=1316",
+            "-c", "copy", "-f", "mpegts", "-muxrate", str(bitrate),
+            f"srt://127.0.0.1:{port}?pkt_size=1316",
         ],
         check=True,
     )  # fmt: skip
@@ -74,19 +76,19 @@ def cpu_of(proc: subprocess.Popen) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure_ghostream(path: Path) -> tuple[float, int]:
+def measure_ghostream(path: Path, bitrate: int) -> tuple[float, int]:
     port = free_udp_port()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--receive", str(port)], stdout=subprocess.PIPE, text=True
     )
     wait_for_udp_listener(port, proc)
-    send(path, port)
+    send(path, port, bitrate)
     assert proc.stdout is not None
     startup_cpu, received = proc.stdout.read().split()
     return cpu_of(proc) - float(startup_cpu), int(received)
 
 
-def measure_srt_live_transmit(path: Path) -> tuple[float, int]:
+def measure_srt_live_transmit(path: Path, bitrate: int) -> tuple[float, int]:
     port = free_udp_port()
     with tempfile.TemporaryFile() as sink:
         proc = subprocess.Popen(
@@ -94,7 +96,7 @@ def measure_srt_live_transmit(path: Path) -> tuple[float, int]:
             stdout=sink,
         )
         wait_for_udp_listener(port, proc)
-        send(path, port)
+        send(path, port, bitrate)
         time.sleep(0.5)
         proc.terminate()
         cpu = cpu_of(proc)
@@ -153,8 +155,8 @@ def main() -> None:
         source = Path(tmp) / "source.ts"
         make_source(source, args.seconds, args.bitrate)
         size = source.stat().st_size
-        ours, ours_bytes = measure_ghostream(source)
-        theirs, theirs_bytes = measure_srt_live_transmit(source)
+        ours, ours_bytes = measure_ghostream(source, args.bitrate)
+        theirs, theirs_bytes = measure_srt_live_transmit(source, args.bitrate)
     print(f"stream: {args.bitrate / 1e6:.1f} Mbit/s for {args.seconds:.0f} s ({size} bytes)")
     print(
         f"ghostream listener:  {ours / args.seconds:.4f} CPU s per s  (received {ours_bytes} bytes)"
