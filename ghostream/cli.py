@@ -183,4 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     from ghostream.server import serve
 
     log.info("Ghostream %s starting with configuration from %s", __version__, settings.source)
-    return trio.run(serve, settings)
+    try:
+        return trio.run(serve, settings)
+    except KeyboardInterrupt:
+        # A second Ctrl-C during shutdown: everything is already closed, stop now.
+        log.warning("interrupted again during shutdown; stopped")
+        return 130
