@@ -46,7 +46,7 @@ class ListenAddress:
     @classmethod
     def parse(cls, text: str) -> ListenAddress:
         match = re.fullmatch(
-            r"(?:\[(?P<v6>[0-9a-fA-F:.%\w]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)", text
+            r"(?:\[(?P<v6>[0-9a-fA-F:.%\w]+)\]|(?P<host>[^:\[\]\s]*)):(?P<port>[0-9]+)", text
         )
         if match is None:
             raise ValueError(f"{text!r} is not an address like :9710, host:9710 or [::1]:9710")
@@ -316,7 +316,10 @@ def _apply_environment(
         path, tp = match
         section = raw
         for part in path[:-1]:
-            section = section.setdefault(part, {})
+            # An empty section in the file (`web:` with its keys commented out) is null.
+            if section.get(part) is None:
+                section[part] = {}
+            section = section[part]
             if not isinstance(section, dict):
                 raise ConfigError(f"{name}: section {part} is not a mapping")
         section[path[-1]] = _from_text(text, tp, name, _dotted(path))
@@ -449,10 +452,15 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
 
 
 def _mask_url(url: str) -> str:
-    """Hide a forward URL's stream key (its last path segment or query)."""
+    """Hide a forward URL's stream key (its last path segment or query) and any user:password@."""
     base, _, _ = url.partition("?")
     head, slash, _ = base.rpartition("/")
-    return f"{head}/{MASK}" if slash and "://" in head else MASK
+    if not slash or "://" not in head:
+        return MASK
+    scheme, _, rest = head.partition("://")
+    authority, sep, path = rest.partition("/")
+    _, at, host = authority.rpartition("@")
+    return f"{scheme}://{MASK + '@' if at else ''}{host}{sep}{path}/{MASK}"
 
 
 def _dump(obj: Any, mask: bool) -> Any:
