@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ghostream import monitoring
 from ghostream.auth import Gatekeeper, create_authenticator
 from ghostream.broker.eventlog import EventLog
+from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
 from ghostream.config import Settings
 
@@ -17,6 +18,7 @@ class ServerContext:
     broker: Broker
     gatekeeper: Gatekeeper
     history: EventLog | None
+    packets: PacketHub
 
     @classmethod
     def create(cls, settings: Settings) -> ServerContext:
@@ -36,7 +38,7 @@ class ServerContext:
             ldap_userdn=auth.ldap.userdn,
             ldap_aliases=auth.ldap.aliases,
         )
-        return cls(settings, broker, Gatekeeper(authenticator), history)
+        return cls(settings, broker, Gatekeeper(authenticator), history, PacketHub(broker))
 
     def close(self) -> None:
         if self.history is not None:

@@ -41,7 +41,10 @@ def plan_services(context: ServerContext) -> list[Service]:
     from ghostream.outputs.srt import serve_srt
 
     settings = context.settings
-    services = [Service("broker", "", context.broker.run)]
+    services = [
+        Service("broker", "", context.broker.run),
+        Service("demux", "", context.packets.run),
+    ]
     if context.history is not None:
         services.append(Service("history", str(settings.history.database), context.history.run))
     if settings.srt.enabled:

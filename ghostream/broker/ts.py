@@ -40,6 +40,7 @@ class TsInspector:
         self.video_pid: int | None = None
         self.video_codec: str | None = None
         self.audio_codecs: list[str] = []
+        self.audio_pid: int | None = None
         self.pat_packet: bytes | None = None
         self.pmt_packet: bytes | None = None
         self.invalid_packets = 0
@@ -115,7 +116,7 @@ class TsInspector:
             return False
         info_length = ((body[7] & 0x0F) << 8) | body[8]
         i = 9 + info_length
-        video_pid, video_codec, audio = None, None, []
+        video_pid, video_codec, audio, audio_pid = None, None, [], None
         while i + 5 <= len(body):
             stream_type = body[i]
             pid = ((body[i + 1] & 0x1F) << 8) | body[i + 2]
@@ -125,8 +126,11 @@ class TsInspector:
                 video_pid, video_codec = pid, codec
             elif codec in ("aac", "aac-latm", "mp2", "ac3"):
                 audio.append(codec)
+                if codec == "aac" and audio_pid is None:
+                    audio_pid = pid
             i += 5 + es_length
         self.video_pid, self.video_codec, self.audio_codecs = video_pid, video_codec, audio
+        self.audio_pid = audio_pid
         return True
 
     def _starts_keyframe(self, payload: bytes) -> bool:

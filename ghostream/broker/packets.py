@@ -1,0 +1,180 @@
+"""Demuxed packets of live streams, shared by every output that needs frames.
+
+`PacketHub` runs one demux task per stream that someone reads as packets
+(WebRTC sessions, LL-HLS packagers, forwarders, the transcoder) and stops it
+a little after its last reader leaves.  Packets go into a ring that readers
+follow with their own cursor, exactly like TS readers of `Stream`: a new
+reader starts at the latest video keyframe, and a reader that lags more
+than it allows jumps to the latest keyframe instead of slowing anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from ghostream.broker.demux import MediaPacket, Track, TsDemuxer
+from ghostream.broker.registry import Broker, StreamNotFound
+from ghostream.broker.stream import StreamEnded
+
+log = logging.getLogger(__name__)
+
+RING_PACKETS = 4096
+IDLE_LINGER = 5.0
+
+
+class PacketReader:
+    def __init__(self, demux: StreamDemux, max_lag: float) -> None:
+        self.demux = demux
+        self.max_lag = max_lag
+        self.skips = 0
+        self._cursor: int | None = None
+
+    async def receive(self) -> MediaPacket:
+        """The next packet; StreamEnded when the stream is over."""
+        demux = self.demux
+        while True:
+            if self._cursor is None or self._cursor < demux.first:
+                if self._cursor is not None:
+                    self.skips += 1
+                self._cursor = demux.keyframe
+            elif demux.lag(self._cursor) > self.max_lag and demux.keyframe > self._cursor:
+                self.skips += 1
+                self._cursor = demux.keyframe
+            if self._cursor is not None and self._cursor < demux.next:
+                packet = demux.packets[self._cursor - demux.first]
+                self._cursor += 1
+                return packet
+            if demux.ended is not None:
+                raise StreamEnded(demux.ended)
+            await demux.wait()
+
+    async def tracks(self) -> list[Track]:
+        """Every track of the stream, once each has been seen (for init segments, SDP)."""
+        while not self.demux.ready:
+            if self.demux.ended is not None:
+                raise StreamEnded(self.demux.ended)
+            await self.demux.wait()
+        return self.demux.demuxer.tracks
+
+
+class StreamDemux:
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.demuxer = TsDemuxer()
+        self.packets: deque[MediaPacket] = deque()
+        self.first = 0
+        self.keyframe: int | None = None
+        self.readers: set[PacketReader] = set()
+        self.ended: str | None = None
+        self.ready = False
+        self._wakeup = trio.lowlevel.ParkingLot()
+        self._idle = trio.Event()
+
+    @property
+    def next(self) -> int:
+        return self.first + len(self.packets)
+
+    def lag(self, cursor: int) -> float:
+        """Seconds of media between a cursor and the newest packet."""
+        if not self.packets or cursor >= self.next:
+            return 0.0
+        return self.packets[-1].seconds - self.packets[cursor - self.first].seconds
+
+    async def wait(self) -> None:
+        await self._wakeup.park()
+
+    def add(self, packets: list[MediaPacket]) -> None:
+        for packet in packets:
+            if packet.keyframe and packet.track.kind == "video":
+                self.keyframe = self.next
+            self.packets.append(packet)
+        while len(self.packets) > RING_PACKETS:
+            self.packets.popleft()
+            self.first += 1
+        if self.keyframe is not None and self.keyframe < self.first:
+            self.keyframe = None
+        self.ready = self.demuxer.ready and self.keyframe is not None
+        if packets:
+            self._wakeup.unpark_all()
+
+    def finish(self, reason: str) -> None:
+        self.ended = reason
+        self._wakeup.unpark_all()
+
+    def left(self, reader: PacketReader) -> None:
+        self.readers.discard(reader)
+        if not self.readers:
+            self._idle.set()
+
+    async def run(self, broker: Broker) -> None:
+        stream = broker.get(self.stream_id)
+        if stream is None:
+            self.finish("stream ended")
+            return
+        try:
+            with stream.subscribe() as subscription:
+                generation = stream.generation
+                while True:
+                    if not self.readers:
+                        self._idle = trio.Event()
+                        with trio.move_on_after(IDLE_LINGER):
+                            await self._idle.wait()
+                        if not self.readers:
+                            return
+                    with trio.move_on_after(IDLE_LINGER):
+                        data = await subscription.receive()
+                        if stream.generation != generation:
+                            # A new publisher: new tracks, timestamps from zero.
+                            generation = stream.generation
+                            self.demuxer = TsDemuxer()
+                        self.add(self.demuxer.feed(data))
+        except StreamEnded as ended:
+            self.finish(ended.reason)
+        finally:
+            if self.ended is None:
+                self.finish("stream ended")
+            if self.demuxer.invalid:
+                skipped = self.demuxer.invalid
+                log.info("%s: %d malformed TS/PES packets skipped", self.stream_id, skipped)
+
+
+class PacketHub:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._demuxes: dict[str, StreamDemux] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    @asynccontextmanager
+    async def read(self, stream_id: str, *, max_lag: float = 2.0) -> AsyncIterator[PacketReader]:
+        """Read a live stream's packets; StreamNotFound when it is not live."""
+        if self.broker.get(stream_id) is None:
+            raise StreamNotFound(stream_id)
+        assert self._nursery is not None, "PacketHub.run is not running"
+        demux = self._demuxes.get(stream_id)
+        if demux is None or demux.ended is not None:
+            demux = self._demuxes[stream_id] = StreamDemux(stream_id)
+            self._nursery.start_soon(self._run, demux)
+        reader = PacketReader(demux, max_lag)
+        demux.readers.add(reader)
+        try:
+            yield reader
+        finally:
+            demux.left(reader)
+
+    async def _run(self, demux: StreamDemux) -> None:
+        try:
+            await demux.run(self.broker)
+        finally:
+            if self._demuxes.get(demux.stream_id) is demux:
+                del self._demuxes[demux.stream_id]
