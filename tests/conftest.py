@@ -50,3 +50,12 @@ def ghostream_server(tmp_path: Path) -> Callable[..., ServerProcess]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def chromium(require_program):
+    """A headless Chromium page; skipped (failed in CI) without Debian's chromium."""
+    from harness.browser import open_chromium
+
+    with open_chromium(require_program("chromium"), require_program("chromedriver")) as driver:
+        yield driver
