@@ -9,6 +9,7 @@ must not block.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +43,16 @@ class StreamBusy(Exception):
 
 class StreamNotFound(Exception):
     """No such stream is live."""
+
+
+_viewer_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class Viewer:
+    id: int
+    bytes_sent: int = 0
+    left_because: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +155,42 @@ class Broker:
         return live[0] if len(live) == 1 else None
 
     @contextmanager
+    def attend(self, stream_id: str, peer: str, protocol: str) -> Iterator[Viewer]:
+        """Count a viewer of a live stream (events, statistics) for the duration of the block.
+
+        Outputs that read frames rather than TS bytes (WebRTC) attend directly;
+        `watch` attends and also hands out a TS cursor.
+        """
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise StreamNotFound(stream_id)
+        viewer = Viewer(next(_viewer_ids))
+        stream.viewers += 1
+        self.emit(ViewerJoined(stream_id, viewer.id, peer, protocol, time.time()))
+        reason = "viewer left"
+        try:
+            yield viewer
+        except StreamEnded as ended:
+            reason = ended.reason
+            raise
+        except BaseException as exc:
+            reason = f"error: {exc}" if isinstance(exc, Exception) else "server stopping"
+            raise
+        finally:
+            stream.viewers -= 1
+            self.emit(
+                ViewerLeft(
+                    stream_id,
+                    viewer.id,
+                    peer,
+                    protocol,
+                    time.time(),
+                    viewer.bytes_sent,
+                    viewer.left_because or reason,
+                )
+            )
+
+    @contextmanager
     def watch(
         self,
         stream_id: str,
@@ -152,43 +199,23 @@ class Broker:
         *,
         max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES,
     ) -> Iterator[Subscription]:
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            raise StreamNotFound(stream_id)
-        subscription = stream.subscribe(max_lag_bytes=max_lag_bytes)
-        started = time.time()
-        self.emit(ViewerJoined(stream_id, subscription.id, peer, protocol, started))
-        reason = "viewer left"
-        try:
-            yield subscription
-        except StreamEnded as ended:
-            reason = ended.reason
-            raise
-        except BaseException as exc:
-            reason = f"error: {exc}" if isinstance(exc, Exception) else "server stopping"
-            raise
-        finally:
-            subscription.close()
-            if subscription.dropped:
-                reason = subscription.dropped
-            self.emit(
-                ViewerLeft(
-                    stream_id,
-                    subscription.id,
-                    peer,
-                    protocol,
-                    time.time(),
-                    subscription.bytes_sent,
-                    reason,
-                )
-            )
+        with self.attend(stream_id, peer, protocol) as viewer:
+            stream = self._streams[stream_id]
+            subscription = stream.subscribe(max_lag_bytes=max_lag_bytes)
+            subscription.id = viewer.id
+            try:
+                yield subscription
+            finally:
+                subscription.close()
+                viewer.bytes_sent = subscription.bytes_sent
+                viewer.left_because = subscription.dropped
 
     def summaries(self) -> list[StreamSummary]:
         return [
             StreamSummary(
                 id=stream.id,
                 state=stream.state.value,
-                viewers=len(stream.subscribers),
+                viewers=stream.viewers,
                 bytes_in=stream.bytes_in,
                 video_codec=stream.inspector.video_codec,
                 audio_codecs=tuple(stream.inspector.audio_codecs),

@@ -9,7 +9,6 @@ behind is dropped.  New readers start at that same GOP start (the GOP cache).
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from enum import Enum
 
@@ -39,15 +38,12 @@ class StreamEnded(Exception):
         self.reason = reason
 
 
-_viewer_ids = itertools.count(1)
-
-
 class Subscription:
     """A reader's cursor into a stream."""
 
     def __init__(self, stream: Stream, max_lag_bytes: int) -> None:
         self.stream = stream
-        self.id = next(_viewer_ids)
+        self.id = 0
         self.max_lag_bytes = max_lag_bytes
         self.bytes_sent = 0
         self.skips = 0
@@ -123,6 +119,7 @@ class Stream:
         self.ring_bytes = ring_bytes
         self.bytes_in = 0
         self.subscribers: set[Subscription] = set()
+        self.viewers = 0
         self.inspector = TsInspector()
         self.gop_start: int | None = None
         self.on_skip: list = []
