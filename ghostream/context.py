@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ghostream import monitoring
 from ghostream.auth import Gatekeeper, create_authenticator
@@ -10,6 +11,9 @@ from ghostream.broker.eventlog import EventLog
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
 from ghostream.config import Settings
+
+if TYPE_CHECKING:
+    from ghostream.outputs.webrtc import WebRtcOutput
 
 
 @dataclass
@@ -19,6 +23,7 @@ class ServerContext:
     gatekeeper: Gatekeeper
     history: EventLog | None
     packets: PacketHub
+    webrtc: WebRtcOutput | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> ServerContext:
@@ -38,7 +43,13 @@ class ServerContext:
             ldap_userdn=auth.ldap.userdn,
             ldap_aliases=auth.ldap.aliases,
         )
-        return cls(settings, broker, Gatekeeper(authenticator), history, PacketHub(broker))
+        packets = PacketHub(broker)
+        webrtc = None
+        if settings.webrtc.enabled:
+            from ghostream.outputs.webrtc import WebRtcOutput
+
+            webrtc = WebRtcOutput(settings.webrtc, broker, packets)
+        return cls(settings, broker, Gatekeeper(authenticator), history, packets, webrtc)
 
     def close(self) -> None:
         if self.history is not None:

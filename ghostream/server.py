@@ -51,6 +51,9 @@ def plan_services(context: ServerContext) -> list[Service]:
         services.append(
             Service("SRT", f"{settings.srt.listen_address}/udp", partial(serve_srt, context))
         )
+    if context.webrtc is not None:
+        ports = f"{settings.webrtc.min_port_udp}-{settings.webrtc.max_port_udp}/udp"
+        services.append(Service("WebRTC", ports, context.webrtc.run))
     if settings.web.enabled:
         services.append(
             Service("web", f"{settings.web.listen_address}/tcp", partial(serve_web, context))

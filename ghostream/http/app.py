@@ -115,14 +115,17 @@ def create_app(context: ServerContext) -> Starlette:
             return _not_found()
         return JSONResponse(body)
 
-    return Starlette(
-        routes=[
-            Route("/healthz", health),
-            Route(f"/_stats/{STREAM_PATH}/", viewer_count),
-            Route("/api/streams", streams),
-            Route(f"/api/streams/{STREAM_PATH}", stream_detail),
-        ]
-    )
+    routes = [
+        Route("/healthz", health),
+        Route(f"/_stats/{STREAM_PATH}/", viewer_count),
+        Route("/api/streams", streams),
+        Route(f"/api/streams/{STREAM_PATH}", stream_detail),
+    ]
+    if context.webrtc is not None:
+        from ghostream.http.whep import whep_routes
+
+        routes += whep_routes(context.webrtc, STREAM_PATH, _valid_id)
+    return Starlette(routes=routes)
 
 
 async def serve_web(

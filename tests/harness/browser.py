@@ -30,6 +30,8 @@ def open_chromium(
         "--disable-dev-shm-usage",
         "--autoplay-policy=no-user-gesture-required",
         "--allow-file-access-from-files",
+        # Real host candidates instead of mDNS names, which need multicast.
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
         f"--window-size={width},{height}",
         *extra,
     ):

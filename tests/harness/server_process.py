@@ -125,6 +125,8 @@ def make_config(directory: Path, overrides: dict[str, Any]) -> dict:
         "web": {"listenAddress": f"127.0.0.1:{free_port()}"},
         "monitoring": {"listenAddress": f"127.0.0.1:{free_port()}"},
         "history": {"path": str(directory / "history.sqlite3")},
+        # No STUN server can be reached from the test machine.
+        "webrtc": {"STUNServers": []},
     }
     return merge(base, overrides)
 

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.publisher import publishing
 from harness.slapd import Slapd, running_slapd
-from test_publish_watch import publish_command, publishing, refused
+from test_publish_watch import publish_command, refused
 
 from ghostream.auth.ldap import LdapAuth
 

@@ -11,45 +11,18 @@ import json
 import signal
 import subprocess
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import bcrypt
 import pytest
+from harness.publisher import SOURCE, publishing
 from harness.server_process import ServerProcess
-
-PUBLISH_SECONDS = 30
-SOURCE = [
-    "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25",
-    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-    "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p",
-    "-c:a", "aac", "-b:a", "64k",
-]  # fmt: skip
 
 
 @pytest.fixture
 def peers(require_program) -> None:
     for program in ("ffmpeg", "ffprobe", "srt-live-transmit"):
         require_program(program)
-
-
-@contextmanager
-def publishing(server: ServerProcess, key: str, *, seconds: int = PUBLISH_SECONDS) -> Iterator:
-    """ffmpeg publishing a live test signal with the stream key `key`."""
-    stream_id = key.split(":", 1)[0]
-    start = server.line_count()
-    process = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", *SOURCE, "-t", str(seconds),
-         "-f", "mpegts", server.srt_url(key)],
-        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        server.wait_for_log(f"publishing {stream_id} over SRT", start=start)
-        yield process
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def run_peer(command: list[str], timeout: float = 20) -> subprocess.CompletedProcess:

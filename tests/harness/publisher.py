@@ -1,0 +1,42 @@
+"""ffmpeg publishing a live test signal over SRT, as OBS would, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from harness.server_process import ServerProcess
+
+PUBLISH_SECONDS = 30
+SOURCE = [
+    "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25",
+    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+    "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p",
+    "-c:a", "aac", "-b:a", "64k",
+]  # fmt: skip
+
+
+@contextmanager
+def publishing(
+    server: ServerProcess,
+    key: str,
+    *,
+    seconds: int = PUBLISH_SECONDS,
+    source: list[str] = SOURCE,
+    extra: list[str] | None = None,
+) -> Iterator:
+    """ffmpeg publishing a live test signal with the stream key `key`."""
+    stream_id = key.split(":", 1)[0]
+    start = server.line_count()
+    process = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", *source, *(extra or []),
+         "-t", str(seconds), "-f", "mpegts", server.srt_url(key)],
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        server.wait_for_log(f"publishing {stream_id} over SRT", start=start)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
