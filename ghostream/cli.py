@@ -96,6 +96,8 @@ def configure_logging(verbosity: int) -> None:
     if verbosity < 2:
         # Protocol-level chatter is only for -vv.
         logging.getLogger("ghostream.srt").setLevel(max(level, logging.INFO))
+        for library in ("aioice", "aiortc"):
+            logging.getLogger(library).setLevel(logging.WARNING)
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
     logging.getLogger("ghostream.http").setLevel(logging.WARNING)
 

@@ -53,6 +53,10 @@ class PacketReader:
                 raise StreamEnded(demux.ended)
             await demux.wait()
 
+    def newest(self, kind: str) -> MediaPacket | None:
+        """The newest packet of a kind in the ring: the live edge a late reader catches up to."""
+        return next((p for p in reversed(self.demux.packets) if p.track.kind == kind), None)
+
     async def tracks(self) -> list[Track]:
         """Every track of the stream, once each has been seen (for init segments, SDP)."""
         while not self.demux.ready:

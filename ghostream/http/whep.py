@@ -60,7 +60,7 @@ def whep_routes(webrtc: WebRtcOutput, stream_path: str, valid_id) -> list[Route]
             session, answer = await webrtc.answer(stream_id, sdp, peer)
         except WebRtcError as exc:
             if exc.status >= 500 or exc.status == 400:
-                log.info("WHEP offer for %s from %s refused: %s", stream_id, peer, exc)
+                log.warning("WHEP offer for %s from %s refused: %s", stream_id, peer, exc)
             return _error(exc.status, str(exc))
         location = f"/{stream_id}/whep/{session.id}"
         return Response(

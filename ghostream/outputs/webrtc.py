@@ -42,7 +42,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 
 from ghostream import monitoring
 from ghostream.broker.demux import MediaPacket, Track
-from ghostream.broker.packets import PacketHub
+from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import WebrtcSettings
@@ -58,6 +58,8 @@ MAX_VIDEO_LAG = 1.0
 # Packets waiting for aiortc to send them; more means the viewer's loop is stuck.
 TRACK_QUEUE = 256
 NEGOTIATION_TIMEOUT = 10.0
+# The cached GOP a viewer starts with is played this many times faster than real time.
+CATCH_UP_SPEED = 25
 # H.264 profiles (profile_idc + constraint byte) a browser may offer, most capable first.
 H264_PROFILES = ("64001f", "4d001f", "f4001f", "42e01f", "42001f")
 
@@ -404,7 +406,7 @@ class WebRtcOutput:
         self,
         session: Session,
         pc: RTCPeerConnection,
-        reader,
+        reader: PacketReader,
         video: PacketTrack | None,
         audio: PacketTrack | None,
     ) -> None:
@@ -445,12 +447,25 @@ class WebRtcOutput:
                 del self._opus[feed.stream_id]
 
 
-async def _feed_video(reader, track: PacketTrack, session: Session) -> None:
+async def _feed_video(reader: PacketReader, track: PacketTrack, session: Session) -> None:
+    """Send the video, the cached GOP first, squeezed in time so the browser catches up.
+
+    A browser plays frames at the pace their timestamps say; the GOP a viewer
+    starts on may be a second old and would keep it a second behind for
+    good.  Its frames keep their order but their timestamps are compressed
+    toward the live edge, so they are decoded at once and shown briefly.
+    """
+    newest = reader.newest("video")
+    edge = newest.pts if newest is not None else None
     try:
         while True:
             packet = await reader.receive()
-            if packet.track.kind == "video":
-                track.offer(packet.data, packet.pts, VIDEO_TIME_BASE, packet.keyframe)
+            if packet.track.kind != "video":
+                continue
+            pts = packet.pts
+            if edge is not None and pts < edge:
+                pts = edge - (edge - pts) // CATCH_UP_SPEED
+            track.offer(packet.data, pts, VIDEO_TIME_BASE, packet.keyframe)
     except StreamEnded as ended:
         session.close(ended.reason)
 

@@ -1,0 +1,303 @@
+"""WebRTC viewers in headless Chromium: server cost per viewer, capacity, glass-to-glass latency.
+
+Run: .venv/bin/python bench/webrtc.py [--viewers 1,5,10,20,30] [--seconds 8]
+
+Prints, for the Ghostream server (a subprocess, as shipped):
+- server CPU for N WebRTC viewers of one 640x360 stream with audio, the
+  slope per viewer, and the largest N measured with no lost packet or
+  frame at any viewer while the server stays under one core;
+- glass-to-glass latency: each frame of a 320x180 test stream carries its
+  number as a row of black and white blocks; the time it was drawn (before
+  encoding) is compared with the time Chromium displays it, read with
+  requestVideoFrameCallback and a canvas.  One machine, one clock.
+
+All viewers are RTCPeerConnections in one headless Chromium page (Debian's
+chromium), each its own WHEP session, so the client side stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from harness.browser import open_chromium  # noqa: E402
+from harness.publisher import publishing  # noqa: E402
+from harness.server_process import ServerProcess, free_port, start_server  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = Path(__file__).resolve().parent.parent / "tests" / "interop" / "pages" / "whep.html"
+CAPACITY_SOURCE = [
+    "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+    "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "50",
+    "-b:v", "1M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
+]  # fmt: skip
+WIDTH, HEIGHT, RATE, BITS = 320, 180, 25, 16
+BLOCK = WIDTH // BITS
+
+MANY_VIEWERS = """
+window.viewers = [];
+window.openViewers = async (url, count) => {
+  for (let i = 0; i < count; i++) {
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver("video", {direction: "recvonly"});
+    pc.addTransceiver("audio", {direction: "recvonly"});
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") return resolve();
+      pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
+    });
+    const response = await fetch(url, {method: "POST",
+      headers: {"Content-Type": "application/sdp"}, body: pc.localDescription.sdp});
+    if (response.status !== 201) throw new Error("WHEP answered " + response.status);
+    await pc.setRemoteDescription({type: "answer", sdp: await response.text()});
+    window.viewers.push(pc);
+  }
+};
+window.totals = async () => {
+  const out = [];
+  for (const pc of window.viewers) {
+    const one = {lost: 0, frames: 0, dropped: 0, audio: 0};
+    (await pc.getStats()).forEach((r) => {
+      if (r.type !== "inbound-rtp") return;
+      one.lost += r.packetsLost || 0;
+      if (r.kind === "video") {
+        one.frames = r.framesDecoded || 0;
+        one.dropped = r.framesDropped || 0;
+      } else one.audio = r.packetsReceived || 0;
+    });
+    out.push(one);
+  }
+  return out;
+};
+"""
+
+FRAME_READER = f"""
+window.shown = [];
+const video = document.getElementById("video");
+const canvas = new OffscreenCanvas({WIDTH}, {HEIGHT});
+const context = canvas.getContext("2d", {{willReadFrequently: true}});
+function onFrame(now, metadata) {{
+  context.drawImage(video, 0, 0, {WIDTH}, {HEIGHT});
+  const row = context.getImageData(0, {BLOCK // 2}, {WIDTH}, 1).data;
+  let number = 0;
+  for (let bit = 0; bit < {BITS}; bit++) {{
+    const x = bit * {BLOCK} + {BLOCK // 2};
+    if (row[x * 4] > 128) number |= 1 << bit;
+  }}
+  window.shown.push([number, performance.timeOrigin + metadata.expectedDisplayTime]);
+  video.requestVideoFrameCallback(onFrame);
+}}
+video.requestVideoFrameCallback(onFrame);
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def capacity(server: ServerProcess, chromium, counts: list[int], seconds: float) -> list[dict]:
+    url = f"{server.web_url}/demo/whep"
+    results = []
+    with publishing(server, "demo:demo", source=CAPACITY_SOURCE, seconds=3600):
+        opened = 0
+        chromium.get(PAGE.as_uri() + "?whep=")
+        chromium.set_script_timeout(300)
+        chromium.execute_script(MANY_VIEWERS)
+        for count in counts:
+            chromium.execute_script(
+                "await window.openViewers(arguments[0], arguments[1])", url, count - opened
+            )
+            opened = count
+            time.sleep(3)  # let the new sessions connect and settle before measuring
+            before_stats = chromium.execute_script("return await window.totals()")
+            before_cpu, started = cpu_seconds(server.process.pid), time.monotonic()
+            time.sleep(seconds)
+            cpu = (cpu_seconds(server.process.pid) - before_cpu) / (time.monotonic() - started)
+            after_stats = chromium.execute_script("return await window.totals()")
+            frames = [
+                a["frames"] - b["frames"] for a, b in zip(after_stats, before_stats, strict=True)
+            ]
+            lost = sum(
+                a["lost"] - b["lost"] for a, b in zip(after_stats, before_stats, strict=True)
+            )
+            dropped = sum(
+                a["dropped"] - b["dropped"] for a, b in zip(after_stats, before_stats, strict=True)
+            )
+            expected = RATE * seconds
+            clean = lost == 0 and dropped == 0 and min(frames) >= 0.95 * expected
+            results.append(
+                {"viewers": count, "cpu": cpu, "lost": lost, "dropped": dropped,
+                 "min_frames": min(frames), "expected": expected, "clean": clean}
+            )  # fmt: skip
+            print(
+                f"  {count:3d} viewers: server {cpu * 100:5.1f} % of a core, "
+                f"frames per viewer min {min(frames)} of ~{expected:.0f}, "
+                f"packets lost {lost}, frames dropped {dropped}",
+                flush=True,
+            )
+    return results
+
+
+class DatagramWriter:
+    """Sends what the muxer writes as 1316-byte datagrams, padding each frame with null packets.
+
+    srt-live-transmit forwards a UDP datagram as one SRT message at once; a
+    frame of this tiny test picture is smaller than a message, so it is
+    padded rather than left waiting for the next frame to fill one.
+    """
+
+    NULL_PACKET = b"\x47\x1f\xff\x10" + b"\xff" * 184
+
+    def __init__(self, port: int) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.address = ("127.0.0.1", port)
+
+    def write(self, data: bytes) -> int:
+        padded = bytes(data) + self.NULL_PACKET * (-(len(data) // 188) % 7)
+        for offset in range(0, len(padded), 1316):
+            self.socket.sendto(padded[offset : offset + 1316], self.address)
+        return len(data)
+
+
+class NumberedSource:
+    """Draws frames that show their own number, encodes them and sends them as they are made."""
+
+    def __init__(self, url: str) -> None:
+        self.drawn: dict[int, float] = {}
+        self.port = free_port(socket.SOCK_DGRAM)
+        self.sender = subprocess.Popen(
+            ["srt-live-transmit", "-q", f"udp://127.0.0.1:{self.port}", url],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> NumberedSource:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        self.sender.terminate()
+        self.sender.wait(5)
+
+    def _run(self) -> None:
+        time.sleep(0.5)  # srt-live-transmit binds its UDP input
+        output = av.open(DatagramWriter(self.port), "w", format="mpegts")
+        stream = output.add_stream("libx264", rate=RATE)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(RATE)}
+        stream.codec_context.time_base = Fraction(1, RATE)
+        start = time.time()
+        number = 0
+        while not self._stop.is_set():
+            delay = start + number / RATE - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            frame = self._frame(number)
+            self.drawn[number] = time.time()
+            for packet in stream.encode(frame):
+                output.mux(packet)
+            number += 1
+        output.close()
+
+    @staticmethod
+    def _frame(number: int) -> av.VideoFrame:
+        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+        luma = frame.planes[0]
+        row = bytearray(luma.line_size)
+        for bit in range(BITS):
+            value = 235 if number >> bit & 1 else 16
+            row[bit * BLOCK : (bit + 1) * BLOCK] = bytes([value]) * BLOCK
+        luma.update(bytes(row) * HEIGHT)
+        for chroma in frame.planes[1:]:
+            chroma.update(b"\x80" * (chroma.line_size * chroma.height))
+        frame.pts = number
+        frame.time_base = Fraction(1, RATE)
+        return frame
+
+
+def latency(server: ServerProcess, chromium, seconds: float) -> list[float]:
+    with NumberedSource(server.srt_url("demo:demo")) as source:
+        server.wait_for_log("publishing demo over SRT", 10)
+        chromium.get(f"{PAGE.as_uri()}?whep={server.web_url}/demo/whep")
+        deadline = time.monotonic() + 20
+        while chromium.execute_script("return window.result.state") != "negotiated":
+            if time.monotonic() > deadline:
+                raise SystemExit("the latency viewer did not connect")
+            time.sleep(0.1)
+        chromium.execute_script(FRAME_READER)
+        time.sleep(seconds)
+        shown = chromium.execute_script("return window.shown")
+    server.wait_for_log("stopped publishing demo", 15)
+    # Skip the first second: the viewer starts on a cached keyframe and catches up.
+    values = [
+        (at / 1000 - source.drawn[number]) * 1000
+        for number, at in shown
+        if number in source.drawn and number > 2 * RATE
+    ]
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--viewers", default="1,5,10,20,30")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    for program in ("ffmpeg", "srt-live-transmit", "chromium", "chromedriver"):
+        if shutil.which(program) is None:
+            raise SystemExit(f"{program} is needed (scripts/test installs it)")
+    counts = [int(n) for n in args.viewers.split(",")]
+    with tempfile.TemporaryDirectory() as work:
+        overrides = {"webrtc": {"minPortUDP": 40000, "maxPortUDP": 40000 + max(counts) + 10}}
+        server = start_server(Path(work), overrides)
+        try:
+            chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+            print("Glass-to-glass latency (drawn -> displayed in Chromium), 320x180 at 25 fps:")
+            with open_chromium(chromium, driver) as browser:
+                values = latency(server, browser, args.seconds)
+            if values:
+                values.sort()
+                print(
+                    f"  {len(values)} frames: p50 {statistics.median(values):.0f} ms, "
+                    f"p95 {values[int(len(values) * 0.95)]:.0f} ms, min {values[0]:.0f} ms"
+                )
+            else:
+                print("  no numbered frame was displayed")
+            print("Capacity (one 640x360 1 Mbit/s stream with AAC audio):")
+            with open_chromium(chromium, driver) as browser:
+                results = capacity(server, browser, counts, args.seconds)
+        finally:
+            server.stop()
+    if len(results) > 1:
+        xs, ys = [r["viewers"] for r in results], [r["cpu"] for r in results]
+        mean_x, mean_y = statistics.mean(xs), statistics.mean(ys)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+            (x - mean_x) ** 2 for x in xs
+        )
+        print(f"Server CPU per WebRTC viewer: {slope * 100:.2f} % of a core")
+        if slope > 0:
+            print(f"Viewers one core could carry at that rate: {int(1 / slope)}")
+    clean = [r["viewers"] for r in results if r["clean"] and r["cpu"] < 1.0]
+    print(f"Largest N measured with no loss, under one core: {max(clean) if clean else 0}")
+
+
+if __name__ == "__main__":
+    main()
