@@ -10,6 +10,7 @@ from ghostream.broker.eventlog import EventLog
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
 from ghostream.config import Settings
+from ghostream.outputs.llhls import LlHls
 
 
 @dataclass
@@ -19,6 +20,7 @@ class ServerContext:
     gatekeeper: Gatekeeper
     history: EventLog | None
     packets: PacketHub
+    hls: LlHls
 
     @classmethod
     def create(cls, settings: Settings) -> ServerContext:
@@ -38,7 +40,9 @@ class ServerContext:
             ldap_userdn=auth.ldap.userdn,
             ldap_aliases=auth.ldap.aliases,
         )
-        return cls(settings, broker, Gatekeeper(authenticator), history, PacketHub(broker))
+        packets = PacketHub(broker)
+        hls = LlHls(packets, broker)
+        return cls(settings, broker, Gatekeeper(authenticator), history, packets, hls)
 
     def close(self) -> None:
         if self.history is not None:
