@@ -20,6 +20,8 @@ VERSION = 9
 PART_LIST_TARGET_DURATIONS = 3
 SKIP_TARGET_DURATIONS = 6
 PART_HOLD_BACK_PARTS = 3
+# Durations are sums of 90 kHz floats: compare them with a millisecond to spare.
+SECONDS_SLACK = 0.001
 NAME = re.compile(
     r"(?P<kind>init|seg|part)-(?P<run>[0-9a-f]+)-(?P<a>[0-9]+)(?:-(?P<b>[0-9]+))?\.(?:mp4|m4s)"
 )
@@ -117,7 +119,7 @@ def _skippable(complete: list[Segment], until: float) -> int:
     remaining = sum(s.duration for s in complete)
     count = 0
     for segment in complete:
-        if remaining - segment.duration < until:
+        if remaining - segment.duration < until - SECONDS_SLACK:
             break
         remaining -= segment.duration
         count += 1
