@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from harness.browser import wait_for
 from harness.server_process import ServerProcess
 
 HLS_JS = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "hls.js" / "dist" / "hls.js"
@@ -167,3 +168,51 @@ def test_blocking_reload_answers_when_the_part_exists_and_times_out_otherwise(
         assert stalled.headers["cache-control"] == "no-store"
         assert 5.0 <= waited <= 7.5
         assert f'-{next_msn}-{next_part + 1}.m4s"\n' not in stalled.text
+
+
+PLAYER_PAGE = """<!doctype html>
+<video id="video" muted autoplay playsinline></video>
+<script src="{hls_js}"></script>
+<script>
+  window.parts = 0;
+  window.errors = [];
+  const video = document.getElementById("video");
+  const hls = new Hls({{ lowLatencyMode: true }});
+  window.hls = hls;
+  hls.on(Hls.Events.FRAG_LOADED, (event, data) => {{ if (data.part) window.parts += 1; }});
+  hls.on(Hls.Events.ERROR, (event, data) => window.errors.push(data.details));
+  hls.loadSource("{source}");
+  hls.attachMedia(video);
+  video.play();
+</script>
+"""
+
+
+def player_page(directory: Path, source: str) -> str:
+    """A page on file:// (another origin than the server) playing `source` with hls.js."""
+    page = directory / "player.html"
+    page.write_text(PLAYER_PAGE.format(hls_js=HLS_JS.as_uri(), source=source))
+    return page.as_uri()
+
+
+def test_hls_js_plays_in_low_latency_mode_from_parts(
+    live: ServerProcess, chromium, tmp_path: Path
+) -> None:
+    assert HLS_JS.exists(), "npm install --prefix web installs hls.js"
+    chromium.get(player_page(tmp_path, f"{live.web_url}/demo/index.m3u8"))
+    started = wait_for(
+        chromium, "return document.getElementById('video').currentTime", lambda t: t > 0.5, 20,
+        "playback starts",
+    )  # fmt: skip
+    wait_for(
+        chromium, "return document.getElementById('video').currentTime",
+        lambda t: t > started + 2, 20, "playback advances",
+    )  # fmt: skip
+    state = chromium.execute_script(
+        "return {parts: window.parts, latency: window.hls.latency, low: window.hls.lowLatencyMode,"
+        " errors: window.errors}"
+    )
+    assert state["low"] is True
+    assert state["parts"] >= 5, state
+    # Well under a segment behind the live edge: parts, not segments, are being played.
+    assert 0 < state["latency"] < 2.0, state

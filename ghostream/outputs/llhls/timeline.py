@@ -26,6 +26,10 @@ from ghostream.outputs.llhls.bitstream import VideoConfig, sample_units, video_c
 CLOCK = 90000
 # A part may end this close past its target: timestamps are rounded to 90 kHz.
 PART_SLACK = 90
+# Consecutive video frames further apart than this (or going back) mean a gap.
+MAX_FRAME_STEP = CLOCK
+# A part waits at most this long (in video time) for the audio up to its end.
+AUDIO_WAIT = CLOCK // 2
 _runs = itertools.count()
 
 
@@ -48,13 +52,34 @@ class Part:
 
 
 @dataclass
+class WallClock:
+    """Wall-clock time minus media time, for one run of continuous timestamps.
+
+    Its minimum over the packets is set by those that arrived fastest, so
+    the burst a new reader gets from the GOP cache does not skew it.
+    """
+
+    offset: float | None = None
+
+    def note(self, media_seconds: float, now: float) -> None:
+        offset = now - media_seconds
+        if self.offset is None or offset < self.offset:
+            self.offset = offset
+
+
+@dataclass
 class Segment:
     msn: int
     init: Init
     discontinuity: bool
-    program_date_time: float
+    start: float
+    clock: WallClock
     parts: list[Part] = field(default_factory=list)
     complete: bool = False
+
+    @property
+    def program_date_time(self) -> float:
+        return (self.clock.offset or 0.0) + self.start
 
     @property
     def duration(self) -> float:
@@ -63,6 +88,15 @@ class Segment:
     @property
     def data(self) -> bytes:
         return b"".join(part.data for part in self.parts)
+
+
+@dataclass
+class _Cut:
+    """A part whose video is decided, waiting for the audio up to its end."""
+
+    video: list[MediaPacket]
+    end: int
+    ends_segment: bool
 
 
 class Timeline:
@@ -81,11 +115,16 @@ class Timeline:
         self._video: Track | None = None
         self._audio: Track | None = None
         self._config: VideoConfig | None = None
-        self._pending_video: list[MediaPacket] = []
-        self._pending_audio: list[MediaPacket] = []
+        self._open: list[MediaPacket] = []
+        self._cuts: deque[_Cut] = deque()
+        self._audio_queue: list[MediaPacket] = []
+        self._audio_reached = -1
+        self._last_video = 0
+        self._segment_start: int | None = None
+        self._discontinuity = False
+        self._clock = WallClock()
         self._fragments = itertools.count(1)
         self._frame_ticks = 3600
-        self._clock_offset: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -122,37 +161,42 @@ class Timeline:
         return last is not None and (last >= (msn, part) or self.last_complete_msn() >= msn)
 
     def add(self, packet: MediaPacket, now: float) -> bool:
-        """Take one packet; True when it completed a part.  ValueError for unreadable video."""
+        """Take one packet; True when parts were completed.  ValueError for unreadable video."""
         if packet.track.kind == "audio":
             if packet.track is not self._audio:
                 return self._change_audio(packet.track)
-            if self._init is not None:
-                self._pending_audio.append(packet)
-            return False
-        closed = False
+            self._audio_queue.append(packet)
+            self._audio_reached = max(self._audio_reached, packet.pts)
+            return self._emit()
+        emitted = False
         if packet.track is not self._video:
-            closed = self._close(segment=True)
+            emitted = self._restart()
             self._video = packet.track
             self._config = video_config(packet.track)
             self._new_init()
-        elif self._pending_video:
-            first = self._pending_video[0].dts
-            previous = self._pending_video[-1].dts
-            if packet.dts > previous:
-                self._frame_ticks = packet.dts - previous
-            segment = self.segments[-1]
-            elapsed = (sum(p.duration for p in segment.parts) * CLOCK) + packet.dts - first
-            if packet.keyframe and elapsed >= self.segment_target * CLOCK - PART_SLACK:
-                closed = self._close(segment=True, next_dts=packet.dts)
-            elif packet.dts - first + self._frame_ticks > self.part_target * CLOCK + PART_SLACK:
-                closed = self._close(segment=False, next_dts=packet.dts)
-        if not self.segments or self.segments[-1].complete:
+        elif self._open:
+            step = packet.dts - self._open[-1].dts
+            assert self._segment_start is not None
+            if not 0 < step <= MAX_FRAME_STEP:
+                # The reader skipped ahead (it lagged) or the clock jumped: a gap in the timeline.
+                emitted = self._restart()
+            elif (
+                packet.keyframe
+                and packet.dts - self._segment_start >= self.segment_target * CLOCK - PART_SLACK
+            ):
+                self._cut(packet.dts, ends_segment=True)
+            elif packet.dts - self._open[0].dts + step > self.part_target * CLOCK + PART_SLACK:
+                self._cut(packet.dts, ends_segment=False)
+            if 0 < step <= MAX_FRAME_STEP:
+                self._frame_ticks = step
+        if self._segment_start is None:
             if not packet.keyframe or self._init is None:
-                return closed
-            self._start_segment(packet, now)
-        self._note_clock(packet, now)
-        self._pending_video.append(packet)
-        return closed
+                return emitted
+            self._segment_start = packet.dts
+        self._clock.note(packet.dts / CLOCK, now)
+        self._open.append(packet)
+        self._last_video = packet.dts
+        return self._emit() or emitted
 
     def begin(self, tracks: list[Track]) -> None:
         """Describe the tracks up front, so that the first init holds video and audio."""
@@ -165,20 +209,32 @@ class Timeline:
 
     def flush(self) -> bool:
         """Close the open part and segment (the stream ended)."""
-        return self._close(segment=True)
+        return self._restart()
+
+    def _restart(self) -> bool:
+        """Close everything; what comes next starts a segment on a keyframe, a discontinuity."""
+        if self._open:
+            self._cut(self._open[-1].dts + self._frame_ticks, ends_segment=True)
+        elif self._cuts:
+            self._cuts[-1].ends_segment = True
+        emitted = self._emit(force=True)
+        if self.segments and not self.segments[-1].complete:
+            self._complete(self.segments[-1])
+        self._segment_start = None
+        self._discontinuity = bool(self.segments)
+        self._clock = WallClock()
+        self._audio_reached = -1
+        return emitted
 
     def _change_audio(self, track: Track) -> bool:
-        """New audio parameters: a new init, at once if the open segment has no part yet."""
-        current = self.segments[-1] if self.segments else None
+        """New audio parameters: a new init, in place if the open segment is only starting."""
+        starting = not self._cuts and self._open and self._open[0].dts == self._segment_start
+        emitted = False if starting else self._restart()
         self._audio = track
-        self._pending_audio = []
-        if current is not None and not current.complete and not current.parts:
-            self._new_init()
-            current.init = self._init
-            return False
-        closed = self._close(segment=True)
+        self._audio_queue = []
+        self._audio_reached = -1
         self._new_init()
-        return closed
+        return emitted
 
     def _new_init(self) -> None:
         if self._video is None or self._config is None:
@@ -188,62 +244,63 @@ class Timeline:
         codecs = self._config.codec_string + (",mp4a.40.2" if audio is not None else "")
         data = fmp4.init_segment(self._video, self._config, audio)
         self._init = Init(number, data, codecs, self._config.width, self._config.height)
-        self._clock_offset = None
 
-    def _note_clock(self, packet: MediaPacket, now: float) -> None:
-        """Wall clock minus media time; its minimum is the packets that arrived fastest."""
-        offset = now - packet.dts / CLOCK
-        if self._clock_offset is None or offset < self._clock_offset:
-            self._clock_offset = offset
+    def _cut(self, end: int, *, ends_segment: bool) -> None:
+        self._cuts.append(_Cut(self._open, end, ends_segment))
+        self._open = []
+        if ends_segment:
+            self._segment_start = None
 
-    def _start_segment(self, packet: MediaPacket, now: float) -> None:
-        assert self._init is not None
-        msn = self.segments[-1].msn + 1 if self.segments else 0
-        discontinuity = bool(self.segments) and self.segments[-1].init is not self._init
-        self._note_clock(packet, now)
-        assert self._clock_offset is not None
-        wall = self._clock_offset + packet.dts / CLOCK
-        self.segments.append(Segment(msn, self._init, discontinuity, wall))
+    def _emit(self, *, force: bool = False) -> bool:
+        """Publish the cut parts whose audio has arrived (TS muxers send audio late)."""
+        emitted = False
+        while self._cuts:
+            cut = self._cuts[0]
+            waiting = self._audio is not None and self._audio_reached < cut.end
+            if waiting and not force and self._last_video - cut.end < AUDIO_WAIT:
+                break
+            self._cuts.popleft()
+            self._publish(cut)
+            emitted = True
+        return emitted
 
-    def _close(self, *, segment: bool, next_dts: int | None = None) -> bool:
-        closed = False
-        if self._pending_video and self._video is not None:
-            self._close_part(next_dts)
-            closed = True
-        if segment and self.segments and not self.segments[-1].complete:
-            done = self.segments[-1]
-            done.complete = True
-            self.longest_segment = max(self.longest_segment, done.duration)
-            if done.duration:
-                self.bytes_per_second = sum(len(p.data) for p in done.parts) / done.duration
-            while sum(1 for s in self.segments if s.complete) > self.window:
-                if self.segments.popleft().discontinuity:
-                    self.discontinuity_sequence += 1
-        return closed
-
-    def _close_part(self, next_dts: int | None) -> None:
-        assert self._video is not None
-        video, audio = self._pending_video, self._pending_audio
-        self._pending_video, self._pending_audio = [], []
-        ends = [p.dts for p in video[1:]] + [next_dts or video[-1].dts + self._frame_ticks]
+    def _publish(self, cut: _Cut) -> None:
+        assert self._video is not None and self._init is not None
+        if not self.segments or self.segments[-1].complete:
+            msn = self.segments[-1].msn + 1 if self.segments else 0
+            start = cut.video[0].dts / CLOCK
+            segment = Segment(msn, self._init, self._discontinuity, start, self._clock)
+            self._discontinuity = False
+            self.segments.append(segment)
+        segment = self.segments[-1]
+        ends = [p.dts for p in cut.video[1:]] + [cut.end]
         codec = self._video.codec
         samples = [
             fmp4.Sample(
-                sample_units(codec, p.data),
-                max(end - p.dts, 1),
-                max(p.pts - p.dts, 0),
-                p.keyframe,
+                sample_units(codec, p.data), max(end - p.dts, 1), max(p.pts - p.dts, 0), p.keyframe
             )
-            for p, end in zip(video, ends, strict=True)
+            for p, end in zip(cut.video, ends, strict=True)
         ]
-        runs = [fmp4.TrackRun(fmp4.VIDEO_TRACK_ID, video[0].dts, samples)]
+        runs = [fmp4.TrackRun(fmp4.VIDEO_TRACK_ID, cut.video[0].dts, samples)]
+        audio = [p for p in self._audio_queue if p.pts < cut.end]
         if audio and self._audio is not None:
+            self._audio_queue = self._audio_queue[len(audio) :]
             rate = self._audio.sample_rate
             audio_samples = [fmp4.Sample(p.data, fmp4.AAC_FRAME_SAMPLES) for p in audio]
             start = round(audio[0].pts * rate / CLOCK)
             runs.append(fmp4.TrackRun(fmp4.AUDIO_TRACK_ID, start, audio_samples))
-        segment = self.segments[-1]
         duration = sum(s.duration for s in samples) / CLOCK
         data = fmp4.fragment(next(self._fragments), runs)
-        part = Part(segment.msn, len(segment.parts), data, duration, video[0].keyframe)
-        segment.parts.append(part)
+        independent = cut.video[0].keyframe
+        segment.parts.append(Part(segment.msn, len(segment.parts), data, duration, independent))
+        if cut.ends_segment:
+            self._complete(segment)
+
+    def _complete(self, segment: Segment) -> None:
+        segment.complete = True
+        self.longest_segment = max(self.longest_segment, segment.duration)
+        if segment.duration:
+            self.bytes_per_second = sum(len(p.data) for p in segment.parts) / segment.duration
+        while sum(1 for s in self.segments if s.complete) > self.window:
+            if self.segments.popleft().discontinuity:
+                self.discontinuity_sequence += 1
