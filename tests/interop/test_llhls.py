@@ -16,8 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 from harness.browser import wait_for
-from harness.server_process import ServerProcess
+from harness.server_process import ServerProcess, free_port
 
 HLS_JS = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "hls.js" / "dist" / "hls.js"
 SOURCE = [
@@ -216,3 +217,108 @@ def test_hls_js_plays_in_low_latency_mode_from_parts(
     assert state["parts"] >= 5, state
     # Well under a segment behind the live edge: parts, not segments, are being played.
     assert 0 < state["latency"] < 2.0, state
+
+
+# One process that keeps the caller's user: run as root, workers would drop to
+# nobody and lose access to the test's private temporary directory.
+NGINX_CONFIG = """
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    proxy_cache_path {prefix}/cache keys_zone=hls:10m;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass {origin};
+            proxy_http_version 1.1;
+            proxy_cache hls;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 10s;
+            proxy_cache_lock_age 10s;
+            proxy_read_timeout 20s;
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx_cache(nginx: str, directory: Path, origin: str) -> Iterator[str]:
+    """An unmodified nginx proxy_cache in front of `origin`, on a free loopback port."""
+    port = free_port()
+    directory.mkdir()
+    config = directory / "nginx.conf"
+    config.write_text(NGINX_CONFIG.format(prefix=directory, port=port, origin=origin))
+    errors = (directory / "stderr.log").open("w")
+    process = subprocess.Popen(
+        [nginx, "-p", str(directory), "-c", str(config), "-e", "stderr", "-g", "daemon off;"],
+        stdin=subprocess.DEVNULL, stderr=errors,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                httpx.get(url + "/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, (directory / "stderr.log").read_text()
+                assert time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        errors.close()
+
+
+async def follow(client: httpx.AsyncClient, seconds: float) -> list[str]:
+    """A player: blocking reloads for the next part, then fetch every part it does not have."""
+    fetched: list[str] = []
+    playlist = (await client.get("/demo/media.m3u8")).text
+    deadline = trio.current_time() + seconds
+    while trio.current_time() < deadline:
+        for _, uri in PART.findall(playlist):
+            if uri not in fetched:
+                answer = await client.get(f"/demo/{uri}")
+                assert answer.status_code == 200, uri
+                fetched.append(uri)
+        msn, part = hint(playlist)
+        answer = await client.get(f"/demo/media.m3u8?_HLS_msn={msn}&_HLS_part={part}")
+        assert answer.status_code == 200
+        playlist = answer.text
+    return fetched
+
+
+async def test_a_caching_proxy_serves_many_players_and_the_origin_sends_each_part_once(
+    require_program, live: ServerProcess, tmp_path: Path
+) -> None:
+    nginx = require_program("nginx")
+    with httpx.Client(base_url=live.web_url) as client:
+        # Start the packager, so that the players start on a playlist with parts.
+        assert client.get("/demo/media.m3u8", timeout=20).status_code == 200
+    before = part_requests(live)
+    with nginx_cache(nginx, tmp_path / "nginx", live.web_url) as proxy:
+        results: list[list[str]] = []
+
+        async def player() -> None:
+            async with httpx.AsyncClient(base_url=proxy, timeout=20) as client:
+                results.append(await follow(client, 4.0))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(player)
+    served = part_requests(live) - before
+    distinct = {uri for fetched in results for uri in fetched}
+    assert all(len(fetched) >= 15 for fetched in results), [len(f) for f in results]
+    # Every part reached every player, and the origin sent each one once.
+    assert served == len(distinct), (served, len(distinct))
