@@ -11,6 +11,7 @@ from ghostream.broker.eventlog import EventLog
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
 from ghostream.config import Settings
+from ghostream.outputs.llhls import LlHls
 
 if TYPE_CHECKING:
     from ghostream.outputs.webrtc import WebRtcOutput
@@ -23,6 +24,7 @@ class ServerContext:
     gatekeeper: Gatekeeper
     history: EventLog | None
     packets: PacketHub
+    hls: LlHls
     webrtc: WebRtcOutput | None = None
 
     @classmethod
@@ -44,12 +46,13 @@ class ServerContext:
             ldap_aliases=auth.ldap.aliases,
         )
         packets = PacketHub(broker)
+        hls = LlHls(packets, broker)
         webrtc = None
         if settings.webrtc.enabled:
             from ghostream.outputs.webrtc import WebRtcOutput
 
             webrtc = WebRtcOutput(settings.webrtc, broker, packets)
-        return cls(settings, broker, Gatekeeper(authenticator), history, packets, webrtc)
+        return cls(settings, broker, Gatekeeper(authenticator), history, packets, hls, webrtc)
 
     def close(self) -> None:
         if self.history is not None:

@@ -96,6 +96,12 @@ VIEWERS_SKIPPED = Counter(
     ["stream", "protocol"],
     registry=REGISTRY,
 )
+HLS_PART_REQUESTS = Counter(
+    "ghostream_hls_part_requests_total",
+    "LL-HLS parts served by the origin (behind a cache, once per part)",
+    ["stream"],
+    registry=REGISTRY,
+)
 WEBRTC_SESSIONS = Gauge(
     "ghostream_webrtc_connected_sessions", "Connected WebRTC sessions", registry=REGISTRY
 )

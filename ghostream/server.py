@@ -44,6 +44,7 @@ def plan_services(context: ServerContext) -> list[Service]:
     services = [
         Service("broker", "", context.broker.run),
         Service("demux", "", context.packets.run),
+        Service("LL-HLS", "", context.hls.run),
     ]
     if context.history is not None:
         services.append(Service("history", str(settings.history.database), context.history.run))

@@ -4,21 +4,28 @@
 because players and third-party widgets poll it.  `/api/streams` and
 `/api/streams/ID` are the richer views: what is live now, and a stream's
 totals and recent sessions, read from the event log.
+
+LL-HLS lives below `/ID/` (`index.m3u8`, `media.m3u8`, inits and parts);
+its handlers only translate `ghostream.outputs.llhls` answers into HTTP,
+with CORS so that players on other origins can load them.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import trio
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ghostream.broker.registry import StreamSummary
 from ghostream.context import ServerContext
 from ghostream.http.serving import serve_asgi
+from ghostream.outputs.llhls import HlsAnswer
 
 # Characters of a stream id in a URL; anything else is a 404 like any unknown page.
 STREAM_PATH = "{stream_id:str}"
@@ -26,6 +33,27 @@ STREAM_ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@_-.")
 # A browser page polls the counter every 20 s; one not seen for this long has left.
 PAGE_VIEWER_TTL = 40.0
 MAX_PAGE_VIEWERS = 100_000
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "Range",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+class HlsMediaConvertor(Convertor[str]):
+    """Init, segment and part names only, so `/ID/NAME` shadows no other page."""
+
+    regex = r"(?:init|seg|part)-[0-9a-f]+-[0-9]+(?:-[0-9]+)?\.(?:mp4|m4s)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("hlsmedia", HlsMediaConvertor())
 
 
 class PageViewers:
@@ -77,6 +105,13 @@ def _not_found() -> JSONResponse:
     return JSONResponse({"error": "not found"}, status_code=404)
 
 
+def _hls_response(request: Request, answer: HlsAnswer) -> Response:
+    headers = CORS_HEADERS | {"Cache-Control": answer.cache_control}
+    if request.method == "OPTIONS":
+        return Response(status_code=204, headers=headers)
+    return Response(answer.body, answer.status, headers, answer.content_type)
+
+
 def create_app(context: ServerContext) -> Starlette:
     broker = context.broker
     pages = PageViewers()
@@ -115,11 +150,30 @@ def create_app(context: ServerContext) -> Starlette:
             return _not_found()
         return JSONResponse(body)
 
+    hls = context.hls
+
+    def hls_route(path: str, answer: Callable[[str, Request], Awaitable[HlsAnswer]]) -> Route:
+        async def handler(request: Request) -> Response:
+            stream_id = request.path_params["stream_id"]
+            if request.method == "OPTIONS":
+                return _hls_response(request, HlsAnswer(204, b""))
+            if not _valid_id(stream_id):
+                return _hls_response(request, HlsAnswer(404, b"no such live stream\n"))
+            return _hls_response(request, await answer(stream_id, request))
+
+        return Route(f"/{STREAM_PATH}/{path}", handler, methods=["GET", "HEAD", "OPTIONS"])
+
     routes = [
         Route("/healthz", health),
         Route(f"/_stats/{STREAM_PATH}/", viewer_count),
         Route("/api/streams", streams),
         Route(f"/api/streams/{STREAM_PATH}", stream_detail),
+        hls_route("index.m3u8", lambda stream_id, _: hls.multivariant(stream_id)),
+        hls_route("media.m3u8", lambda s, request: hls.media_playlist(s, request.query_params)),
+        hls_route(
+            "{name:hlsmedia}",
+            lambda stream_id, request: hls.media_file(stream_id, request.path_params["name"]),
+        ),
     ]
     if context.webrtc is not None:
         from ghostream.http.whep import whep_routes

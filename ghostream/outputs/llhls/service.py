@@ -1,0 +1,305 @@
+"""One LL-HLS packager per watched stream, and the answers to every HLS request.
+
+The packager of a stream starts with the first HLS request for it and stops
+when no request came for `IDLE_STOP` seconds or the stream ends; it runs in
+the service's nursery (the `LL-HLS` service of the server).  Requests never
+package anything: they read the packager's timeline, or wait on it for a
+blocking playlist reload or a preload-hinted part.
+
+Caching is what lets a CDN or a plain nginx `proxy_cache` carry the viewers:
+media names are never reused (they carry the timeline's run token), so
+parts, segments and inits are cacheable forever; a plain playlist lives one
+second; a blocking request names the part it waits for, so its answer is
+cacheable too.  A blocking request that times out gets the newest playlist,
+uncacheable, so that a cache never pins a stale answer to that URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import trio
+
+from ghostream import monitoring
+from ghostream.broker.packets import PacketHub
+from ghostream.broker.registry import Broker, StreamNotFound
+from ghostream.broker.stream import StreamEnded
+from ghostream.outputs.llhls.playlist import (
+    Variant,
+    media_playlist,
+    multivariant_playlist,
+    parse_name,
+)
+from ghostream.outputs.llhls.timeline import Timeline
+
+log = logging.getLogger(__name__)
+
+IDLE_STOP = 10.0
+# How long a first request waits for a complete segment before 503.
+READY_TIMEOUT = 10.0
+BLOCKING_TARGET_DURATIONS = 3
+# A lagging packager jumps to the latest keyframe rather than fall further behind.
+MAX_LAG = 2.0
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+IMMUTABLE = "public, max-age=31536000, immutable"
+PLAYLIST_CACHE = "public, max-age=1"
+BLOCKING_CACHE = "public, max-age=30"
+NO_STORE = "no-store"
+DEFAULT_BANDWIDTH = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class HlsAnswer:
+    status: int
+    body: bytes
+    content_type: str = "text/plain"
+    cache_control: str = NO_STORE
+
+
+def _error(status: int, message: str) -> HlsAnswer:
+    return HlsAnswer(status, message.encode() + b"\n")
+
+
+NOT_FOUND = _error(404, "no such live stream")
+
+
+class Packager:
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.timeline = Timeline()
+        self.last_request = trio.current_time()
+        self.ended = False
+        self._version = 0
+        self._changed = trio.lowlevel.ParkingLot()
+        self._playlists: dict[bool, tuple[int, bytes]] = {}
+
+    def touch(self) -> None:
+        self.last_request = trio.current_time()
+
+    def playlist(self, *, skip: bool) -> bytes:
+        """The media playlist, rendered once per new part however many players ask."""
+        cached = self._playlists.get(skip)
+        if cached is None or cached[0] != self._version:
+            text = media_playlist(self.timeline, skip=skip).encode()
+            cached = self._playlists[skip] = (self._version, text)
+        return cached[1]
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Whether `condition` held within `timeout` seconds (checked on every new part)."""
+        with trio.move_on_after(timeout):
+            while not condition():
+                if self.ended:
+                    return False
+                await self._changed.park()
+            return True
+        return False
+
+    async def run(self, packets: PacketHub) -> None:
+        try:
+            async with packets.read(self.stream_id, max_lag=MAX_LAG) as reader:
+                self.timeline.begin(await reader.tracks())
+                await self._package(reader)
+        except StreamNotFound:
+            pass
+        except StreamEnded:
+            if self.timeline.flush():
+                self._published()
+        except ValueError as exc:
+            log.warning(
+                "%s: cannot package for LL-HLS (%s); its HLS viewers get 404", self.stream_id, exc
+            )
+        finally:
+            self.ended = True
+            self._changed.unpark_all()
+
+    async def _package(self, reader) -> None:
+        while True:
+            with trio.move_on_at(self.last_request + IDLE_STOP):
+                packet = await reader.receive()
+                if self.timeline.add(packet, time.time()):
+                    self._published()
+                continue
+            if trio.current_time() >= self.last_request + IDLE_STOP:
+                log.info("%s: LL-HLS packager stopped, unwatched", self.stream_id)
+                return
+
+    def _published(self) -> None:
+        self._version += 1
+        self._changed.unpark_all()
+
+
+class LlHls:
+    """The `LL-HLS` service: owns the packagers' nursery and answers HLS requests."""
+
+    def __init__(self, packets: PacketHub, broker: Broker) -> None:
+        self.packets = packets
+        self.broker = broker
+        self._packagers: dict[str, Packager] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _packager(self, stream_id: str) -> Packager | None:
+        """The stream's running packager, started if needed; None when it is not live."""
+        packager = self._packagers.get(stream_id)
+        if packager is not None and not packager.ended:
+            packager.touch()
+            return packager
+        if self.broker.get(stream_id) is None:
+            return None
+        assert self._nursery is not None, "LlHls.run is not running"
+        packager = self._packagers[stream_id] = Packager(stream_id)
+        self._nursery.start_soon(self._run, packager)
+        log.info("%s: LL-HLS packager started", stream_id)
+        return packager
+
+    async def _run(self, packager: Packager) -> None:
+        try:
+            await packager.run(self.packets)
+        finally:
+            if self._packagers.get(packager.stream_id) is packager:
+                del self._packagers[packager.stream_id]
+
+    async def _ready(self, stream_id: str, timeout: float = READY_TIMEOUT) -> Packager | None:
+        packager = self._packager(stream_id)
+        if packager is None:
+            return None
+        await packager.wait_until(lambda: packager.timeline.ready, timeout)
+        return packager if packager.timeline.ready else None
+
+    async def multivariant(self, stream_id: str) -> HlsAnswer:
+        packager = await self._ready(stream_id)
+        if packager is None:
+            return NOT_FOUND if self.broker.get(stream_id) is None else _not_ready(stream_id)
+        names = [s.id for s in self.broker.summaries() if s.id.startswith(stream_id + "@")]
+        variants = [_variant("media.m3u8", packager)]
+        with trio.move_on_after(READY_TIMEOUT / 2):
+            for name in sorted(names):
+                other = await self._ready(name)
+                if other is not None:
+                    variants.append(_variant(f"../{name}/media.m3u8", other))
+        body = multivariant_playlist(variants).encode()
+        return HlsAnswer(200, body, PLAYLIST_TYPE, PLAYLIST_CACHE)
+
+    async def media_playlist(self, stream_id: str, query: Mapping[str, str]) -> HlsAnswer:
+        try:
+            msn = _directive(query, "_HLS_msn")
+            part = _directive(query, "_HLS_part")
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if part is not None and msn is None:
+            return _error(400, "_HLS_part needs _HLS_msn")
+        skip = query.get("_HLS_skip", "").upper() in ("YES", "V2")
+        packager = await self._ready(stream_id)
+        if packager is None:
+            return NOT_FOUND if self.broker.get(stream_id) is None else _not_ready(stream_id)
+        timeline = packager.timeline
+        if msn is None:
+            return HlsAnswer(200, packager.playlist(skip=skip), PLAYLIST_TYPE, PLAYLIST_CACHE)
+        if _too_far(timeline, msn, part):
+            return _error(400, f"_HLS_msn={msn} _HLS_part={part} is too far ahead of the live edge")
+        timeout = BLOCKING_TARGET_DURATIONS * timeline.target_duration
+        arrived = await packager.wait_until(lambda: timeline.has(msn, part), timeout)
+        cache = BLOCKING_CACHE if arrived else NO_STORE
+        return HlsAnswer(200, packager.playlist(skip=skip), PLAYLIST_TYPE, cache)
+
+    async def media_file(self, stream_id: str, name: str) -> HlsAnswer:
+        wanted = parse_name(name)
+        packager = self._packager(stream_id)
+        if packager is None:
+            return NOT_FOUND
+        timeline = packager.timeline
+        if wanted is None or wanted.run != timeline.run:
+            return _error(404, "no such part, segment or init (gone from the window?)")
+        if wanted.kind == "init":
+            init = timeline.inits().get(wanted.number)
+            data = init.data if init is not None else None
+            content_type = "video/mp4"
+        elif wanted.kind == "seg":
+            data = _segment_data(timeline, wanted.number)
+            content_type = "video/iso.segment"
+        else:
+            assert wanted.part is not None
+            number, index = wanted.number, wanted.part
+            if _is_next_part(timeline, number, index):
+                # A preload hint: the spec has the server hold it until the part exists.
+                timeout = BLOCKING_TARGET_DURATIONS * timeline.target_duration
+                await packager.wait_until(lambda: timeline.has(number, index), timeout)
+            data = _part_data(timeline, number, index)
+            content_type = "video/iso.segment"
+            if data is not None:
+                monitoring.HLS_PART_REQUESTS.labels(stream_id).inc()
+        if data is None:
+            return _error(404, "no such part, segment or init (gone from the window?)")
+        log.debug("%s: served %s", stream_id, name)
+        return HlsAnswer(200, data, content_type, IMMUTABLE)
+
+
+def _not_ready(stream_id: str) -> HlsAnswer:
+    log.info("%s: no complete LL-HLS segment in %.0f s; no keyframes?", stream_id, READY_TIMEOUT)
+    return _error(503, "the stream has no complete segment yet; try again")
+
+
+def _variant(uri: str, packager: Packager) -> Variant:
+    timeline = packager.timeline
+    assert timeline.init is not None
+    rate = timeline.bytes_per_second
+    bandwidth = math.ceil(rate * 8 * 1.1) if rate else DEFAULT_BANDWIDTH
+    return Variant(uri, bandwidth, timeline.init)
+
+
+def _directive(query: Mapping[str, str], name: str) -> int | None:
+    value = query.get(name)
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 12:
+        raise ValueError(f"{name} must be a non-negative integer")
+    return int(value)
+
+
+def _advance_part_limit(timeline: Timeline) -> int:
+    """RFC 8216bis 6.2.5.2: three parts' worth of seconds, or three parts when they are long."""
+    target = timeline.part_target
+    return math.ceil(3 / target) if target < 1 else 3
+
+
+def _too_far(timeline: Timeline, msn: int, part: int | None) -> bool:
+    if msn > timeline.last_complete_msn() + 2:
+        return True
+    last = timeline.last_part()
+    if part is None or last is None:
+        return False
+    last_msn, last_index = last
+    if msn < last_msn:
+        return False
+    ahead = part - last_index if msn == last_msn else part + 1
+    return ahead > _advance_part_limit(timeline)
+
+
+def _is_next_part(timeline: Timeline, msn: int, index: int) -> bool:
+    last = timeline.last_part()
+    if last is None:
+        return False
+    return (msn, index) in ((last[0], last[1] + 1), (last[0] + 1, 0))
+
+
+def _segment_data(timeline: Timeline, msn: int) -> bytes | None:
+    for segment in timeline.segments:
+        if segment.msn == msn and segment.complete:
+            return segment.data
+    return None
+
+
+def _part_data(timeline: Timeline, msn: int, index: int) -> bytes | None:
+    for segment in reversed(timeline.segments):
+        if segment.msn == msn:
+            return segment.parts[index].data if index < len(segment.parts) else None
+    return None
