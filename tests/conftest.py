@@ -15,6 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The same examples on every run and every machine: a failure found once is found again.
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.load_profile("deterministic")
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -543,6 +543,8 @@ class Connection:
                 gone.append((first, gone_last))
                 first = seq_add(gone_last, 1)
                 count = seq_diff(last, first) + 1
+            # Never walk past what the send buffer can hold, whatever the range claims.
+            count = min(count, seq_diff(self._snd_next, first))
             for i in range(count):
                 entry = self._snd_buffer.get(seq_add(first, i))
                 if entry is None:

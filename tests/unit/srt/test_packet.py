@@ -144,3 +144,22 @@ def test_connection_survives_arbitrary_datagrams_addressed_to_it(junk) -> None:
     sim.run_for(0.5)
     if sim.closed(sim.server_events) is None:
         assert [r.payload for r in sim.server_received][-5:] == messages(20)[-5:]
+
+
+def test_a_nak_claiming_any_range_is_answered_from_the_send_buffer_only() -> None:
+    """Ranges far behind, far ahead or across the wrap never make the sender walk them."""
+    sim = Simulation()
+    sim.connect()
+    assert sim.server is not None
+    sim.stream(sim.server, messages(5), 0.002)
+    sent = sim.server.stats.packets_sent
+    for start in range(0, 2**31, 2**26):
+        for length in (2**20, 2**29, 2**30 - 1, 2**31 - 2):
+            nak = (
+                (0x80000000 | (3 << 16)).to_bytes(4, "big")
+                + bytes(8)
+                + sim.server.socket_id.to_bytes(4, "big")
+                + encode_loss_list([(start, (start + length) % 2**31)])
+            )
+            sim.server.receive_datagram(nak, sim.now)
+    assert sim.server.stats.packets_retransmitted <= sent * 128
