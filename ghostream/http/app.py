@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from ghostream.broker.registry import StreamSummary
 from ghostream.context import ServerContext
+from ghostream.http.pages import page_routes
 from ghostream.http.serving import serve_asgi
 from ghostream.outputs.llhls import HlsAnswer
 
@@ -179,6 +180,8 @@ def create_app(context: ServerContext) -> Starlette:
         from ghostream.http.whep import whep_routes
 
         routes += whep_routes(context.webrtc, STREAM_PATH, _valid_id)
+    # Pages last: `/ID` must not shadow any other route.
+    routes += page_routes(context, _valid_id)
     return Starlette(routes=routes)
 
 

@@ -1,0 +1,119 @@
+"""The site: a home page listing live streams, a player page per stream, static files.
+
+Every `web.*` setting ends up here: the site name, hostname, favicon, extra
+stylesheet, poster, counter period and side widget are rendered into the
+templates of `web/templates`; `oneStreamPerDomain` and `mapDomainToStream`
+choose the stream from the request's host, as the original server did.
+hls.js comes from `web/node_modules` (installed from npm by the scripts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from ghostream import monitoring
+from ghostream.context import ServerContext
+
+WEB = Path(__file__).resolve().parents[2] / "web"
+HLS_JS = WEB / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+
+
+def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list:
+    settings = context.settings.web
+    templates = Jinja2Templates(directory=str(WEB / "templates"))
+    site = {
+        "name": settings.name,
+        "hostname": settings.hostname,
+        "favicon": settings.favicon,
+        "custom_css": settings.custom_css,
+        "player_poster": settings.player_poster,
+    }
+
+    def domain_stream(request: Request) -> str | None:
+        """The stream a domain is dedicated to, if any."""
+        host = request.headers.get("host", "").rsplit(":", 1)[0].lower()
+        mapped = settings.map_domain_to_stream.get(host.replace(".", "-"))
+        if mapped:
+            return mapped
+        return host if settings.one_stream_per_domain and valid_id(host) else None
+
+    def player(request: Request, stream_id: str, dedicated: bool) -> Response:
+        monitoring.VIEWERS_SERVED.labels(stream_id, "web").inc()
+        widget = ""
+        if settings.widget_url and "nowidget" not in request.query_params:
+            widget = settings.widget_url.replace("{{.Path}}", stream_id)
+        config = {
+            "stream": stream_id,
+            "webrtc": context.webrtc is not None,
+            "iceServers": list(context.settings.webrtc.stun_servers),
+            "counterPeriod": settings.viewers_counter_refresh_period,
+        }
+        return templates.TemplateResponse(
+            request,
+            "player.html",
+            {
+                "site": site,
+                "stream_id": stream_id,
+                "widget_url": widget,
+                "player_config": config,
+                "home_url": "/about" if dedicated else "/",
+            },
+        )
+
+    def home(request: Request, dedicated: bool) -> Response:
+        watch = request.query_params.get("watch", "").strip().lower()
+        if watch and valid_id(watch):
+            return RedirectResponse(f"/{watch}", status_code=303)
+        streams = [s for s in context.broker.summaries() if "@" not in s.id and s.state == "live"]
+        return templates.TemplateResponse(
+            request,
+            "home.html",
+            {
+                "site": site,
+                "streams": sorted(streams, key=lambda s: s.id),
+                "srt_port": context.settings.srt.listen_address.port,
+                "home_url": "/about" if dedicated else "/",
+            },
+        )
+
+    async def root(request: Request) -> Response:
+        dedicated = domain_stream(request)
+        return player(request, dedicated, True) if dedicated else home(request, False)
+
+    async def about(request: Request) -> Response:
+        dedicated = domain_stream(request)
+        if dedicated is None:
+            return await stream_page(request)
+        return home(request, True)
+
+    async def stream_page(request: Request) -> Response:
+        dedicated = domain_stream(request)
+        if dedicated is not None:
+            return player(request, dedicated, True)
+        stream_id = request.path_params.get("stream_id", "about")
+        if not valid_id(stream_id):
+            return PlainTextResponse("Not Found\n", status_code=404)
+        return player(request, stream_id, False)
+
+    async def hls_js(request: Request) -> Response:
+        if not HLS_JS.exists():
+            return PlainTextResponse(
+                "hls.js is not installed: run scripts/run (npm install --prefix web)\n",
+                status_code=404,
+            )
+        return FileResponse(HLS_JS, media_type="text/javascript")
+
+    return [
+        Route("/", root),
+        Route("/about", about),
+        Route("/static/vendor/hls.min.js", hls_js),
+        Mount("/static", StaticFiles(directory=str(WEB / "static")), name="static"),
+        Route("/{stream_id:str}", stream_page),
+    ]

@@ -1,0 +1,196 @@
+// The Ghostream player: WebRTC (WHEP) first, LL-HLS (hls.js) when UDP is blocked,
+// the poster while the stream is offline, and the viewer counter below.
+"use strict";
+
+const config = JSON.parse(document.getElementById("player-config").textContent);
+const video = document.getElementById("video");
+const statusLine = document.getElementById("status");
+const modeSelect = document.getElementById("mode");
+const qualitySelect = document.getElementById("quality");
+const unmute = document.getElementById("unmute");
+const RETRY_MS = 3000;
+const WEBRTC_TIMEOUT_MS = 5000;
+
+const player = {mode: "", pc: null, hls: null, resource: null, generation: 0, retry: null};
+window.ghostreamPlayer = player;
+
+function say(text) { statusLine.textContent = text; }
+function offline(yes) { document.body.classList.toggle("offline", yes); }
+function streamId() { return qualitySelect.value || config.stream; }
+
+function stop() {
+  player.generation += 1;
+  clearTimeout(player.retry);
+  if (player.pc) { player.pc.close(); player.pc = null; }
+  if (player.resource) {
+    fetch(player.resource, {method: "DELETE"}).catch(() => {});
+    player.resource = null;
+  }
+  if (player.hls) { player.hls.destroy(); player.hls = null; }
+  video.removeAttribute("src");
+  video.srcObject = null;
+  player.mode = "";
+}
+
+function retryLater(reason) {
+  stop();
+  offline(true);
+  say(reason);
+  player.retry = setTimeout(start, RETRY_MS);
+}
+
+function playing(mode) {
+  player.mode = mode;
+  offline(false);
+  const label = mode === "webrtc" ? "WebRTC" : "LL-HLS";
+  say(`Live over ${label}` + (qualitySelect.value ? ` (${qualitySelect.value.split("@")[1]})` : ""));
+}
+
+async function start() {
+  stop();
+  const chosen = modeSelect.value;
+  if (chosen === "hls" || (chosen === "auto" && !config.webrtc) || qualitySelect.value === "auto") {
+    return startHls();
+  }
+  const generation = player.generation;
+  say("Connecting over WebRTC…");
+  const outcome = await startWebrtc(generation).catch((error) => ({failed: String(error)}));
+  if (generation !== player.generation) return;
+  if (outcome.offline) return retryLater("The stream is offline; waiting for it to start…");
+  if (outcome.failed) {
+    if (chosen === "webrtc") return retryLater(`WebRTC failed: ${outcome.failed}`);
+    return startHls(`WebRTC could not connect (${outcome.failed}); using LL-HLS`);
+  }
+}
+
+async function startWebrtc(generation) {
+  const pc = new RTCPeerConnection({iceServers: config.iceServers.map((urls) => ({urls}))});
+  player.pc = pc;
+  pc.addTransceiver("video", {direction: "recvonly"});
+  pc.addTransceiver("audio", {direction: "recvonly"});
+  const media = new MediaStream();
+  pc.ontrack = (event) => { media.addTrack(event.track); video.srcObject = media; };
+  await pc.setLocalDescription(await pc.createOffer());
+  await gathered(pc);
+  const response = await fetch(`/${streamId()}/whep`, {
+    method: "POST", headers: {"Content-Type": "application/sdp"}, body: pc.localDescription.sdp,
+  });
+  if (response.status === 404) return {offline: true};
+  if (response.status !== 201) return {failed: `server answered ${response.status}`};
+  player.resource = response.headers.get("Location");
+  await pc.setRemoteDescription({type: "answer", sdp: await response.text()});
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve({failed: "no media within 5 s"}), WEBRTC_TIMEOUT_MS);
+    const check = () => {
+      if (generation !== player.generation) return;
+      if (pc.connectionState === "connected") {
+        clearTimeout(timer);
+        playing("webrtc");
+        resolve({});
+      } else if (pc.connectionState === "failed") {
+        clearTimeout(timer);
+        resolve({failed: "connection failed"});
+      }
+    };
+    pc.onconnectionstatechange = () => {
+      check();
+      if (player.mode === "webrtc" && ["failed", "disconnected", "closed"].includes(pc.connectionState)) {
+        retryLater("The stream stopped; waiting for it to come back…");
+      }
+    };
+    check();
+  });
+}
+
+function gathered(pc) {
+  return new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    const timer = setTimeout(resolve, 2000);
+    pc.onicegatheringstatechange = () => {
+      if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
+    };
+  });
+}
+
+async function startHls(message) {
+  const generation = player.generation;
+  const url = qualitySelect.value && qualitySelect.value !== "auto"
+    ? `/${qualitySelect.value}/index.m3u8` : `/${config.stream}/index.m3u8`;
+  const probe = await fetch(url, {method: "HEAD"}).catch(() => null);
+  if (generation !== player.generation) return;
+  if (!probe || probe.status === 404) return retryLater("The stream is offline; waiting for it to start…");
+  say(message || "Connecting over LL-HLS…");
+  if (window.Hls && Hls.isSupported()) {
+    const hls = new Hls({lowLatencyMode: true, backBufferLength: 10});
+    player.hls = hls;
+    hls.on(Hls.Events.FRAG_BUFFERED, () => {
+      if (generation === player.generation && player.mode !== "hls") playing("hls");
+    });
+    hls.on(Hls.Events.ERROR, (_, data) => {
+      if (data.fatal && generation === player.generation) {
+        retryLater("The stream stopped; waiting for it to come back…");
+      }
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+  } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+    video.src = url;
+    video.addEventListener("playing", () => playing("hls"), {once: true});
+  } else {
+    say("This browser can play neither WebRTC nor HLS.");
+  }
+  video.play().catch(() => {});
+}
+
+async function refreshQualities() {
+  const response = await fetch("/api/streams").catch(() => null);
+  if (!response || !response.ok) return;
+  const {streams} = await response.json();
+  const variants = streams.map((s) => s.id).filter((id) => id.startsWith(config.stream + "@")).sort();
+  const wanted = ["", ...variants, ...(variants.length ? ["auto"] : [])];
+  const have = [...qualitySelect.options].map((o) => o.value);
+  if (wanted.join() === have.join()) return;
+  const current = qualitySelect.value;
+  qualitySelect.replaceChildren(...wanted.map((value) => {
+    const label = value === "" ? "Source" : value === "auto" ? "Auto (follows the network, LL-HLS)"
+      : value.split("@")[1];
+    return new Option(label, value, false, value === current);
+  }));
+}
+
+const uid = Math.random().toString(36).slice(2) + Date.now().toString(36);
+async function refreshCounter() {
+  const response = await fetch(`/_stats/${config.stream}/?uid=${uid}`).catch(() => null);
+  if (response && response.ok) {
+    const count = (await response.json()).ConnectedViewers;
+    document.getElementById("viewers").textContent = `${count} ${count === 1 ? "viewer" : "viewers"}`;
+  }
+}
+
+function toggleMute() {
+  video.muted = !video.muted;
+  unmute.textContent = video.muted ? "Unmute" : "Mute";
+  unmute.setAttribute("aria-pressed", String(!video.muted));
+}
+
+unmute.addEventListener("click", toggleMute);
+modeSelect.addEventListener("change", start);
+qualitySelect.addEventListener("change", start);
+document.addEventListener("keydown", (event) => {
+  if (["INPUT", "SELECT", "TEXTAREA"].includes(event.target.tagName)) return;
+  if (event.key === "f") {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else video.requestFullscreen().catch(() => {});
+  } else if (event.key === "m" || (event.key === " " && event.target === document.body)) {
+    event.preventDefault();
+    toggleMute();
+  }
+});
+if (new URLSearchParams(location.search).has("nowidget")) document.body.classList.add("no-widget");
+window.addEventListener("pagehide", stop);
+
+refreshCounter();
+setInterval(refreshCounter, config.counterPeriod);
+refreshQualities();
+setInterval(refreshQualities, 10000);
+start();
