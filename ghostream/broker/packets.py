@@ -77,7 +77,7 @@ class StreamDemux:
         self.ended: str | None = None
         self.ready = False
         self._wakeup = trio.lowlevel.ParkingLot()
-        self._idle = trio.Event()
+        self._reader_came = trio.Event()
 
     @property
     def next(self) -> int:
@@ -110,10 +110,12 @@ class StreamDemux:
         self.ended = reason
         self._wakeup.unpark_all()
 
+    def joined(self, reader: PacketReader) -> None:
+        self.readers.add(reader)
+        self._reader_came.set()
+
     def left(self, reader: PacketReader) -> None:
         self.readers.discard(reader)
-        if not self.readers:
-            self._idle.set()
 
     async def run(self, broker: Broker) -> None:
         stream = broker.get(self.stream_id)
@@ -125,9 +127,9 @@ class StreamDemux:
                 generation = stream.generation
                 while True:
                     if not self.readers:
-                        self._idle = trio.Event()
+                        self._reader_came = trio.Event()
                         with trio.move_on_after(IDLE_LINGER):
-                            await self._idle.wait()
+                            await self._reader_came.wait()
                         if not self.readers:
                             return
                     with trio.move_on_after(IDLE_LINGER):
@@ -170,7 +172,7 @@ class PacketHub:
             demux = self._demuxes[stream_id] = StreamDemux(stream_id)
             self._nursery.start_soon(self._run, demux)
         reader = PacketReader(demux, max_lag)
-        demux.readers.add(reader)
+        demux.joined(reader)
         try:
             yield reader
         finally:

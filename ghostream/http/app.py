@@ -69,9 +69,14 @@ class PageViewers:
         if len(self._seen) > MAX_PAGE_VIEWERS:
             self._expire(force_oldest=True)
 
-    def count(self, stream_id: str) -> int:
+    def count(self, stream_id: str, already_counted: set[str]) -> int:
+        """Pages of a stream, except those whose WebRTC session is counted as a viewer."""
         self._expire()
-        return sum(1 for stream, _ in self._seen.values() if _same_stream(stream, stream_id))
+        return sum(
+            1
+            for uid, (stream, _) in self._seen.items()
+            if _same_stream(stream, stream_id) and uid not in already_counted
+        )
 
     def _expire(self, *, force_oldest: bool = False) -> None:
         limit = time.monotonic() - PAGE_VIEWER_TTL
@@ -130,7 +135,9 @@ def create_app(context: ServerContext) -> Starlette:
         uid = request.query_params.get("uid", "")
         if uid:
             pages.saw(uid[:64], stream_id)
-        return JSONResponse({"ConnectedViewers": live_viewers(stream_id) + pages.count(stream_id)})
+        sessions = context.webrtc.page_uids() if context.webrtc else set()
+        count = live_viewers(stream_id) + pages.count(stream_id, sessions)
+        return JSONResponse({"ConnectedViewers": count})
 
     async def streams(request: Request) -> JSONResponse:
         return JSONResponse({"streams": [_summary(s) for s in broker.summaries()]})

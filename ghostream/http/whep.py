@@ -57,7 +57,8 @@ def whep_routes(webrtc: WebRtcOutput, stream_path: str, valid_id) -> list[Route]
             return _error(400, "the offer is not text")
         peer = f"{request.client.host}:{request.client.port}" if request.client else "?"
         try:
-            session, answer = await webrtc.answer(stream_id, sdp, peer)
+            uid = request.query_params.get("uid", "")
+            session, answer = await webrtc.answer(stream_id, sdp, peer, uid)
         except WebRtcError as exc:
             if exc.status >= 500 or exc.status == 400:
                 log.warning("WHEP offer for %s from %s refused: %s", stream_id, peer, exc)

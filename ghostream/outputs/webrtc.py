@@ -241,6 +241,8 @@ class Session:
     id: str
     stream_id: str
     peer: str
+    # The player page's counter id, so that the page and its session count once.
+    page_uid: str = ""
     closed: trio.Event = field(default_factory=trio.Event)
     reason: str = "viewer left"
 
@@ -274,7 +276,12 @@ class WebRtcOutput:
                 task_status.started()
                 await trio.sleep_forever()
 
-    async def answer(self, stream_id: str, offer_sdp: str, peer: str) -> tuple[Session, str]:
+    def page_uids(self) -> set[str]:
+        return {s.page_uid for s in self.sessions.values() if s.page_uid}
+
+    async def answer(
+        self, stream_id: str, offer_sdp: str, peer: str, page_uid: str = ""
+    ) -> tuple[Session, str]:
         """Negotiate a viewer's session; the answer SDP, or WebRtcError with its status."""
         if self._nursery is None:
             raise WebRtcError(503, "WebRTC is not running")
@@ -282,7 +289,7 @@ class WebRtcOutput:
             raise WebRtcError(404, f"no live stream {stream_id!r}")
         if "m=video" not in offer_sdp and "m=audio" not in offer_sdp:
             raise WebRtcError(400, "the offer has no audio or video section")
-        session = Session(secrets.token_urlsafe(12), stream_id, peer)
+        session = Session(secrets.token_urlsafe(12), stream_id, peer, page_uid[:64])
         return session, await self._nursery.start(self._session, session, offer_sdp)
 
     def end(self, session_id: str) -> bool:

@@ -11,6 +11,7 @@ const unmute = document.getElementById("unmute");
 const RETRY_MS = 3000;
 const WEBRTC_TIMEOUT_MS = 5000;
 
+const uid = Math.random().toString(36).slice(2) + Date.now().toString(36);
 const player = {mode: "", pc: null, hls: null, resource: null, generation: 0, retry: null};
 window.ghostreamPlayer = player;
 
@@ -18,17 +19,21 @@ function say(text) { statusLine.textContent = text; }
 function offline(yes) { document.body.classList.toggle("offline", yes); }
 function streamId() { return qualitySelect.value || config.stream; }
 
-function stop() {
-  player.generation += 1;
-  clearTimeout(player.retry);
+function stopWebrtc() {
   if (player.pc) { player.pc.close(); player.pc = null; }
   if (player.resource) {
     fetch(player.resource, {method: "DELETE"}).catch(() => {});
     player.resource = null;
   }
+  video.srcObject = null;
+}
+
+function stop() {
+  player.generation += 1;
+  clearTimeout(player.retry);
+  stopWebrtc();
   if (player.hls) { player.hls.destroy(); player.hls = null; }
   video.removeAttribute("src");
-  video.srcObject = null;
   player.mode = "";
 }
 
@@ -59,6 +64,7 @@ async function start() {
   if (outcome.offline) return retryLater("The stream is offline; waiting for it to start…");
   if (outcome.failed) {
     if (chosen === "webrtc") return retryLater(`WebRTC failed: ${outcome.failed}`);
+    stopWebrtc();
     return startHls(`WebRTC could not connect (${outcome.failed}); using LL-HLS`);
   }
 }
@@ -72,7 +78,7 @@ async function startWebrtc(generation) {
   pc.ontrack = (event) => { media.addTrack(event.track); video.srcObject = media; };
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc);
-  const response = await fetch(`/${streamId()}/whep`, {
+  const response = await fetch(`/${streamId()}/whep?uid=${uid}`, {
     method: "POST", headers: {"Content-Type": "application/sdp"}, body: pc.localDescription.sdp,
   });
   if (response.status === 404) return {offline: true};
@@ -158,7 +164,6 @@ async function refreshQualities() {
   }));
 }
 
-const uid = Math.random().toString(36).slice(2) + Date.now().toString(36);
 async function refreshCounter() {
   const response = await fetch(`/_stats/${config.stream}/?uid=${uid}`).catch(() => null);
   if (response && response.ok) {
