@@ -7,7 +7,12 @@ import struct
 
 from ghostream.broker.demux import MediaPacket, Track
 from ghostream.outputs.llhls.bitstream import sample_units, video_config
-from ghostream.outputs.llhls.playlist import media_playlist, parse_name
+from ghostream.outputs.llhls.playlist import (
+    Variant,
+    media_playlist,
+    multivariant_playlist,
+    parse_name,
+)
 from ghostream.outputs.llhls.timeline import Timeline
 
 # x264's SPS and PPS for 320x180, constrained baseline, level 1.2.
@@ -152,3 +157,18 @@ def test_a_part_waits_for_the_audio_up_to_its_end() -> None:
     assert not any(timeline.add(packet, 0.0) for packet in audio[:5])
     assert timeline.add(audio[5], 0.0)
     assert timeline.last_part() == (0, 0)
+
+
+def test_multivariant_playlist_lists_variants_by_bandwidth() -> None:
+    init = fed(frames(26)).init
+    assert init is not None
+    text = multivariant_playlist(
+        [Variant("media.m3u8", 900_000, init), Variant("../cam@480p/media.m3u8", 1_500_000, init)]
+    )
+    assert text == (
+        "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+        '#EXT-X-STREAM-INF:BANDWIDTH=1500000,CODECS="avc1.42c00c,mp4a.40.2",RESOLUTION=320x180\n'
+        "../cam@480p/media.m3u8\n"
+        '#EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS="avc1.42c00c,mp4a.40.2",RESOLUTION=320x180\n'
+        "media.m3u8\n"
+    )
