@@ -7,7 +7,12 @@ import struct
 
 from ghostream.broker.demux import MediaPacket, Track
 from ghostream.outputs.llhls.bitstream import sample_units, video_config
-from ghostream.outputs.llhls.playlist import media_playlist, parse_name
+from ghostream.outputs.llhls.playlist import (
+    Variant,
+    media_playlist,
+    multivariant_playlist,
+    parse_name,
+)
 from ghostream.outputs.llhls.timeline import Timeline
 
 # x264's SPS and PPS for 320x180, constrained baseline, level 1.2.
@@ -131,3 +136,39 @@ def test_names_parse_strictly() -> None:
     assert parse_name("init-1a2b-0.mp4") is not None
     for bad in ("part-1a2b-3.m4s", "seg-1a2b-3-4.m4s", "init-1a2b-0.m4s", "seg-XY-1.m4s"):
         assert parse_name(bad) is None
+
+
+def test_a_jump_in_timestamps_becomes_a_discontinuity() -> None:
+    # A reader that lagged skips ahead to a later keyframe: ten seconds are missing.
+    packets = frames(25 * 2 + 1) + frames(25 * 2 + 1, start=25 * 12 * FRAME)
+    text = media_playlist(fed(packets))
+    assert text.count("#EXT-X-DISCONTINUITY\n") == 1
+    assert text.count("#EXT-X-MAP") == 1
+
+
+def test_a_part_waits_for_the_audio_up_to_its_end() -> None:
+    video = [p for p in frames(7) if p.track.kind == "video"]
+    audio = [p for p in frames(7) if p.track.kind == "audio"]
+    timeline = Timeline()
+    timeline.begin([VIDEO, AUDIO])
+    # The sixth frame closes the first part, but its audio has not come yet.
+    assert not any(timeline.add(packet, 0.0) for packet in video[:6])
+    assert timeline.last_part() is None
+    assert not any(timeline.add(packet, 0.0) for packet in audio[:5])
+    assert timeline.add(audio[5], 0.0)
+    assert timeline.last_part() == (0, 0)
+
+
+def test_multivariant_playlist_lists_variants_by_bandwidth() -> None:
+    init = fed(frames(26)).init
+    assert init is not None
+    text = multivariant_playlist(
+        [Variant("media.m3u8", 900_000, init), Variant("../cam@480p/media.m3u8", 1_500_000, init)]
+    )
+    assert text == (
+        "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n"
+        '#EXT-X-STREAM-INF:BANDWIDTH=1500000,CODECS="avc1.42c00c,mp4a.40.2",RESOLUTION=320x180\n'
+        "../cam@480p/media.m3u8\n"
+        '#EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS="avc1.42c00c,mp4a.40.2",RESOLUTION=320x180\n'
+        "media.m3u8\n"
+    )

@@ -1,0 +1,226 @@
+"""LL-HLS: latency behind the live edge, and server CPU per 100 players.
+
+Run: .venv/bin/python bench/llhls.py [--players 100] [--seconds 10]
+
+Prints, for the Ghostream server (a subprocess, as shipped) fed by ffmpeg
+over SRT with a 25 fps, 1 s GOP test signal:
+- latency from the publisher's clock: when a part became available to a
+  player doing blocking reloads, minus when ffmpeg sent its last frame
+  (ffmpeg's launch time plus the frame's timestamp; ffmpeg's start-up time
+  is counted as latency, so this is a slight overestimate);
+- the packaging delay by the server's own clock: availability minus the
+  part's end by EXT-X-PROGRAM-DATE-TIME;
+- the latency hls.js reports (`hls.latency`) in headless Chromium in
+  low-latency mode;
+- server CPU (utime+stime from /proc/PID/stat) while N simulated players
+  (httpx async clients doing blocking playlist reloads and part fetches)
+  follow the stream, as a share of one core, per 100 players.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness.browser import open_chromium  # noqa: E402
+from harness.server_process import ServerProcess, start_server  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+HLS_JS = ROOT / "web" / "node_modules" / "hls.js" / "dist" / "hls.js"
+PART = re.compile(r'#EXT-X-PART:DURATION=([0-9.]+),URI="(part-[0-9a-f]+-(\d+)-(\d+)\.m4s)"')
+HINT = re.compile(r'PRELOAD-HINT:TYPE=PART,URI="part-[0-9a-f]+-(\d+)-(\d+)\.m4s"')
+PDT = re.compile(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)\n(?:#EXT-X-PART:[^\n]*\n)*")
+PUBLISH = [
+    "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+    "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
+    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+    "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25",
+    "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
+    # Timestamps from zero, so that a frame's timestamp is its send time after launch.
+    "-muxdelay", "0", "-muxpreload", "0", "-t", "600", "-f", "mpegts",
+]  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def part_end_ticks(data: bytes) -> int:
+    """The video run's end in 90 kHz ticks: tfdt plus the sample durations of its trun."""
+    tfdt = data.index(b"tfdt")
+    base = struct.unpack(">Q", data[tfdt + 8 : tfdt + 16])[0]
+    trun = data.index(b"trun", tfdt)
+    count = struct.unpack(">I", data[trun + 8 : trun + 12])[0]
+    entries = trun + 16
+    return base + sum(
+        struct.unpack(">I", data[entries + 16 * n : entries + 16 * n + 4])[0] for n in range(count)
+    )
+
+
+def part_pdt_end(playlist: str, msn: int, index: int) -> float | None:
+    """The part's end by the playlist's PROGRAM-DATE-TIME of its segment."""
+    for block in PDT.finditer(playlist):
+        parts = [p for p in PART.finditer(block[0]) if int(p[3]) == msn]
+        if parts:
+            start = datetime.fromisoformat(block[1].replace("Z", "+00:00")).timestamp()
+            return start + sum(float(p[1]) for p in parts if int(p[4]) <= index)
+    return None
+
+
+async def player(
+    client: httpx.AsyncClient, stream: str, until: float, samples: list | None = None
+) -> int:
+    """Follow the stream like an LL-HLS player; returns the requests made."""
+    playlist = (await client.get(f"/{stream}/media.m3u8")).text
+    have: set[str] = {p[2] for p in PART.finditer(playlist)}
+    requests = 1
+    while trio.current_time() < until:
+        msn, index = map(int, HINT.search(playlist).groups())
+        playlist = (await client.get(f"/{stream}/media.m3u8?_HLS_msn={msn}&_HLS_part={index}")).text
+        arrived = time.time()
+        requests += 1
+        for part in PART.finditer(playlist):
+            if part[2] in have:
+                continue
+            have.add(part[2])
+            data = (await client.get(f"/{stream}/{part[2]}")).content
+            requests += 1
+            if samples is not None:
+                pdt_end = part_pdt_end(playlist, int(part[3]), int(part[4]))
+                samples.append((arrived, part_end_ticks(data), pdt_end))
+    return requests
+
+
+async def measure_latency(server: ServerProcess, launched: float, seconds: float) -> None:
+    samples: list[tuple[float, int, float | None]] = []
+    async with httpx.AsyncClient(base_url=server.web_url, timeout=20) as client:
+        await client.get("/demo/media.m3u8")
+        await player(client, "demo", trio.current_time() + seconds, samples)
+    publisher = [arrived - (launched + ticks / 90000) for arrived, ticks, _ in samples]
+    packaging = [arrived - end for arrived, _, end in samples if end is not None]
+    print(f"parts observed: {len(samples)}")
+    print(
+        "latency from the publisher's clock (part available - frame sent): "
+        f"median {statistics.median(publisher):.3f} s, p90 {quantile(publisher, 0.9):.3f} s"
+    )
+    print(
+        "packaging delay (part available - its end by PROGRAM-DATE-TIME): "
+        f"median {statistics.median(packaging):.3f} s, p90 {quantile(packaging, 0.9):.3f} s"
+    )
+
+
+def quantile(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))]
+
+
+def measure_hls_js(server: ServerProcess, directory: Path, seconds: float) -> None:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver or not HLS_JS.exists():
+        print("hls.js latency: skipped (chromium, chromedriver or web/node_modules missing)")
+        return
+    page = directory / "player.html"
+    page.write_text(
+        f'<!doctype html><video id="v" muted autoplay></video><script src="{HLS_JS.as_uri()}">'
+        "</script><script>const h = new Hls({lowLatencyMode: true}); window.hls = h;"
+        f'h.loadSource("{server.web_url}/demo/index.m3u8");'
+        "h.attachMedia(document.getElementById('v')); document.getElementById('v').play();"
+        "</script>"
+    )
+    with open_chromium(chromium, driver) as browser:
+        browser.get(page.as_uri())
+        deadline = time.monotonic() + 20
+        while browser.execute_script("return document.getElementById('v').currentTime") < 2:
+            if time.monotonic() > deadline:
+                print("hls.js latency: playback did not start")
+                return
+            time.sleep(0.1)
+        latencies = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            latencies.append(browser.execute_script("return window.hls.latency"))
+            time.sleep(0.25)
+    print(
+        f"hls.js latency (lowLatencyMode, Chromium): median {statistics.median(latencies):.3f} s, "
+        f"p90 {quantile(latencies, 0.9):.3f} s"
+    )
+
+
+async def measure_cpu(server: ServerProcess, players: int, seconds: float) -> None:
+    pid = server.process.pid
+    limits = httpx.Limits(max_connections=players + 10, max_keepalive_connections=players + 10)
+    async with httpx.AsyncClient(base_url=server.web_url, timeout=30, limits=limits) as client:
+        await client.get("/demo/media.m3u8")
+        # The packager alone (one player keeps it running): the baseline.
+        before, started = cpu_seconds(pid), time.monotonic()
+        await player(client, "demo", trio.current_time() + seconds / 2)
+        idle = (cpu_seconds(pid) - before) / (time.monotonic() - started)
+        counts: list[int] = []
+
+        async def one() -> None:
+            counts.append(await player(client, "demo", trio.current_time() + seconds))
+
+        before, started = cpu_seconds(pid), time.monotonic()
+        async with trio.open_nursery() as nursery:
+            for _ in range(players):
+                nursery.start_soon(one)
+        elapsed = time.monotonic() - started
+        busy = (cpu_seconds(pid) - before) / elapsed
+    per_100 = (busy - idle) * 100 / players
+    rate = sum(counts) / elapsed
+    print(
+        f"server CPU: {idle * 100:.1f}% of a core with 1 player, {busy * 100:.1f}% with {players} "
+        f"players; {per_100 * 100:.1f}% of a core per 100 players"
+    )
+    # A player that keeps up makes about 10 requests/s (5 blocking reloads, 5 parts); when the
+    # clients' own CPU limits them, the cost per request is the figure that carries over.
+    print(
+        f"requests: {rate:.0f}/s in all, {rate / players:.1f}/s per player; "
+        f"{(busy - idle) / rate * 1000:.2f} ms of server CPU per request"
+        if rate
+        else "requests: none answered"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--players", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        server = start_server(directory, {"auth": {"enabled": False}})
+        launched = time.time()
+        publisher = subprocess.Popen(
+            [*PUBLISH, server.srt_url("demo:x")],
+            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            server.wait_for_log("publishing demo over SRT")
+            trio.run(measure_latency, server, launched, args.seconds)
+            measure_hls_js(server, directory, args.seconds / 2)
+            trio.run(measure_cpu, server, args.players, args.seconds)
+        finally:
+            publisher.kill()
+            publisher.wait()
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
