@@ -451,7 +451,7 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
 # Dumping.
 
 
-def _mask_url(url: str) -> str:
+def mask_url(url: str) -> str:
     """Hide a forward URL's stream key (its last path segment or query) and any user:password@."""
     base, _, _ = url.partition("?")
     head, slash, _ = base.rpartition("/")
@@ -478,7 +478,7 @@ def _dump(obj: Any, mask: bool) -> Any:
             value = str(value)
         if mask and f.metadata["secret"] and value:
             if isinstance(value, dict) and typing.get_args(tp)[1] == list[str]:
-                value = {k: [_mask_url(u) for u in urls] for k, urls in value.items()}
+                value = {k: [mask_url(u) for u in urls] for k, urls in value.items()}
             elif isinstance(value, dict):
                 value = {k: MASK for k in value}
             else:

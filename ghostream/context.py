@@ -14,6 +14,7 @@ from ghostream.config import Settings
 from ghostream.outputs.llhls import LlHls
 
 if TYPE_CHECKING:
+    from ghostream.outputs.forward import Forwarder
     from ghostream.outputs.webrtc import WebRtcOutput
 
 
@@ -26,6 +27,7 @@ class ServerContext:
     packets: PacketHub
     hls: LlHls
     webrtc: WebRtcOutput | None = None
+    forwarder: Forwarder | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> ServerContext:
@@ -52,7 +54,14 @@ class ServerContext:
             from ghostream.outputs.webrtc import WebRtcOutput
 
             webrtc = WebRtcOutput(settings.webrtc, broker, packets)
-        return cls(settings, broker, Gatekeeper(authenticator), history, packets, hls, webrtc)
+        forwarder = None
+        if settings.forwarding:
+            from ghostream.outputs.forward import Forwarder
+
+            forwarder = Forwarder(settings.forwarding, broker, packets)
+            broker.on_event.append(forwarder.observe)
+        gatekeeper = Gatekeeper(authenticator)
+        return cls(settings, broker, gatekeeper, history, packets, hls, webrtc, forwarder)
 
     def close(self) -> None:
         if self.history is not None:

@@ -102,6 +102,24 @@ HLS_PART_REQUESTS = Counter(
     ["stream"],
     registry=REGISTRY,
 )
+FORWARD_ATTEMPTS = Counter(
+    "ghostream_forward_attempts_total",
+    "Connections opened to forward targets",
+    ["stream"],
+    registry=REGISTRY,
+)
+FORWARD_FAILURES = Counter(
+    "ghostream_forward_failures_total",
+    "Forward targets that refused, dropped or stalled",
+    ["stream"],
+    registry=REGISTRY,
+)
+FORWARD_DROPPED = Counter(
+    "ghostream_forward_dropped_packets_total",
+    "Packets not sent to a forward target slower than real time",
+    ["stream"],
+    registry=REGISTRY,
+)
 WEBRTC_SESSIONS = Gauge(
     "ghostream_webrtc_connected_sessions", "Connected WebRTC sessions", registry=REGISTRY
 )

@@ -52,6 +52,8 @@ def plan_services(context: ServerContext) -> list[Service]:
         services.append(
             Service("SRT", f"{settings.srt.listen_address}/udp", partial(serve_srt, context))
         )
+    if context.forwarder is not None:
+        services.append(Service("forwarding", "", context.forwarder.run))
     if context.webrtc is not None:
         ports = f"{settings.webrtc.min_port_udp}-{settings.webrtc.max_port_udp}/udp"
         services.append(Service("WebRTC", ports, context.webrtc.run))

@@ -26,6 +26,7 @@ import trio
 
 from ghostream.broker.events import (
     Event,
+    Forwarding,
     PublishStarted,
     PublishStopped,
     Rejected,
@@ -198,6 +199,18 @@ class EventLog:
                     sessions.update(
                         key, {"ended": event.at, "bytes": event.bytes, "end_reason": event.reason}
                     )
+            case Forwarding():
+                self._db["events"].insert(
+                    {
+                        "at": event.at,
+                        "kind": f"forward {event.kind}",
+                        "stream": event.stream_id,
+                        "protocol": "forward",
+                        "peer": event.target,
+                        "reason": event.reason,
+                        "detail": json.dumps({"bytes": event.bytes}),
+                    }
+                )
             case Rejected():
                 self._db["events"].insert(
                     {

@@ -53,4 +53,16 @@ class Rejected:
     detail: dict = field(default_factory=dict)
 
 
-Event = PublishStarted | PublishStopped | ViewerJoined | ViewerLeft | Rejected
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """A forward target of a stream started, failed or stopped; `target` has no stream key."""
+
+    stream_id: str
+    target: str
+    at: float
+    kind: str
+    reason: str = ""
+    bytes: int = 0
+
+
+Event = PublishStarted | PublishStopped | ViewerJoined | ViewerLeft | Rejected | Forwarding

@@ -1,0 +1,105 @@
+"""Forwarding to a real RTMP server (nginx-rtmp), as to Twitch or YouTube.
+
+ffprobe reads the forwarded stream back from nginx; nginx killed and
+restarted mid-stream gets the stream again; an unreachable target never
+disturbs the stream, its SRT viewers or the other targets.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from harness.publisher import publishing
+from harness.rtmp_server import MODULE, RtmpServer
+from harness.server_process import free_port
+
+
+@pytest.fixture
+def rtmp(require_program, tmp_path: Path):
+    require_program("ffmpeg")
+    nginx = require_program("nginx")
+    if not MODULE.exists():
+        require_program("ngx_rtmp_module.so (libnginx-mod-rtmp)")
+    server = RtmpServer(nginx, tmp_path / "nginx", free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+def probe(url: str, timeout: float = 15) -> dict:
+    """ffprobe's view of an RTMP stream, retried until it answers or the time is up."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        result = subprocess.run(
+            ["ffprobe", "-v", "error", "-rw_timeout", "3000000", "-show_streams",
+             "-of", "json", url],
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+        if result.returncode == 0:
+            streams = json.loads(result.stdout)["streams"]
+            if {s["codec_type"] for s in streams} == {"video", "audio"}:
+                return {s["codec_type"]: s for s in streams}
+        last = result.stderr
+        time.sleep(0.5)
+    raise AssertionError(f"ffprobe could not read {url}: {last}")
+
+
+def events(server, stream_id: str) -> list[dict]:
+    with urllib.request.urlopen(f"{server.web_url}/api/streams/{stream_id}", timeout=5) as r:
+        return json.load(r)["events"]
+
+
+def test_the_rtmp_server_receives_the_stream(rtmp, ghostream_server) -> None:
+    server = ghostream_server({"forwarding": {"demo": [rtmp.url("secret-key")]}})
+    with publishing(server, "demo:demo"):
+        streams = probe(rtmp.url("secret-key"))
+        assert streams["video"]["codec_name"] == "h264"
+        assert streams["audio"]["codec_name"] == "aac"
+        assert (streams["video"]["width"], streams["video"]["height"]) == (160, 90)
+    log = server.log
+    assert "forwarding demo to rtmp://127.0.0.1:" in log
+    assert "secret-key" not in log
+
+
+def test_a_target_that_restarts_gets_the_stream_again(rtmp, ghostream_server) -> None:
+    server = ghostream_server({"forwarding": {"demo": [rtmp.url("key")]}})
+    with publishing(server, "demo:demo", seconds=60):
+        probe(rtmp.url("key"))
+        mark = server.line_count()
+        rtmp.stop()
+        server.wait_for_log(r"forwarding demo to .* failed: .*; retrying in", 20, start=mark)
+        rtmp.start()
+        server.wait_for_log(r"forwarding demo to rtmp://", 30, start=mark)
+        probe(rtmp.url("key"))
+        kinds = [e["kind"] for e in events(server, "demo")]
+        assert "forward failed" in kinds and kinds.count("forward started") >= 2
+
+
+def test_an_unreachable_target_leaves_the_stream_and_other_targets_alone(
+    rtmp, ghostream_server
+) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead = f"rtmp://127.0.0.1:{closed.getsockname()[1]}/live/dead"
+    server = ghostream_server({"forwarding": {"demo": [dead, rtmp.url("alive")]}})
+    try:
+        with publishing(server, "demo:demo"):
+            viewer = subprocess.run(
+                ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", server.srt_url("demo"),
+                 "-t", "4", "-f", "null", "-"],
+                capture_output=True, timeout=30,
+            )  # fmt: skip
+            assert viewer.returncode == 0 and viewer.stderr == b"", viewer.stderr.decode()
+            probe(rtmp.url("alive"))
+            server.wait_for_log(r"forwarding demo to rtmp://127.0.0.1:\d+/live/\*+ failed")
+    finally:
+        closed.close()
+    metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
+    assert 'ghostream_forward_failures_total{stream="demo"}' in metrics
