@@ -148,6 +148,36 @@ class TranscoderSettings:
 
 
 @dataclass(frozen=True)
+class Profile:
+    """A quality variant: `name:videoKbps:audioKbps`, its height read from the name (480p)."""
+
+    name: str
+    height: int
+    video_kbps: int
+    audio_kbps: int
+
+    @classmethod
+    def parse(cls, text: str) -> Profile:
+        name, video, audio = text.split(":")
+        if not re.fullmatch(r"[0-9]{2,4}p", name):
+            raise ValueError(f"profile name {name!r} is not a height such as 480p")
+        return cls(name, int(name[:-1]), int(video), int(audio))
+
+
+@dataclass(frozen=True)
+class TranscodingSettings:
+    enabled: bool = _key("enabled", default=True)
+    on_demand: bool = _key("onDemand", default=True)
+    profiles: list[str] = _key(
+        "profiles", default_factory=lambda: ["720p:2500:128", "480p:1200:96", "360p:700:64"]
+    )
+
+    @property
+    def parsed_profiles(self) -> list[Profile]:
+        return [Profile.parse(text) for text in self.profiles]
+
+
+@dataclass(frozen=True)
 class WebSettings:
     enabled: bool = _key("enabled", default=True)
     custom_css: str = _key("customCss", default="")
@@ -182,6 +212,7 @@ class Settings:
     streams: StreamsSettings = _key("streams", default_factory=StreamsSettings)
     telnet: TelnetSettings = _key("telnet", default_factory=TelnetSettings)
     transcoder: TranscoderSettings = _key("transcoder", default_factory=TranscoderSettings)
+    transcoding: TranscodingSettings = _key("transcoding", default_factory=TranscodingSettings)
     web: WebSettings = _key("web", default_factory=WebSettings)
     webrtc: WebrtcSettings = _key("webrtc", default_factory=WebrtcSettings)
     source: str = field(default="built-in defaults", compare=False)
@@ -446,6 +477,14 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         fail(("webrtc", "minPortUDP"), "must not be above webrtc.maxPortUDP")
     if settings.streams.reconnect_grace < 0:
         fail(("streams", "reconnectGrace"), "must not be negative")
+    for text in settings.transcoding.profiles:
+        try:
+            Profile.parse(text)
+        except ValueError as exc:
+            fail(
+                ("transcoding", "profiles"),
+                f"has {text!r}; write NAME:VIDEO_KBPS:AUDIO_KBPS such as 480p:1200:96 ({exc})",
+            )
 
 
 # Dumping.

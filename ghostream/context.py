@@ -15,6 +15,7 @@ from ghostream.outputs.llhls import LlHls
 
 if TYPE_CHECKING:
     from ghostream.outputs.forward import Forwarder
+    from ghostream.outputs.transcode import Transcoder
     from ghostream.outputs.webrtc import WebRtcOutput
 
 
@@ -28,6 +29,7 @@ class ServerContext:
     hls: LlHls
     webrtc: WebRtcOutput | None = None
     forwarder: Forwarder | None = None
+    transcoder: Transcoder | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> ServerContext:
@@ -60,8 +62,16 @@ class ServerContext:
 
             forwarder = Forwarder(settings.forwarding, broker, packets)
             broker.on_event.append(forwarder.observe)
+        transcoder = None
+        if settings.transcoding.enabled and settings.transcoding.profiles:
+            from ghostream.outputs.transcode import Transcoder
+
+            transcoder = Transcoder(settings.transcoding, broker, packets)
+            broker.on_event.append(transcoder.observe)
         gatekeeper = Gatekeeper(authenticator)
-        return cls(settings, broker, gatekeeper, history, packets, hls, webrtc, forwarder)
+        return cls(
+            settings, broker, gatekeeper, history, packets, hls, webrtc, forwarder, transcoder
+        )
 
     def close(self) -> None:
         if self.history is not None:

@@ -120,6 +120,12 @@ FORWARD_DROPPED = Counter(
     ["stream"],
     registry=REGISTRY,
 )
+TRANSCODE_BEHIND = Counter(
+    "ghostream_transcode_behind_total",
+    "Times a source's variants fell behind real time and skipped to a keyframe",
+    ["stream"],
+    registry=REGISTRY,
+)
 WEBRTC_SESSIONS = Gauge(
     "ghostream_webrtc_connected_sessions", "Connected WebRTC sessions", registry=REGISTRY
 )

@@ -52,6 +52,8 @@ def plan_services(context: ServerContext) -> list[Service]:
         services.append(
             Service("SRT", f"{settings.srt.listen_address}/udp", partial(serve_srt, context))
         )
+    if context.transcoder is not None:
+        services.append(Service("transcoding", "", context.transcoder.run))
     if context.forwarder is not None:
         services.append(Service("forwarding", "", context.forwarder.run))
     if context.webrtc is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -70,6 +70,8 @@ class Broker:
         self.reconnect_grace = reconnect_grace
         self.ring_bytes = ring_bytes
         self.on_event: list[Callable[[Event], None]] = []
+        # Asked for a stream that is not live; one may start it (a quality variant).
+        self.providers: list[Callable[[str], Awaitable[bool]]] = []
         self._streams: dict[str, Stream] = {}
         self._deadlines: dict[str, float] = {}
         self._changed = trio.Event()
@@ -146,6 +148,15 @@ class Broker:
 
     def get(self, stream_id: str) -> Stream | None:
         return self._streams.get(stream_id)
+
+    async def provide(self, stream_id: str) -> bool:
+        """Whether the stream is live, after asking providers to start it if it was not."""
+        if stream_id in self._streams:
+            return True
+        for provider in self.providers:
+            if await provider(stream_id):
+                return True
+        return False
 
     def default_stream(self, configured: str = "") -> str | None:
         """The configured default, else the only stream there is."""

@@ -21,12 +21,13 @@ import av
 import trio
 
 from ghostream import monitoring
-from ghostream.broker.demux import MediaPacket, Track
+from ghostream.broker.demux import Track
 from ghostream.broker.events import Event, Forwarding, PublishStarted
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import mask_url
+from ghostream.outputs.media import picture_size
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +112,6 @@ class Writer:
         return stream
 
 
-def picture_size(keyframe: MediaPacket) -> tuple[int, int]:
-    """Decode one keyframe: muxers want the picture size in their headers."""
-    decoder = av.CodecContext.create(keyframe.track.codec, "r")
-    decoder.extradata = keyframe.track.extradata
-    try:
-        frames = decoder.decode(av.Packet(keyframe.data)) + decoder.decode(None)
-    except av.error.FFmpegError:
-        frames = []
-    return (frames[0].width, frames[0].height) if frames else (0, 0)
-
-
 def _finish(writer: Writer) -> None:
     """Tell the writer to close the target cleanly, making room if its queue is full."""
     while True:
@@ -169,7 +159,10 @@ class Forwarder:
                 began = trio.current_time()
                 try:
                     sent = await self._attempt(stream_id, resolved, shown)
-                except TargetFailed as failure:
+                except Exception as exc:
+                    if not isinstance(exc, TargetFailed):
+                        log.exception("forwarding %s to %s: unexpected error", stream_id, shown)
+                    failure = exc
                     monitoring.FORWARD_FAILURES.labels(stream_id).inc()
                     self._emit(stream_id, shown, "failed", str(failure))
                     if trio.current_time() - began > HEALTHY_AFTER:

@@ -65,7 +65,7 @@ class SrtService:
             return self._refuse(request, "", RejectReason.BAD_REQUEST, f"invalid stream id: {exc}")
         if wanted.mode is Mode.PUBLISH:
             return await self._accept_publisher(request, wanted)
-        return self._accept_viewer(request, wanted)
+        return await self._accept_viewer(request, wanted)
 
     async def _accept_publisher(
         self, request: ConnectionRequest, wanted: StreamRequest
@@ -86,7 +86,9 @@ class SrtService:
 
         return publish
 
-    def _accept_viewer(self, request: ConnectionRequest, wanted: StreamRequest) -> Handler | Reject:
+    async def _accept_viewer(
+        self, request: ConnectionRequest, wanted: StreamRequest
+    ) -> Handler | Reject:
         stream_id = wanted.stream_id
         if wanted.is_default:
             stream_id = self.broker.default_stream(self.context.settings.srt.default_stream) or ""
@@ -97,7 +99,7 @@ class SrtService:
                     RejectReason.NOTFOUND,
                     "no stream id and no default stream (set srt.defaultStream)",
                 )
-        if self.broker.get(stream_id) is None:
+        if not await self.broker.provide(stream_id):
             return self._refuse(request, stream_id, RejectReason.NOTFOUND, "no such live stream")
         peer = peer_text(request.peer)
 

@@ -285,7 +285,7 @@ class WebRtcOutput:
         """Negotiate a viewer's session; the answer SDP, or WebRtcError with its status."""
         if self._nursery is None:
             raise WebRtcError(503, "WebRTC is not running")
-        if self.broker.get(stream_id) is None:
+        if not await self.broker.provide(stream_id):
             raise WebRtcError(404, f"no live stream {stream_id!r}")
         if "m=video" not in offer_sdp and "m=audio" not in offer_sdp:
             raise WebRtcError(400, "the offer has no audio or video section")
@@ -320,7 +320,12 @@ class WebRtcOutput:
                             session.stream_id,
                             session.id,
                         )
-                        await self._serve(session, pc, reader, video, audio)
+                        try:
+                            await self._serve(session, pc, reader, video, audio)
+                        except Exception:
+                            # A bug in one session must not stop the others or the server.
+                            log.exception("WebRTC session %s failed", session.id)
+                            session.reason = "internal error"
                     finally:
                         self.sessions.pop(session.id, None)
                         viewer.bytes_sent = (video.sent if video else 0) + (

@@ -147,13 +147,13 @@ class LlHls:
             task_status.started()
             await trio.sleep_forever()
 
-    def _packager(self, stream_id: str) -> Packager | None:
+    async def _packager(self, stream_id: str) -> Packager | None:
         """The stream's running packager, started if needed; None when it is not live."""
         packager = self._packagers.get(stream_id)
         if packager is not None and not packager.ended:
             packager.touch()
             return packager
-        if self.broker.get(stream_id) is None:
+        if not await self.broker.provide(stream_id):
             return None
         assert self._nursery is not None, "LlHls.run is not running"
         packager = self._packagers[stream_id] = Packager(stream_id)
@@ -169,7 +169,7 @@ class LlHls:
                 del self._packagers[packager.stream_id]
 
     async def _ready(self, stream_id: str, timeout: float = READY_TIMEOUT) -> Packager | None:
-        packager = self._packager(stream_id)
+        packager = await self._packager(stream_id)
         if packager is None:
             return None
         await packager.wait_until(lambda: packager.timeline.ready, timeout)
@@ -213,7 +213,7 @@ class LlHls:
 
     async def media_file(self, stream_id: str, name: str) -> HlsAnswer:
         wanted = parse_name(name)
-        packager = self._packager(stream_id)
+        packager = await self._packager(stream_id)
         if packager is None:
             return NOT_FOUND
         timeline = packager.timeline

@@ -1,0 +1,305 @@
+"""Quality variants: `ID@480p` and friends, published back into the broker as ordinary streams.
+
+Per source stream one task reads its packets, and a worker thread decodes
+them once and encodes every active profile (libx264 with low-latency
+settings, AAC).  Each variant is muxed to MPEG-TS and published with
+`broker.publish`, so SRT, WebRTC and LL-HLS serve it with no special case.
+A variant's keyframes fall on the source's, so players can switch between
+them.  On demand (the default) a variant starts when someone asks for it
+(`broker.provide`) and stops when nobody has watched it for `IDLE_STOP`.
+A source the encoder cannot keep up with is skipped ahead by its packet
+reader (a log line and a metric say so); the source stream never waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from fractions import Fraction
+
+import av
+import trio
+
+from ghostream import monitoring
+from ghostream.broker.demux import MediaPacket, Track
+from ghostream.broker.events import Event, PublishStarted
+from ghostream.broker.packets import PacketHub, PacketReader
+from ghostream.broker.registry import Broker, StreamNotFound
+from ghostream.broker.stream import Stream, StreamEnded
+from ghostream.config import Profile, TranscodingSettings
+from ghostream.outputs.media import picture_size
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "transcode"
+IDLE_STOP = 10.0
+START_TIMEOUT = 2.5
+MAX_LAG = 1.5
+MESSAGE = 7 * 188
+TIME_BASE = Fraction(1, 90000)
+
+
+class TsSink:
+    """Collects what the MPEG-TS muxer writes, for publishing in SRT-sized chunks."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        return len(data)
+
+    def take(self) -> list[bytes]:
+        size = len(self.buffer) - len(self.buffer) % MESSAGE
+        chunks = [bytes(self.buffer[i : i + MESSAGE]) for i in range(0, size, MESSAGE)]
+        del self.buffer[:size]
+        return chunks
+
+
+class VariantEncoder:
+    """One profile's encoders and muxer; used only from the source's worker thread."""
+
+    def __init__(self, profile: Profile, source_width: int, source_height: int) -> None:
+        self.profile = profile
+        self.height = profile.height
+        self.width = max(2, round(source_width * profile.height / source_height / 2) * 2)
+        self.sink = TsSink()
+        self.container = av.open(self.sink, "w", format="mpegts")
+        video = self.container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = self.width, self.height, "yuv420p"
+        video.bit_rate = profile.video_kbps * 1000
+        video.time_base = TIME_BASE
+        video.codec_context.time_base = TIME_BASE
+        video.options = {
+            "preset": "veryfast",
+            "tune": "zerolatency",
+            "forced-idr": "1",
+            "x264-params": "keyint=600:scenecut=0",
+        }
+        self.video = video
+        self.audio = None
+        self.audio_kbps = profile.audio_kbps
+
+    def add_audio(self, rate: int) -> None:
+        audio = self.container.add_stream("aac", rate=rate)
+        audio.bit_rate = self.audio_kbps * 1000
+        audio.layout = "stereo"
+        self.audio = audio
+        self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=rate)
+
+    def encode_video(self, frame: av.VideoFrame, keyframe: bool) -> None:
+        scaled = frame.reformat(width=self.width, height=self.height, format="yuv420p")
+        scaled.pts, scaled.time_base = frame.pts, TIME_BASE
+        scaled.pict_type = av.video.frame.PictureType.I if keyframe else 0
+        for packet in self.video.encode(scaled):
+            self.container.mux(packet)
+
+    def encode_audio(self, frame: av.AudioFrame) -> None:
+        if self.audio is None:
+            return
+        for resampled in self.resampler.resample(frame):
+            for packet in self.audio.encode(resampled):
+                self.container.mux(packet)
+
+    def close(self) -> None:
+        try:
+            self.container.close()
+        except av.error.FFmpegError:
+            pass
+
+
+class SourceTranscoder:
+    """Decodes a source once and feeds every active variant of it."""
+
+    def __init__(self, stream_id: str, broker: Broker, hub: PacketHub, always: bool) -> None:
+        self.stream_id = stream_id
+        self.broker = broker
+        self.hub = hub
+        self.always = always
+        self.profiles: dict[str, Profile] = {}
+        self.wanted: set[str] = set()
+        self.encoders: dict[str, VariantEncoder] = {}
+        self.streams: dict[str, Stream] = {}
+        self.source_size: tuple[int, int] | None = None
+        self.tracks: list[Track] = []
+        self.finished = False
+        self._publications: dict[str, ExitStack] = {}
+        self._decoders: dict[str, tuple[Track, av.CodecContext]] = {}
+        self._last_watched: dict[str, float] = {}
+
+    def want(self, profile: Profile) -> None:
+        self.profiles[profile.name] = profile
+        self.wanted.add(profile.name)
+        self._last_watched[profile.name] = trio.current_time()
+
+    async def run(self) -> None:
+        async with self.hub.read(self.stream_id, max_lag=MAX_LAG) as reader:
+            self.tracks = await reader.tracks()
+            try:
+                await self._loop(reader)
+            finally:
+                for name in list(self.encoders):
+                    self._stop_variant(name)
+
+    async def _loop(self, reader: PacketReader) -> None:
+        skips = 0
+        while self.wanted:
+            packet = await reader.receive()
+            if reader.skips != skips:
+                skips = reader.skips
+                monitoring.TRANSCODE_BEHIND.labels(self.stream_id).inc()
+                log.warning(
+                    "%s: variants cannot keep up in real time; skipped to the latest keyframe",
+                    self.stream_id,
+                )
+            self._expire_idle()
+            for name in self.wanted - set(self.encoders):
+                if packet.track.kind == "video" and packet.keyframe:
+                    await self._start_variant(name, packet)
+            if not self.encoders:
+                continue
+            chunks = await trio.to_thread.run_sync(self._transcode, packet)
+            for name, parts in chunks.items():
+                stream = self.streams.get(name)
+                if stream is not None:
+                    for chunk in parts:
+                        stream.publish(chunk)
+
+    async def _start_variant(self, name: str, keyframe: MediaPacket) -> None:
+        if self.source_size is None:
+            self.source_size = await trio.to_thread.run_sync(picture_size, keyframe)
+        width, height = self.source_size
+        profile = self.profiles[name]
+        if not height or profile.height >= height:
+            log.info("%s: no %s variant, the source is only %dp", self.stream_id, name, height)
+            self.wanted.discard(name)
+            return
+        variant_id = f"{self.stream_id}@{name}"
+        encoder = VariantEncoder(profile, width, height)
+        audio = next((t for t in self.tracks if t.kind == "audio"), None)
+        if audio is not None:
+            encoder.add_audio(audio.sample_rate)
+        publication = ExitStack()
+        stream = publication.enter_context(self.broker.publish(variant_id, "transcoder", PROTOCOL))
+        self.encoders[name] = encoder
+        self.streams[name] = stream
+        self._publications[name] = publication
+        log.info("%s: %s variant started (%dx%d)", self.stream_id, name, encoder.width, height)
+
+    def _expire_idle(self) -> None:
+        if self.always:
+            return
+        now = trio.current_time()
+        for name in list(self.wanted):
+            stream = self.streams.get(name)
+            if stream is not None and stream.viewers > 0:
+                self._last_watched[name] = now
+            elif now - self._last_watched.get(name, now) > IDLE_STOP:
+                self.wanted.discard(name)
+                self._stop_variant(name)
+                log.info("%s: %s variant stopped: nobody watched it", self.stream_id, name)
+
+    def _stop_variant(self, name: str) -> None:
+        encoder = self.encoders.pop(name, None)
+        if encoder is not None:
+            encoder.close()
+        self.streams.pop(name, None)
+        publication = self._publications.pop(name, None)
+        if publication is not None:
+            publication.close()
+
+    def _transcode(self, packet: MediaPacket) -> dict[str, list[bytes]]:
+        track, decoder = self._decoders.get(packet.track.kind, (None, None))
+        if track is not packet.track or decoder is None:
+            decoder = av.CodecContext.create(packet.track.codec, "r")
+            decoder.extradata = packet.track.extradata
+            self._decoders[packet.track.kind] = (packet.track, decoder)
+        source = av.Packet(packet.data)
+        source.pts, source.dts, source.time_base = packet.pts, packet.dts, TIME_BASE
+        try:
+            frames = decoder.decode(source)
+        except av.error.FFmpegError:
+            return {}
+        for frame in frames:
+            frame.pts = frame.pts if frame.pts is not None else packet.pts
+            frame.time_base = TIME_BASE
+            for encoder in self.encoders.values():
+                if packet.track.kind == "video":
+                    encoder.encode_video(frame, packet.keyframe)
+                else:
+                    encoder.encode_audio(frame)
+        return {name: encoder.sink.take() for name, encoder in self.encoders.items()}
+
+
+class Transcoder:
+    """The service: starts a source's transcoder on demand (or at publish) and owns its task."""
+
+    def __init__(self, settings: TranscodingSettings, broker: Broker, hub: PacketHub) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.hub = hub
+        self.profiles = {p.name: p for p in settings.parsed_profiles}
+        self.sources: dict[str, SourceTranscoder] = {}
+        self._nursery: trio.Nursery | None = None
+        self._published, self._receive = trio.open_memory_channel[str](64)
+        broker.providers.append(self.provide)
+
+    def observe(self, event: Event) -> None:
+        """A broker listener: with onDemand false, every publish starts its variants."""
+        if isinstance(event, PublishStarted) and "@" not in event.stream_id:
+            try:
+                self._published.send_nowait(event.stream_id)
+            except trio.WouldBlock:
+                log.warning("transcoding of %s is lagging behind publishes", event.stream_id)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            async for stream_id in self._receive:
+                if not self.settings.on_demand:
+                    for profile in self.profiles.values():
+                        self._want(stream_id, profile)
+
+    async def provide(self, stream_id: str) -> bool:
+        """Start `SOURCE@PROFILE` if its source is live; wait briefly for its first keyframe."""
+        source_id, _, name = stream_id.partition("@")
+        profile = self.profiles.get(name)
+        if profile is None or "@" in name or self.broker.get(source_id) is None:
+            return False
+        self._want(source_id, profile)
+        with trio.move_on_after(START_TIMEOUT):
+            while True:
+                stream = self.broker.get(stream_id)
+                if stream is not None and stream.gop_start is not None:
+                    return True
+                source = self.sources.get(source_id)
+                if source is None or name not in source.wanted:
+                    return False
+                await trio.sleep(0.05)
+        return self.broker.get(stream_id) is not None
+
+    def _want(self, source_id: str, profile: Profile) -> None:
+        if self._nursery is None:
+            return
+        source = self.sources.get(source_id)
+        if source is None or source.finished:
+            source = SourceTranscoder(source_id, self.broker, self.hub, not self.settings.on_demand)
+            self.sources[source_id] = source
+            source.want(profile)
+            self._nursery.start_soon(self._run, source)
+        else:
+            source.want(profile)
+
+    async def _run(self, source: SourceTranscoder) -> None:
+        try:
+            await source.run()
+        except (StreamEnded, StreamNotFound):
+            pass
+        except Exception:
+            # A bug in one source's variants must not stop the server or other streams.
+            log.exception("%s: transcoding failed; its variants stop", source.stream_id)
+        finally:
+            source.finished = True
+            if self.sources.get(source.stream_id) is source:
+                del self.sources[source.stream_id]
