@@ -1,0 +1,106 @@
+"""Quality variants: CPU per variant and encode speed as a multiple of real time.
+
+Run: .venv/bin/python bench/transcode.py [--seconds 10] [--source 1280x720]
+
+A source like OBS sends (H.264 High, 25 fps, with AAC) is made by ffmpeg,
+demuxed by the server's demuxer, decoded once, then fed to the server's own
+variant encoder (`VariantEncoder`: libx264 veryfast/zerolatency, AAC, muxed
+to MPEG-TS) for each default profile, as fast as it goes.  Prints, per
+profile, the share of one core the variant costs while live (CPU seconds per
+second of media) and how many times faster than real time it encodes; and
+the cost of the shared decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ghostream.broker.demux import TsDemuxer  # noqa: E402
+from ghostream.config import TranscodingSettings  # noqa: E402
+from ghostream.outputs.transcode import VariantEncoder  # noqa: E402
+
+TIME_BASE = Fraction(1, 90000)
+
+
+def make_source(path: Path, size: str, seconds: float) -> None:
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+         "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-g", "50",
+         "-b:v", "4M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k",
+         "-f", "mpegts", str(path)],
+        check=True,
+    )  # fmt: skip
+
+
+def decode(path: Path) -> tuple[list, float, float]:
+    """Every decoded frame with its kind and keyframe flag; decode CPU seconds; media seconds."""
+    packets = TsDemuxer().feed(path.read_bytes())
+    decoders: dict[str, av.CodecContext] = {}
+    frames = []
+    started = time.process_time()
+    for packet in packets:
+        decoder = decoders.get(packet.track.kind)
+        if decoder is None:
+            decoder = decoders[packet.track.kind] = av.CodecContext.create(packet.track.codec, "r")
+            decoder.extradata = packet.track.extradata
+        source = av.Packet(packet.data)
+        source.pts, source.dts, source.time_base = packet.pts, packet.dts, TIME_BASE
+        for frame in decoder.decode(source):
+            frame.pts = frame.pts if frame.pts is not None else packet.pts
+            frame.time_base = TIME_BASE
+            frames.append((packet.track.kind, frame, packet.keyframe, packet.track.sample_rate))
+    cpu = time.process_time() - started
+    video = [f for kind, f, _, _ in frames if kind == "video"]
+    media = (video[-1].pts - video[0].pts) / 90000 + 1 / 25
+    return frames, cpu, media
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--source", default="1280x720")
+    args = parser.parse_args()
+    width, height = (int(n) for n in args.source.split("x"))
+    with tempfile.TemporaryDirectory() as work:
+        source = Path(work) / "source.ts"
+        make_source(source, args.source, args.seconds)
+        frames, decode_cpu, media = decode(source)
+    print(f"Source {args.source} H.264 + AAC, {media:.1f} s of media")
+    print(f"  shared decode: {decode_cpu / media * 100:5.1f} % of a core "
+          f"({media / decode_cpu:.1f}x real time)")  # fmt: skip
+    for profile in TranscodingSettings().parsed_profiles:
+        if profile.height >= height:
+            continue
+        encoder = VariantEncoder(profile, width, height)
+        encoder.add_audio(48000)
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        for kind, frame, keyframe, _ in frames:
+            if kind == "video":
+                encoder.encode_video(frame, keyframe)
+            else:
+                encoder.encode_audio(frame)
+            encoder.sink.take()
+        encoder.close()
+        cpu = time.process_time() - cpu_start
+        wall = time.perf_counter() - wall_start
+        print(
+            f"  {profile.name:>5} ({encoder.width}x{encoder.height}, {profile.video_kbps} kbit/s): "
+            f"{cpu / media * 100:5.1f} % of a core while live, "
+            f"encodes at {media / wall:.1f}x real time"
+        )
+
+
+if __name__ == "__main__":
+    main()
