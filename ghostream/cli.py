@@ -22,7 +22,13 @@ import trio
 import yaml
 
 from ghostream import __version__
-from ghostream.config import DEFAULT_PATH, ConfigError, Settings, load_settings
+from ghostream.config import (
+    DEFAULT_PATH,
+    ConfigError,
+    Settings,
+    load_settings,
+    reference_markdown,
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -61,8 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ghostream {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", parents=[common], help="run the server (the default)")
-    commands.add_parser(
+    config = commands.add_parser(
         "config", parents=[common], help="print the effective configuration (secrets masked)"
+    )
+    config.add_argument(
+        "--reference",
+        action="store_true",
+        help="print every key with its default and environment variable (Markdown)",
     )
     commands.add_parser(
         "hash-password",
@@ -173,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         return hash_password()
     try:
         settings = load_settings(getattr(args, "config", None))
+        if command == "config" and args.reference:
+            print(reference_markdown(), end="")
+            return EXIT_OK
         if command == "config":
             print(f"# from {settings.source}")
             print(yaml.safe_dump(settings.to_yaml_dict(mask_secrets=True), sort_keys=False), end="")

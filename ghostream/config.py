@@ -10,6 +10,7 @@ defaults test all walk the same tree instead of repeating the key list.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -60,28 +61,54 @@ class ListenAddress:
         return f"{host}:{self.port}"
 
 
-def _key(name: str, *, secret: bool = False, **kwargs: Any) -> Any:
-    return field(metadata={"key": name, "secret": secret}, **kwargs)
+def _key(name: str, *, doc: str = "", secret: bool = False, **kwargs: Any) -> Any:
+    return field(metadata={"key": name, "secret": secret, "doc": doc}, **kwargs)
 
 
 @dataclass(frozen=True)
 class BasicAuthSettings:
     credentials: dict[str, str] = _key(
-        "credentials", secret=True, default_factory=lambda: {DEMO_USER: DEMO_HASH}
+        "credentials",
+        doc=(
+            "Stream id → bcrypt hash of its password (`ghostream hash-password`). While unset, "
+            "the user `demo` with password `demo` exists and the server warns at start."
+        ),
+        secret=True,
+        default_factory=lambda: {DEMO_USER: DEMO_HASH},
     )
 
 
 @dataclass(frozen=True)
 class LdapSettings:
-    uri: str = _key("uri", default="ldap://127.0.0.1:389")
-    userdn: str = _key("userdn", default="cn=users,dc=example,dc=com")
-    aliases: dict[str, str] = _key("aliases", default_factory=dict)
+    uri: str = _key(
+        "uri",
+        doc="LDAP server to bind to (`ldap://` or `ldaps://`).",
+        default="ldap://127.0.0.1:389",
+    )
+    userdn: str = _key(
+        "userdn",
+        doc="Publishers bind as `cn=<id>,<userdn>` with their password.",
+        default="cn=users,dc=example,dc=com",
+    )
+    aliases: dict[str, str] = _key(
+        "aliases",
+        doc="Stream id → LDAP user, to let a user publish under other ids.",
+        default_factory=dict,
+    )
 
 
 @dataclass(frozen=True)
 class AuthSettings:
-    enabled: bool = _key("enabled", default=True)
-    backend: str = _key("backend", default="basic")
+    enabled: bool = _key(
+        "enabled",
+        doc="Check publishers' passwords; when false anyone may publish any stream id.",
+        default=True,
+    )
+    backend: str = _key(
+        "backend",
+        doc="`basic` (bcrypt hashes in `auth.basic.credentials`) or `ldap`.",
+        default="basic",
+    )
     basic: BasicAuthSettings = _key("basic", default_factory=BasicAuthSettings)
     ldap: LdapSettings = _key("ldap", default_factory=LdapSettings)
 
@@ -96,29 +123,70 @@ class AuthSettings:
 
 @dataclass(frozen=True)
 class MonitoringSettings:
-    enabled: bool = _key("enabled", default=True)
-    listen_address: ListenAddress = _key("listenAddress", default=ListenAddress("", 2112))
+    enabled: bool = _key("enabled", doc="Serve Prometheus metrics at `/metrics`.", default=True)
+    listen_address: ListenAddress = _key(
+        "listenAddress", doc="Address of the metrics endpoint.", default=ListenAddress("", 2112)
+    )
 
 
 @dataclass(frozen=True)
 class SrtSettings:
-    enabled: bool = _key("enabled", default=True)
-    listen_address: ListenAddress = _key("listenAddress", default=ListenAddress("", 9710))
-    max_clients: int = _key("maxClients", default=64)
-    latency: int = _key("latency", default=120)
-    passphrase: str = _key("passphrase", secret=True, default="")
-    default_stream: str = _key("defaultStream", default="")
+    enabled: bool = _key("enabled", doc="Accept SRT publishers and viewers.", default=True)
+    listen_address: ListenAddress = _key(
+        "listenAddress",
+        doc="UDP address of the SRT listener (OBS: `srt://HOST:9710`).",
+        default=ListenAddress("", 9710),
+    )
+    max_clients: int = _key(
+        "maxClients",
+        doc="Most SRT connections at once; more are refused (reject code 1402).",
+        default=64,
+    )
+    latency: int = _key(
+        "latency",
+        doc=(
+            "SRT receive latency in milliseconds (TSBPD); the larger of both peers' values is used."
+        ),
+        default=120,
+    )
+    passphrase: str = _key(
+        "passphrase",
+        doc="SRT encryption passphrase (10 to 79 characters); empty means no encryption.",
+        secret=True,
+        default="",
+    )
+    default_stream: str = _key(
+        "defaultStream",
+        doc=(
+            "Stream served to SRT viewers that send no stream id (VLC); empty means the only live"
+            " stream."
+        ),
+        default="",
+    )
 
 
 @dataclass(frozen=True)
 class StreamsSettings:
-    reconnect_grace: int = _key("reconnectGrace", default=10)
+    reconnect_grace: int = _key(
+        "reconnectGrace",
+        doc=(
+            "Seconds a stream waits for its publisher to come back before its viewers are told it"
+            " ended."
+        ),
+        default=10,
+    )
 
 
 @dataclass(frozen=True)
 class HistorySettings:
-    enabled: bool = _key("enabled", default=True)
-    path: str = _key("path", default="")
+    enabled: bool = _key(
+        "enabled", doc="Keep the history of publish and view sessions in SQLite.", default=True
+    )
+    path: str = _key(
+        "path",
+        doc="History database; empty means `$XDG_DATA_HOME/ghostream/history.sqlite3`.",
+        default="",
+    )
 
     @property
     def database(self) -> Path:
@@ -130,16 +198,28 @@ class HistorySettings:
 
 @dataclass(frozen=True)
 class TelnetSettings:
-    enabled: bool = _key("enabled", default=False)
-    listen_address: ListenAddress = _key("listenAddress", default=ListenAddress("", 8023))
+    enabled: bool = _key(
+        "enabled",
+        doc="Text-art output over telnet. Accepted for compatibility; not implemented.",
+        default=False,
+    )
+    listen_address: ListenAddress = _key(
+        "listenAddress",
+        doc="Address of the telnet output (not implemented).",
+        default=ListenAddress("", 8023),
+    )
 
 
 @dataclass(frozen=True)
 class TextTranscoderSettings:
-    enabled: bool = _key("enabled", default=False)
-    width: int = _key("width", default=80)
-    height: int = _key("height", default=45)
-    framerate: int = _key("framerate", default=20)
+    enabled: bool = _key(
+        "enabled",
+        doc="Text-art transcoder for telnet. Accepted for compatibility; not implemented.",
+        default=False,
+    )
+    width: int = _key("width", doc="Text-art width in characters (not implemented).", default=80)
+    height: int = _key("height", doc="Text-art height in characters (not implemented).", default=45)
+    framerate: int = _key("framerate", doc="Text-art frame rate (not implemented).", default=20)
 
 
 @dataclass(frozen=True)
@@ -166,10 +246,26 @@ class Profile:
 
 @dataclass(frozen=True)
 class TranscodingSettings:
-    enabled: bool = _key("enabled", default=True)
-    on_demand: bool = _key("onDemand", default=True)
+    enabled: bool = _key(
+        "enabled",
+        doc="Offer quality variants `ID@<profile>` scaled from each stream.",
+        default=True,
+    )
+    on_demand: bool = _key(
+        "onDemand",
+        doc=(
+            "true: make a variant only while someone watches it; false: from the start of every "
+            "publish."
+        ),
+        default=True,
+    )
     profiles: list[str] = _key(
-        "profiles", default_factory=lambda: ["720p:2500:128", "480p:1200:96", "360p:700:64"]
+        "profiles",
+        doc=(
+            "Variants as `NAME:VIDEO_KBPS:AUDIO_KBPS`, the name being the picture height "
+            "(`480p`); only those smaller than the source are made."
+        ),
+        default_factory=lambda: ["720p:2500:128", "480p:1200:96", "360p:700:64"],
     )
 
     @property
@@ -179,33 +275,87 @@ class TranscodingSettings:
 
 @dataclass(frozen=True)
 class WebSettings:
-    enabled: bool = _key("enabled", default=True)
-    custom_css: str = _key("customCss", default="")
-    favicon: str = _key("favicon", default="/static/img/favicon.svg")
-    hostname: str = _key("hostname", default="localhost")
-    listen_address: ListenAddress = _key("listenAddress", default=ListenAddress("", 8080))
-    name: str = _key("name", default="Ghostream")
-    one_stream_per_domain: bool = _key("oneStreamPerDomain", default=False)
-    player_poster: str = _key("playerPoster", default="/static/img/no_stream.svg")
-    viewers_counter_refresh_period: int = _key("viewersCounterRefreshPeriod", default=20000)
-    widget_url: str = _key("widgetURL", default="")
-    map_domain_to_stream: dict[str, str] = _key("mapDomainToStream", default_factory=dict)
+    enabled: bool = _key(
+        "enabled", doc="Serve the player pages, WHEP, LL-HLS and the JSON endpoints.", default=True
+    )
+    custom_css: str = _key(
+        "customCss", doc="URL of an extra stylesheet added to every page.", default=""
+    )
+    favicon: str = _key(
+        "favicon",
+        doc="URL of the site icon (.ico, .png or .svg).",
+        default="/static/img/favicon.svg",
+    )
+    hostname: str = _key(
+        "hostname",
+        doc="Server name shown to users (also in the publishing help).",
+        default="localhost",
+    )
+    listen_address: ListenAddress = _key(
+        "listenAddress", doc="TCP address of the web server.", default=ListenAddress("", 8080)
+    )
+    name: str = _key("name", doc="Site name, in titles and the header.", default="Ghostream")
+    one_stream_per_domain: bool = _key(
+        "oneStreamPerDomain",
+        doc="The request's domain is the stream id: `/` plays the stream of that name.",
+        default=False,
+    )
+    player_poster: str = _key(
+        "playerPoster",
+        doc="Image shown while the player loads or the stream is offline.",
+        default="/static/img/no_stream.svg",
+    )
+    viewers_counter_refresh_period: int = _key(
+        "viewersCounterRefreshPeriod",
+        doc="Milliseconds between refreshes of the viewer counter.",
+        default=20000,
+    )
+    widget_url: str = _key(
+        "widgetURL",
+        doc=(
+            "Side panel (for example a chat) beside the player; `{{.Path}}` is replaced by the "
+            "stream id. Hidden with `?nowidget`."
+        ),
+        default="",
+    )
+    map_domain_to_stream: dict[str, str] = _key(
+        "mapDomainToStream",
+        doc=(
+            "Domain (dots written as dashes) → stream id shown on every path of it; `/about` "
+            "shows the home page."
+        ),
+        default_factory=dict,
+    )
 
 
 @dataclass(frozen=True)
 class WebrtcSettings:
-    enabled: bool = _key("enabled", default=True)
-    min_port_udp: int = _key("minPortUDP", default=10000)
-    max_port_udp: int = _key("maxPortUDP", default=10005)
+    enabled: bool = _key("enabled", doc="WebRTC playback (WHEP at `/ID/whep`).", default=True)
+    min_port_udp: int = _key(
+        "minPortUDP",
+        doc="Lowest UDP port for WebRTC media; each connected browser takes one.",
+        default=10000,
+    )
+    max_port_udp: int = _key("maxPortUDP", doc="Highest UDP port for WebRTC media.", default=10005)
     stun_servers: list[str] = _key(
-        "STUNServers", default_factory=lambda: ["stun:stun.l.google.com:19302"]
+        "STUNServers",
+        doc="STUN servers given to browsers and used to find the server's public address.",
+        default_factory=lambda: ["stun:stun.l.google.com:19302"],
     )
 
 
 @dataclass(frozen=True)
 class Settings:
     auth: AuthSettings = _key("auth", default_factory=AuthSettings)
-    forwarding: dict[str, list[str]] = _key("forwarding", secret=True, default_factory=dict)
+    forwarding: dict[str, list[str]] = _key(
+        "forwarding",
+        doc=(
+            "Stream id → output URLs (rtmp://, rtmps://, srt://, a file path) that receive the "
+            "stream while it is live; `%name` and strftime fields (start time) are replaced."
+        ),
+        secret=True,
+        default_factory=dict,
+    )
     history: HistorySettings = _key("history", default_factory=HistorySettings)
     monitoring: MonitoringSettings = _key("monitoring", default_factory=MonitoringSettings)
     srt: SrtSettings = _key("srt", default_factory=SrtSettings)
@@ -485,6 +635,42 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
                 ("transcoding", "profiles"),
                 f"has {text!r}; write NAME:VIDEO_KBPS:AUDIO_KBPS such as 480p:1200:96 ({exc})",
             )
+
+
+# Documentation.
+
+
+def reference_markdown() -> str:
+    """The table of every key, its default, its environment variable and what it does.
+
+    Generated from the schema above, so the README's copy cannot drift
+    (a test compares them) and a key added without a `doc` shows as a gap.
+    """
+    rows = ["| Key | Default | Environment variable | What it does |", "|---|---|---|---|"]
+    defaults = Settings().to_yaml_dict(mask_secrets=False)
+    for path, doc in _documented_paths(Settings):
+        value: Any = defaults
+        for part in path:
+            value = value[part]
+        default = json.dumps(value) if not isinstance(value, str) else f'"{value}"'
+        env = ENV_PREFIX + "_".join(part.upper() for part in path)
+        cell, text = default.replace("|", "\\|"), doc.replace("|", "\\|")
+        rows.append(f"| `{_dotted(path)}` | `{cell}` | `{env}` | {text} |")
+    return "\n".join(rows) + "\n"
+
+
+def _documented_paths(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    hints = _hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if "key" not in f.metadata:
+            continue
+        path = (*prefix, f.metadata["key"])
+        if _is_section(hints[f.name]):
+            out += _documented_paths(hints[f.name], path)
+        else:
+            out.append((path, f.metadata["doc"]))
+    return out
 
 
 # Dumping.

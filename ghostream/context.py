@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ghostream import monitoring
@@ -30,6 +30,9 @@ class ServerContext:
     webrtc: WebRtcOutput | None = None
     forwarder: Forwarder | None = None
     transcoder: Transcoder | None = None
+    # Services listening so far, and whether all of them are (for /healthz).
+    listening: list[str] = field(default_factory=list)
+    ready: bool = False
 
     @classmethod
     def create(cls, settings: Settings) -> ServerContext:

@@ -103,6 +103,8 @@ async def _run_services(context: ServerContext, signals: AsyncIterator[int]) -> 
                 )
                 nursery.cancel_scope.cancel()
                 return EXIT_FAILURE
+            context.listening.append(service.name)
+        context.ready = True
         listening = ", ".join(f"{s.name} {s.address}" for s in services if s.address)
         log.info("Ghostream ready: %s", listening)
         async for signum in signals:

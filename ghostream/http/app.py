@@ -126,7 +126,13 @@ def create_app(context: ServerContext) -> Starlette:
         return sum(s.viewers for s in broker.summaries() if _same_stream(s.id, stream_id))
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "streams": len(broker.summaries())})
+        """Ready (200) once every enabled service listens; a container's HEALTHCHECK asks."""
+        body = {
+            "status": "ok" if context.ready else "starting",
+            "services": context.listening,
+            "streams": len(broker.summaries()),
+        }
+        return JSONResponse(body, status_code=200 if context.ready else 503)
 
     async def viewer_count(request: Request) -> JSONResponse:
         stream_id = request.path_params["stream_id"]

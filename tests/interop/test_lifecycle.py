@@ -183,3 +183,11 @@ def test_history_of_a_missing_database_exits_1(tmp_path: Path) -> None:
     result = ghostream("--config", str(path), "history", home=tmp_path)
     assert result.returncode == 1
     assert "no history yet" in result.stderr
+
+
+def test_health_lists_every_service_once_ready(ghostream_server) -> None:
+    server = ghostream_server()
+    with urllib.request.urlopen(server.web_url + "/healthz", timeout=5) as response:
+        health = json.load(response)
+    assert response.status == 200 and health["status"] == "ok"
+    assert {"SRT", "web", "WebRTC", "LL-HLS", "history"} <= set(health["services"])
