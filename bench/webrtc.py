@@ -35,17 +35,14 @@ import av
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from harness.browser import open_chromium  # noqa: E402
-from harness.publisher import publishing  # noqa: E402
+from harness.publisher import publishing, signal_source  # noqa: E402
 from harness.server_process import ServerProcess, free_port, start_server  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = Path(__file__).resolve().parent.parent / "tests" / "interop" / "pages" / "whep.html"
-CAPACITY_SOURCE = [
-    "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
-    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-    "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "50",
-    "-b:v", "1M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
-]  # fmt: skip
+CAPACITY_SOURCE = signal_source(
+    "640x360", "-preset", "veryfast", "-tune", "zerolatency", "-b:v", "1M"
+)
 WIDTH, HEIGHT, RATE, BITS = 320, 180, 25, 16
 BLOCK = WIDTH // BITS
 

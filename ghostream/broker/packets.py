@@ -20,6 +20,7 @@ import trio
 from ghostream.broker.demux import MediaPacket, Track, TsDemuxer
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
+from ghostream.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +150,10 @@ class StreamDemux:
                 log.info("%s: %d malformed TS/PES packets skipped", self.stream_id, skipped)
 
 
-class PacketHub:
+class PacketHub(TaskOwner):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._demuxes: dict[str, StreamDemux] = {}
-        self._nursery: trio.Nursery | None = None
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
 
     @asynccontextmanager
     async def read(self, stream_id: str, *, max_lag: float = 2.0) -> AsyncIterator[PacketReader]:

@@ -18,33 +18,13 @@ import httpx
 import pytest
 import trio
 from harness.browser import wait_for
+from harness.publisher import publishing, signal_source
 from harness.server_process import ServerProcess, free_port
 
 HLS_JS = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "hls.js" / "dist" / "hls.js"
-SOURCE = [
-    "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
-    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-    "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25",
-    "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
-]  # fmt: skip
+SOURCE = signal_source("320x180", "-tune", "zerolatency")
 PART = re.compile(r'#EXT-X-PART:DURATION=([0-9.]+),URI="([^"]+)"')
 HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-[0-9a-f]+-(\d+)-(\d+)\.m4s"')
-
-
-@contextmanager
-def publishing(server: ServerProcess, stream_id: str = "demo") -> Iterator[subprocess.Popen]:
-    start = server.line_count()
-    process = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", *SOURCE, "-t", "60",
-         "-f", "mpegts", server.srt_url(f"{stream_id}:demo")],
-        stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        server.wait_for_log(f"publishing {stream_id} over SRT", start=start)
-        yield process
-    finally:
-        process.kill()
-        process.wait(10)
 
 
 @pytest.fixture
@@ -54,7 +34,7 @@ def publisher(
     """The server and the ffmpeg process publishing to it (tests may pause the source)."""
     require_program("ffmpeg")
     server = ghostream_server({"auth": {"enabled": False}})
-    with publishing(server) as process:
+    with publishing(server, "demo:demo", source=SOURCE, seconds=60) as process:
         yield server, process
 
 
@@ -155,8 +135,8 @@ def test_blocking_reload_answers_when_the_part_exists_and_times_out_otherwise(
         assert any(uri.endswith(f"-{msn}-{part}.m4s") for uri in listed), blocked.text
         assert waited < 1.0
         assert blocked.headers["cache-control"] == "public, max-age=30"
-        # With the publisher frozen no part comes: the answer is the newest playlist,
-        # within three target durations, and not for a cache to keep.
+        # With the publisher frozen no part comes: after three target durations the
+        # answer is Service Unavailable (RFC 8216bis 6.2.5.2), not for a cache to keep.
         next_msn, next_part = hint(blocked.text)
         source.send_signal(signal.SIGSTOP)
         try:
@@ -165,7 +145,7 @@ def test_blocking_reload_answers_when_the_part_exists_and_times_out_otherwise(
             waited = time.monotonic() - before
         finally:
             source.send_signal(signal.SIGCONT)
-        assert stalled.status_code == 200
+        assert stalled.status_code == 503
         assert stalled.headers["cache-control"] == "no-store"
         assert 5.0 <= waited <= 7.5
         assert f'-{next_msn}-{next_part + 1}.m4s"\n' not in stalled.text

@@ -7,14 +7,9 @@ import subprocess
 import urllib.request
 
 import pytest
-from harness.publisher import publishing
+from harness.publisher import publishing, signal_source
 
-SOURCE_720P = [
-    "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25",
-    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-    "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25",
-    "-b:v", "1M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
-]  # fmt: skip
+SOURCE_720P = signal_source("1280x720", "-tune", "zerolatency", "-b:v", "1M")
 
 
 @pytest.fixture

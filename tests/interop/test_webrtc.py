@@ -14,17 +14,14 @@ from pathlib import Path
 
 import pytest
 from harness.browser import wait_for
-from harness.publisher import publishing
+from harness.publisher import publishing, signal_source
 from harness.server_process import ServerProcess, free_port
 
 from ghostream.outputs.webrtc import h264_profile
 
-HIGH_PROFILE = [
-    "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
-    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-    "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-profile:v", "high",
-    "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
-]  # fmt: skip
+HIGH_PROFILE = signal_source(
+    "320x180", "-preset", "veryfast", "-tune", "zerolatency", "-profile:v", "high"
+)
 PAGE = Path(__file__).parent / "pages" / "whep.html"
 
 

@@ -35,6 +35,7 @@ from ghostream.outputs.llhls.playlist import (
     parse_name,
 )
 from ghostream.outputs.llhls.timeline import Timeline
+from ghostream.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +133,13 @@ class Packager:
         self._changed.unpark_all()
 
 
-class LlHls:
+class LlHls(TaskOwner):
     """The `LL-HLS` service: owns the packagers' nursery and answers HLS requests."""
 
     def __init__(self, packets: PacketHub, broker: Broker) -> None:
         self.packets = packets
         self.broker = broker
         self._packagers: dict[str, Packager] = {}
-        self._nursery: trio.Nursery | None = None
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
 
     async def _packager(self, stream_id: str) -> Packager | None:
         """The stream's running packager, started if needed; None when it is not live."""
@@ -207,9 +201,10 @@ class LlHls:
         if _too_far(timeline, msn, part):
             return _error(400, f"_HLS_msn={msn} _HLS_part={part} is too far ahead of the live edge")
         timeout = BLOCKING_TARGET_DURATIONS * timeline.target_duration
-        arrived = await packager.wait_until(lambda: timeline.has(msn, part), timeout)
-        cache = BLOCKING_CACHE if arrived else NO_STORE
-        return HlsAnswer(200, packager.playlist(skip=skip), PLAYLIST_TYPE, cache)
+        if not await packager.wait_until(lambda: timeline.has(msn, part), timeout):
+            # RFC 8216bis 6.2.5.2: after three target durations, Service Unavailable.
+            return _error(503, f"_HLS_msn={msn} _HLS_part={part} did not come in {timeout:.0f} s")
+        return HlsAnswer(200, packager.playlist(skip=skip), PLAYLIST_TYPE, BLOCKING_CACHE)
 
     async def media_file(self, stream_id: str, name: str) -> HlsAnswer:
         wanted = parse_name(name)
