@@ -36,6 +36,9 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
         "player_poster": settings.player_poster,
     }
 
+    transcoding = context.settings.transcoding
+    offered_profiles = transcoding.parsed_profiles if context.transcoder is not None else []
+
     def domain_stream(request: Request) -> str | None:
         """The stream a domain is dedicated to, if any."""
         host = request.headers.get("host", "").rsplit(":", 1)[0].lower()
@@ -54,6 +57,8 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
             "webrtc": context.webrtc is not None,
             "iceServers": list(context.settings.webrtc.stun_servers),
             "counterPeriod": settings.viewers_counter_refresh_period,
+            # Variants the transcoder can make on request, besides those already live.
+            "variants": [f"{stream_id}@{p.name}" for p in offered_profiles],
         }
         return templates.TemplateResponse(
             request,

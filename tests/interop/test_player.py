@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from harness.browser import open_chromium, wait_for
-from harness.publisher import publishing
+from harness.publisher import publishing, signal_source
 from harness.server_process import ServerProcess
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
@@ -183,3 +183,24 @@ def test_home_lists_live_streams_and_opens_one_by_name(ffmpeg, ghostream_server)
     request = urllib.request.Request(server.web_url + "/?watch=demo")
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.url.endswith("/demo")
+
+
+def test_viewer_picks_a_lower_quality(ffmpeg, chromium, ghostream_server) -> None:
+    server = ghostream_server({"transcoding": {"profiles": ["240p:300:48"]}})
+    source = signal_source("640x360", "-tune", "zerolatency")
+    with publishing(server, "demo:demo", source=source):
+        chromium.get(server.web_url + "/demo")
+        playing_over(chromium, "WebRTC")
+        options = chromium.execute_script(
+            "return [...document.getElementById('quality').options].map((o) => o.value)"
+        )
+        assert options == ["", "demo@240p", "auto"]
+        chromium.execute_script(
+            "const q = document.getElementById('quality'); q.value = 'demo@240p';"
+            "q.dispatchEvent(new Event('change'));"
+        )
+        state = wait_for(chromium, PLAYING, lambda s: "(240p)" in s["status"], 30,
+                         "the player says it plays the 240p variant")  # fmt: skip
+        assert "WebRTC" in state["status"]
+        wait_for(chromium, "return document.getElementById('video').videoHeight",
+                 lambda height: height == 240, 15, "240-line pictures")  # fmt: skip

@@ -152,7 +152,9 @@ async function refreshQualities() {
   const response = await fetch("/api/streams").catch(() => null);
   if (!response || !response.ok) return;
   const {streams} = await response.json();
-  const variants = streams.map((s) => s.id).filter((id) => id.startsWith(config.stream + "@")).sort();
+  const live = streams.map((s) => s.id).filter((id) => id.startsWith(config.stream + "@"));
+  const variants = [...new Set([...config.variants, ...live])].sort(
+    (a, b) => parseInt(b.split("@")[1]) - parseInt(a.split("@")[1]));
   const wanted = ["", ...variants, ...(variants.length ? ["auto"] : [])];
   const have = [...qualitySelect.options].map((o) => o.value);
   if (wanted.join() === have.join()) return;
