@@ -16,6 +16,7 @@ import logging
 import queue
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import trio
@@ -50,6 +51,15 @@ class TargetFailed(Exception):
 def expand(url: str, stream_id: str, started: float) -> str:
     """`%name` and strftime fields (the publish's start time), for recording file names."""
     return time.strftime(url.replace("%name", stream_id), time.localtime(started))
+
+
+def unused_path(path: str) -> str:
+    """`path`, or `name-2.ext`, `name-3.ext`… when it exists already."""
+    candidate, number = Path(path), 1
+    while candidate.exists():
+        number += 1
+        candidate = Path(path).with_stem(f"{Path(path).stem}-{number}")
+    return str(candidate)
 
 
 def output_format(url: str) -> str | None:
@@ -150,11 +160,14 @@ class Forwarder:
 
     async def _target(self, stream_id: str, url: str, started: float) -> None:
         """One target for as long as the stream lives, retrying with backoff."""
-        resolved = expand(url, stream_id, started)
-        shown = mask_url(resolved) if "://" in resolved else resolved
         delay = FIRST_RETRY
         try:
             while self.broker.get(stream_id) is not None:
+                resolved = expand(url, stream_id, started)
+                if "://" not in resolved:
+                    # A recording never overwrites an earlier one of the same publish.
+                    resolved = unused_path(resolved)
+                shown = mask_url(resolved) if "://" in resolved else resolved
                 monitoring.FORWARD_ATTEMPTS.labels(stream_id).inc()
                 began = trio.current_time()
                 try:

@@ -103,3 +103,21 @@ def test_an_unreachable_target_leaves_the_stream_and_other_targets_alone(
         closed.close()
     metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
     assert 'ghostream_forward_failures_total{stream="demo"}' in metrics
+
+
+def test_a_file_target_records_the_stream(require_program, ghostream_server, tmp_path) -> None:
+    require_program("ffmpeg")
+    pattern = str(tmp_path / "%name-%Y.ts")
+    server = ghostream_server({"forwarding": {"demo": [pattern]}})
+    with publishing(server, "demo:demo", seconds=4) as publisher:
+        publisher.wait(30)
+        server.wait_for_log("forwarding demo to .* stopped: stream ended", 30)
+    recording = tmp_path / f"demo-{time.strftime('%Y')}.ts"
+    probe_result = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json",
+         str(recording)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    streams = {s["codec_type"]: s for s in json.loads(probe_result.stdout)["streams"]}
+    assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"
+    assert int(streams["video"]["nb_read_frames"]) >= 75
