@@ -53,7 +53,9 @@ class ServerContext:
             ldap_aliases=auth.ldap.aliases,
         )
         packets = PacketHub(broker)
-        hls = LlHls(packets, broker)
+        transcoding = settings.transcoding
+        variant_names = [p.name for p in transcoding.parsed_profiles] if transcoding.enabled else []
+        hls = LlHls(packets, broker, variant_names)
         webrtc = None
         if settings.webrtc.enabled:
             from ghostream.outputs.webrtc import WebRtcOutput

@@ -155,6 +155,10 @@ class PacketHub(TaskOwner):
         self.broker = broker
         self._demuxes: dict[str, StreamDemux] = {}
 
+    def reader_count(self, stream_id: str) -> int:
+        demux = self._demuxes.get(stream_id)
+        return len(demux.readers) if demux is not None else 0
+
     @asynccontextmanager
     async def read(self, stream_id: str, *, max_lag: float = 2.0) -> AsyncIterator[PacketReader]:
         """Read a live stream's packets; StreamNotFound when it is not live."""

@@ -182,7 +182,12 @@ def create_app(context: ServerContext) -> Starlette:
         Route(f"/_stats/{STREAM_PATH}/", viewer_count),
         Route("/api/streams", streams),
         Route(f"/api/streams/{STREAM_PATH}", stream_detail),
-        hls_route("index.m3u8", lambda stream_id, _: hls.multivariant(stream_id)),
+        hls_route(
+            "index.m3u8",
+            lambda stream_id, request: hls.multivariant(
+                stream_id, all_variants="variants" in request.query_params
+            ),
+        ),
         hls_route("media.m3u8", lambda s, request: hls.media_playlist(s, request.query_params)),
         hls_route(
             "{name:hlsmedia}",

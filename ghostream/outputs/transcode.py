@@ -192,7 +192,9 @@ class SourceTranscoder:
         now = trio.current_time()
         for name in list(self.wanted):
             stream = self.streams.get(name)
-            if stream is not None and stream.viewers > 0:
+            # Watched: counted viewers (SRT, WebRTC) or frame readers (LL-HLS packagers).
+            readers = self.hub.reader_count(f"{self.stream_id}@{name}")
+            if stream is not None and (stream.viewers > 0 or readers > 0):
                 self._last_watched[name] = now
             elif now - self._last_watched.get(name, now) > IDLE_STOP:
                 self.wanted.discard(name)

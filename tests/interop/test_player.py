@@ -204,3 +204,12 @@ def test_viewer_picks_a_lower_quality(ffmpeg, chromium, ghostream_server) -> Non
         assert "WebRTC" in state["status"]
         wait_for(chromium, "return document.getElementById('video').videoHeight",
                  lambda height: height == 240, 15, "240-line pictures")  # fmt: skip
+        # "Auto" lets LL-HLS adapt between the source and every variant.
+        chromium.execute_script(
+            "const q = document.getElementById('quality'); q.value = 'auto';"
+            "q.dispatchEvent(new Event('change'));"
+        )
+        state = playing_over(chromium, "LL-HLS", timeout=40)
+        assert "(auto)" in state["status"]
+        levels = chromium.execute_script("return window.ghostreamPlayer.hls.levels.length")
+        assert levels == 2

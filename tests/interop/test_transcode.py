@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -72,3 +73,24 @@ def test_variants_made_always_start_with_the_publish(ffmpeg, ghostream_server) -
         assert {(f["width"], f["height"]) for f in frames(server.srt_url("demo@240p"), 10)} == {
             (426, 240)
         }
+
+
+def test_llhls_players_get_variants_and_keep_them_alive(ffmpeg, ghostream_server) -> None:
+    server = ghostream_server({"transcoding": {"profiles": ["240p:300:48"]}})
+    source = signal_source("640x360", "-tune", "zerolatency")
+    with publishing(server, "demo:demo", source=source, seconds=60):
+        plain = urllib.request.urlopen(f"{server.web_url}/demo/index.m3u8", timeout=20).read()
+        assert b"demo@240p" not in plain
+        # A player that adapts asks for every variant that can be made.
+        url = f"{server.web_url}/demo/index.m3u8?variants"
+        listing = urllib.request.urlopen(url, timeout=20).read().decode()
+        assert "RESOLUTION=426x240" in listing and "../demo@240p/media.m3u8" in listing
+        # Fetched only over LL-HLS (no SRT or WebRTC viewer), the variant stays up.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(
+                f"{server.web_url}/demo@240p/media.m3u8", timeout=20
+            ) as response:
+                assert response.status == 200
+            time.sleep(1)
+        assert "240p variant stopped" not in server.log

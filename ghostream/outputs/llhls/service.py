@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -136,9 +136,13 @@ class Packager:
 class LlHls(TaskOwner):
     """The `LL-HLS` service: owns the packagers' nursery and answers HLS requests."""
 
-    def __init__(self, packets: PacketHub, broker: Broker) -> None:
+    def __init__(
+        self, packets: PacketHub, broker: Broker, variant_names: Sequence[str] = ()
+    ) -> None:
         self.packets = packets
         self.broker = broker
+        # Quality variants that can be made on request (`ID@<name>`), for players that adapt.
+        self.variant_names = list(variant_names)
         self._packagers: dict[str, Packager] = {}
 
     async def _packager(self, stream_id: str) -> Packager | None:
@@ -169,10 +173,18 @@ class LlHls(TaskOwner):
         await packager.wait_until(lambda: packager.timeline.ready, timeout)
         return packager if packager.timeline.ready else None
 
-    async def multivariant(self, stream_id: str) -> HlsAnswer:
+    async def multivariant(self, stream_id: str, all_variants: bool = False) -> HlsAnswer:
+        """The stream and its live variants; with `all_variants`, every variant that can be made.
+
+        A player that adapts to its network asks for all of them: each is made
+        while some player fetches it, and stops when none does.
+        """
         packager = await self._ready(stream_id)
         if packager is None:
             return NOT_FOUND if self.broker.get(stream_id) is None else _not_ready(stream_id)
+        if all_variants and "@" not in stream_id:
+            for name in self.variant_names:
+                await self.broker.provide(f"{stream_id}@{name}")
         names = [s.id for s in self.broker.summaries() if s.id.startswith(stream_id + "@")]
         variants = [_variant("media.m3u8", packager)]
         with trio.move_on_after(READY_TIMEOUT / 2):

@@ -48,7 +48,8 @@ function playing(mode) {
   player.mode = mode;
   offline(false);
   const label = mode === "webrtc" ? "WebRTC" : "LL-HLS";
-  say(`Live over ${label}` + (qualitySelect.value ? ` (${qualitySelect.value.split("@")[1]})` : ""));
+  const quality = qualitySelect.value === "auto" ? "auto" : qualitySelect.value.split("@")[1];
+  say(`Live over ${label}` + (quality ? ` (${quality})` : ""));
 }
 
 async function start() {
@@ -120,8 +121,8 @@ function gathered(pc) {
 
 async function startHls(message) {
   const generation = player.generation;
-  const url = qualitySelect.value && qualitySelect.value !== "auto"
-    ? `/${qualitySelect.value}/index.m3u8` : `/${config.stream}/index.m3u8`;
+  const url = qualitySelect.value === "auto" ? `/${config.stream}/index.m3u8?variants`
+    : `/${qualitySelect.value || config.stream}/index.m3u8`;
   const probe = await fetch(url, {method: "HEAD"}).catch(() => null);
   if (generation !== player.generation) return;
   if (!probe || probe.status === 404) return retryLater("The stream is offline; waiting for it to start…");
