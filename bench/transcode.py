@@ -96,7 +96,7 @@ def main() -> None:
         cpu = time.process_time() - cpu_start
         wall = time.perf_counter() - wall_start
         print(
-            f"  {profile.name:>5} ({encoder.width}x{encoder.height}, {profile.video_kbps} kbit/s): "
+            f"  {profile.name:>5} ({encoder.width}x{profile.height}, {profile.video_kbps} kbit/s): "
             f"{cpu / media * 100:5.1f} % of a core while live, "
             f"encodes at {media / wall:.1f}x real time"
         )

@@ -14,13 +14,14 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import trio
 
 from ghostream.broker.demux import MediaPacket, Track, TsDemuxer
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
-from ghostream.tasks import TaskOwner
+from ghostream.tasks import TaskOwner, start_registered
 
 log = logging.getLogger(__name__)
 
@@ -167,18 +168,13 @@ class PacketHub(TaskOwner):
         assert self._nursery is not None, "PacketHub.run is not running"
         demux = self._demuxes.get(stream_id)
         if demux is None or demux.ended is not None:
-            demux = self._demuxes[stream_id] = StreamDemux(stream_id)
-            self._nursery.start_soon(self._run, demux)
+            demux = StreamDemux(stream_id)
+            start_registered(
+                self._nursery, self._demuxes, stream_id, demux, partial(demux.run, self.broker)
+            )
         reader = PacketReader(demux, max_lag)
         demux.joined(reader)
         try:
             yield reader
         finally:
             demux.left(reader)
-
-    async def _run(self, demux: StreamDemux) -> None:
-        try:
-            await demux.run(self.broker)
-        finally:
-            if self._demuxes.get(demux.stream_id) is demux:
-                del self._demuxes[demux.stream_id]

@@ -164,18 +164,18 @@ class Forwarder:
         try:
             while self.broker.get(stream_id) is not None:
                 resolved = expand(url, stream_id, started)
-                if "://" not in resolved:
+                if "://" in resolved:
+                    shown = mask_url(resolved)
+                else:
                     # A recording never overwrites an earlier one of the same publish.
-                    resolved = unused_path(resolved)
-                shown = mask_url(resolved) if "://" in resolved else resolved
+                    resolved = shown = unused_path(resolved)
                 monitoring.FORWARD_ATTEMPTS.labels(stream_id).inc()
                 began = trio.current_time()
                 try:
                     sent = await self._attempt(stream_id, resolved, shown)
-                except Exception as exc:
-                    if not isinstance(exc, TargetFailed):
+                except Exception as failure:
+                    if not isinstance(failure, TargetFailed):
                         log.exception("forwarding %s to %s: unexpected error", stream_id, shown)
-                    failure = exc
                     monitoring.FORWARD_FAILURES.labels(stream_id).inc()
                     self._emit(stream_id, shown, "failed", str(failure))
                     if trio.current_time() - began > HEALTHY_AFTER:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
+from dataclasses import dataclass
 from fractions import Fraction
 
 import av
@@ -28,6 +29,7 @@ from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import Stream, StreamEnded
 from ghostream.config import Profile, TranscodingSettings
 from ghostream.outputs.media import picture_size
+from ghostream.tasks import start_registered
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +63,11 @@ class VariantEncoder:
 
     def __init__(self, profile: Profile, source_width: int, source_height: int) -> None:
         self.profile = profile
-        self.height = profile.height
         self.width = max(2, round(source_width * profile.height / source_height / 2) * 2)
         self.sink = TsSink()
         self.container = av.open(self.sink, "w", format="mpegts")
         video = self.container.add_stream("libx264", rate=25)
-        video.width, video.height, video.pix_fmt = self.width, self.height, "yuv420p"
+        video.width, video.height, video.pix_fmt = self.width, profile.height, "yuv420p"
         video.bit_rate = profile.video_kbps * 1000
         video.time_base = TIME_BASE
         video.codec_context.time_base = TIME_BASE
@@ -78,17 +79,16 @@ class VariantEncoder:
         }
         self.video = video
         self.audio = None
-        self.audio_kbps = profile.audio_kbps
 
     def add_audio(self, rate: int) -> None:
         audio = self.container.add_stream("aac", rate=rate)
-        audio.bit_rate = self.audio_kbps * 1000
+        audio.bit_rate = self.profile.audio_kbps * 1000
         audio.layout = "stereo"
         self.audio = audio
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=rate)
 
     def encode_video(self, frame: av.VideoFrame, keyframe: bool) -> None:
-        scaled = frame.reformat(width=self.width, height=self.height, format="yuv420p")
+        scaled = frame.reformat(width=self.width, height=self.profile.height, format="yuv420p")
         scaled.pts, scaled.time_base = frame.pts, TIME_BASE
         scaled.pict_type = av.video.frame.PictureType.I if keyframe else 0
         for packet in self.video.encode(scaled):
@@ -108,6 +108,19 @@ class VariantEncoder:
             pass
 
 
+@dataclass
+class Variant:
+    """A running variant: its encoder and the broker stream it publishes, held open."""
+
+    encoder: VariantEncoder
+    stream: Stream
+    publication: ExitStack
+
+    def stop(self) -> None:
+        self.encoder.close()
+        self.publication.close()
+
+
 class SourceTranscoder:
     """Decodes a source once and feeds every active variant of it."""
 
@@ -118,12 +131,9 @@ class SourceTranscoder:
         self.always = always
         self.profiles: dict[str, Profile] = {}
         self.wanted: set[str] = set()
-        self.encoders: dict[str, VariantEncoder] = {}
-        self.streams: dict[str, Stream] = {}
+        self.variants: dict[str, Variant] = {}
         self.source_size: tuple[int, int] | None = None
         self.tracks: list[Track] = []
-        self.finished = False
-        self._publications: dict[str, ExitStack] = {}
         self._decoders: dict[str, tuple[Track, av.CodecContext]] = {}
         self._last_watched: dict[str, float] = {}
 
@@ -133,13 +143,21 @@ class SourceTranscoder:
         self._last_watched[profile.name] = trio.current_time()
 
     async def run(self) -> None:
-        async with self.hub.read(self.stream_id, max_lag=MAX_LAG) as reader:
-            self.tracks = await reader.tracks()
-            try:
-                await self._loop(reader)
-            finally:
-                for name in list(self.encoders):
-                    self._stop_variant(name)
+        """Until no variant is wanted or the source ends; a failure ends only these variants."""
+        try:
+            async with self.hub.read(self.stream_id, max_lag=MAX_LAG) as reader:
+                self.tracks = await reader.tracks()
+                try:
+                    await self._loop(reader)
+                finally:
+                    for variant in self.variants.values():
+                        variant.stop()
+                    self.variants.clear()
+        except (StreamEnded, StreamNotFound):
+            pass
+        except Exception:
+            # A bug in one source's variants must not stop the server or other streams.
+            log.exception("%s: transcoding failed; its variants stop", self.stream_id)
 
     async def _loop(self, reader: PacketReader) -> None:
         skips = 0
@@ -153,17 +171,16 @@ class SourceTranscoder:
                     self.stream_id,
                 )
             self._expire_idle()
-            for name in self.wanted - set(self.encoders):
+            for name in self.wanted - set(self.variants):
                 if packet.track.kind == "video" and packet.keyframe:
                     await self._start_variant(name, packet)
-            if not self.encoders:
+            if not self.variants:
                 continue
-            chunks = await trio.to_thread.run_sync(self._transcode, packet)
-            for name, parts in chunks.items():
-                stream = self.streams.get(name)
-                if stream is not None:
-                    for chunk in parts:
-                        stream.publish(chunk)
+            variants = list(self.variants.values())
+            chunks = await trio.to_thread.run_sync(self._transcode, packet, variants)
+            for variant, parts in zip(variants, chunks, strict=True):
+                for chunk in parts:
+                    variant.stream.publish(chunk)
 
     async def _start_variant(self, name: str, keyframe: MediaPacket) -> None:
         if self.source_size is None:
@@ -181,9 +198,7 @@ class SourceTranscoder:
             encoder.add_audio(audio.sample_rate)
         publication = ExitStack()
         stream = publication.enter_context(self.broker.publish(variant_id, "transcoder", PROTOCOL))
-        self.encoders[name] = encoder
-        self.streams[name] = stream
-        self._publications[name] = publication
+        self.variants[name] = Variant(encoder, stream, publication)
         log.info("%s: %s variant started (%dx%d)", self.stream_id, name, encoder.width, height)
 
     def _expire_idle(self) -> None:
@@ -191,26 +206,19 @@ class SourceTranscoder:
             return
         now = trio.current_time()
         for name in list(self.wanted):
-            stream = self.streams.get(name)
+            variant = self.variants.get(name)
             # Watched: counted viewers (SRT, WebRTC) or frame readers (LL-HLS packagers).
             readers = self.hub.reader_count(f"{self.stream_id}@{name}")
-            if stream is not None and (stream.viewers > 0 or readers > 0):
+            if variant is not None and (variant.stream.viewers > 0 or readers > 0):
                 self._last_watched[name] = now
             elif now - self._last_watched.get(name, now) > IDLE_STOP:
                 self.wanted.discard(name)
-                self._stop_variant(name)
+                if variant is not None:
+                    self.variants.pop(name).stop()
                 log.info("%s: %s variant stopped: nobody watched it", self.stream_id, name)
 
-    def _stop_variant(self, name: str) -> None:
-        encoder = self.encoders.pop(name, None)
-        if encoder is not None:
-            encoder.close()
-        self.streams.pop(name, None)
-        publication = self._publications.pop(name, None)
-        if publication is not None:
-            publication.close()
-
-    def _transcode(self, packet: MediaPacket) -> dict[str, list[bytes]]:
+    def _transcode(self, packet: MediaPacket, variants: list[Variant]) -> list[list[bytes]]:
+        """Decode once, encode for every variant; each variant's TS chunks, in order."""
         track, decoder = self._decoders.get(packet.track.kind, (None, None))
         if track is not packet.track or decoder is None:
             decoder = av.CodecContext.create(packet.track.codec, "r")
@@ -221,16 +229,16 @@ class SourceTranscoder:
         try:
             frames = decoder.decode(source)
         except av.error.FFmpegError:
-            return {}
+            return [[] for _ in variants]
         for frame in frames:
             frame.pts = frame.pts if frame.pts is not None else packet.pts
             frame.time_base = TIME_BASE
-            for encoder in self.encoders.values():
+            for variant in variants:
                 if packet.track.kind == "video":
-                    encoder.encode_video(frame, packet.keyframe)
+                    variant.encoder.encode_video(frame, packet.keyframe)
                 else:
-                    encoder.encode_audio(frame)
-        return {name: encoder.sink.take() for name, encoder in self.encoders.items()}
+                    variant.encoder.encode_audio(frame)
+        return [variant.encoder.sink.take() for variant in variants]
 
 
 class Transcoder:
@@ -285,23 +293,7 @@ class Transcoder:
         if self._nursery is None:
             return
         source = self.sources.get(source_id)
-        if source is None or source.finished:
+        if source is None:
             source = SourceTranscoder(source_id, self.broker, self.hub, not self.settings.on_demand)
-            self.sources[source_id] = source
-            source.want(profile)
-            self._nursery.start_soon(self._run, source)
-        else:
-            source.want(profile)
-
-    async def _run(self, source: SourceTranscoder) -> None:
-        try:
-            await source.run()
-        except (StreamEnded, StreamNotFound):
-            pass
-        except Exception:
-            # A bug in one source's variants must not stop the server or other streams.
-            log.exception("%s: transcoding failed; its variants stop", source.stream_id)
-        finally:
-            source.finished = True
-            if self.sources.get(source.stream_id) is source:
-                del self.sources[source.stream_id]
+            start_registered(self._nursery, self.sources, source_id, source, source.run)
+        source.want(profile)

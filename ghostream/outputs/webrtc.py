@@ -24,6 +24,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 
 import av
 import trio
@@ -46,6 +47,7 @@ from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import WebrtcSettings
+from ghostream.tasks import start_registered
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +150,19 @@ class OpusFeed:
         self._next_pts = 0
 
     async def run(self, hub: PacketHub) -> None:
-        async with hub.read(self.stream_id, max_lag=MAX_VIDEO_LAG) as reader:
-            while self.tracks:
-                packet = await reader.receive()
-                if packet.track.kind != "audio" or packet.track.codec != "aac":
-                    continue
-                encoded = await trio.to_thread.run_sync(self._transcode, packet)
-                for data, pts in encoded:
-                    for track in self.tracks:
-                        track.offer(data, pts, Fraction(1, OPUS_RATE), True)
+        """Until the last viewer leaves or the stream ends."""
+        try:
+            async with hub.read(self.stream_id, max_lag=MAX_VIDEO_LAG) as reader:
+                while self.tracks:
+                    packet = await reader.receive()
+                    if packet.track.kind != "audio" or packet.track.codec != "aac":
+                        continue
+                    encoded = await trio.to_thread.run_sync(self._transcode, packet)
+                    for data, pts in encoded:
+                        for track in self.tracks:
+                            track.offer(data, pts, Fraction(1, OPUS_RATE), True)
+        except (StreamEnded, StreamNotFound):
+            pass
 
     def _transcode(self, packet: MediaPacket) -> list[tuple[bytes, int]]:
         if packet.track is not self._track:
@@ -287,10 +293,9 @@ class WebRtcOutput:
             raise WebRtcError(503, "WebRTC is not running")
         if not await self.broker.provide(stream_id):
             raise WebRtcError(404, f"no live stream {stream_id!r}")
-        if "m=video" not in offer_sdp and "m=audio" not in offer_sdp:
-            raise WebRtcError(400, "the offer has no audio or video section")
+        kinds = _offered_kinds(offer_sdp)
         session = Session(secrets.token_urlsafe(12), stream_id, peer, page_uid[:64])
-        return session, await self._nursery.start(self._session, session, offer_sdp)
+        return session, await self._nursery.start(self._session, session, offer_sdp, kinds)
 
     def end(self, session_id: str) -> bool:
         session = self.sessions.get(session_id)
@@ -300,7 +305,12 @@ class WebRtcOutput:
         return True
 
     async def _session(
-        self, session: Session, offer_sdp: str, *, task_status: trio.TaskStatus[str]
+        self,
+        session: Session,
+        offer_sdp: str,
+        kinds: set[str],
+        *,
+        task_status: trio.TaskStatus[str],
     ) -> None:
         trio_asyncio.current_loop.set(self._loop)
         served = False
@@ -309,7 +319,9 @@ class WebRtcOutput:
                 async with self.hub.read(session.stream_id, max_lag=MAX_VIDEO_LAG) as reader:
                     with trio.fail_after(NEGOTIATION_TIMEOUT):
                         tracks = await reader.tracks()
-                    pc, video, audio, answer = await self._negotiate(session, offer_sdp, tracks)
+                    pc, video, audio, answer = await self._negotiate(
+                        session, offer_sdp, kinds, tracks
+                    )
                     try:
                         self.sessions[session.id] = session
                         served = True
@@ -332,8 +344,7 @@ class WebRtcOutput:
                             audio.sent if audio else 0
                         )
                         viewer.left_because = session.reason
-                        with trio.CancelScope(shield=True), trio.move_on_after(2):
-                            await trio_asyncio.aio_as_trio(pc.close)()
+                        await _close(pc)
         except StreamNotFound as exc:
             raise WebRtcError(404, f"no live stream {session.stream_id!r}") from exc
         except StreamEnded as ended:
@@ -350,32 +361,29 @@ class WebRtcOutput:
                 )
 
     async def _negotiate(
-        self, session: Session, offer_sdp: str, tracks: list[Track]
+        self, session: Session, offer_sdp: str, kinds: set[str], tracks: list[Track]
     ) -> tuple[RTCPeerConnection, PacketTrack | None, PacketTrack | None, str]:
         servers = [RTCIceServer(urls=url) for url in self.settings.stun_servers]
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         try:
-            return await self._set_up(session, pc, offer_sdp, tracks)
+            return await self._set_up(session, pc, offer_sdp, kinds, tracks)
         except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await trio_asyncio.aio_as_trio(pc.close)()
+            await _close(pc)
             raise
 
     async def _set_up(
-        self, session: Session, pc: RTCPeerConnection, offer_sdp: str, tracks: list[Track]
+        self,
+        session: Session,
+        pc: RTCPeerConnection,
+        offer_sdp: str,
+        kinds: set[str],
+        tracks: list[Track],
     ) -> tuple[RTCPeerConnection, PacketTrack | None, PacketTrack | None, str]:
         @pc.on("connectionstatechange")
         def state_changed() -> None:
             if pc.connectionState in ("failed", "closed"):
                 session.close(f"connection {pc.connectionState}")
 
-        try:
-            parsed = aiortc_sdp.SessionDescription.parse(offer_sdp)
-        except Exception as exc:  # aiortc's parser asserts on some malformed input
-            raise WebRtcError(400, f"malformed SDP offer: {exc}") from exc
-        kinds = {media.kind for media in parsed.media}
-        if not parsed.media or any(not m.rtp.codecs for m in parsed.media if m.kind in kinds):
-            raise WebRtcError(400, "malformed SDP offer: a media section lists no codec")
         video = audio = None
         video_track = next((t for t in tracks if t.kind == "video"), None)
         if video_track is not None and "video" in kinds:
@@ -438,25 +446,33 @@ class WebRtcOutput:
     async def _share_audio(self, stream_id: str, track: PacketTrack) -> None:
         feed = self._opus.get(stream_id)
         if feed is None:
-            feed = self._opus[stream_id] = OpusFeed(stream_id)
-            feed.tracks.add(track)
+            feed = OpusFeed(stream_id)
             assert self._nursery is not None
-            self._nursery.start_soon(self._run_opus, feed)
-        else:
-            feed.tracks.add(track)
+            start_registered(
+                self._nursery, self._opus, stream_id, feed, partial(feed.run, self.hub)
+            )
+        feed.tracks.add(track)
         try:
             await trio.sleep_forever()
         finally:
             feed.tracks.discard(track)
 
-    async def _run_opus(self, feed: OpusFeed) -> None:
-        try:
-            await feed.run(self.hub)
-        except (StreamEnded, StreamNotFound):
-            pass
-        finally:
-            if self._opus.get(feed.stream_id) is feed:
-                del self._opus[feed.stream_id]
+
+def _offered_kinds(offer_sdp: str) -> set[str]:
+    """The media kinds an offer asks for; WebRtcError 400 when it is not usable SDP."""
+    try:
+        parsed = aiortc_sdp.SessionDescription.parse(offer_sdp)
+    except Exception as exc:  # aiortc's parser also asserts on malformed input
+        raise WebRtcError(400, f"malformed SDP offer: {exc or type(exc).__name__}") from exc
+    if not parsed.media or any(not media.rtp.codecs for media in parsed.media):
+        raise WebRtcError(400, "malformed SDP offer: a media section lists no codec")
+    return {media.kind for media in parsed.media}
+
+
+async def _close(pc: RTCPeerConnection) -> None:
+    """Close a peer connection even while the session is being cancelled, but never hang."""
+    with trio.CancelScope(shield=True), trio.move_on_after(2):
+        await trio_asyncio.aio_as_trio(pc.close)()
 
 
 async def _feed_video(reader: PacketReader, track: PacketTrack, session: Session) -> None:

@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
@@ -35,7 +36,7 @@ from ghostream.outputs.llhls.playlist import (
     parse_name,
 )
 from ghostream.outputs.llhls.timeline import Timeline
-from ghostream.tasks import TaskOwner
+from ghostream.tasks import TaskOwner, start_registered
 
 log = logging.getLogger(__name__)
 
@@ -154,17 +155,16 @@ class LlHls(TaskOwner):
         if not await self.broker.provide(stream_id):
             return None
         assert self._nursery is not None, "LlHls.run is not running"
-        packager = self._packagers[stream_id] = Packager(stream_id)
-        self._nursery.start_soon(self._run, packager)
+        packager = Packager(stream_id)
+        start_registered(
+            self._nursery,
+            self._packagers,
+            stream_id,
+            packager,
+            partial(packager.run, self.packets),
+        )
         log.info("%s: LL-HLS packager started", stream_id)
         return packager
-
-    async def _run(self, packager: Packager) -> None:
-        try:
-            await packager.run(self.packets)
-        finally:
-            if self._packagers.get(packager.stream_id) is packager:
-                del self._packagers[packager.stream_id]
 
     async def _ready(self, stream_id: str, timeout: float = READY_TIMEOUT) -> Packager | None:
         packager = await self._packager(stream_id)
