@@ -365,6 +365,8 @@ def test_bad_listen_address_in_file_names_the_key(tmp_path: Path) -> None:
         ("srt:\n  latency: 5\n", "srt.latency"),
         ("webrtc:\n  minPortUDP: 10010\n", "webrtc.minPortUDP"),
         ("streams:\n  reconnectGrace: -1\n", "streams.reconnectGrace"),
+        ("transcoding:\n  profiles: [big:1200:96]\n", "transcoding.profiles"),
+        ("transcoding:\n  profiles: [480p:fast:96]\n", "transcoding.profiles"),
     ],
 )
 def test_out_of_range_values_name_key_and_file(tmp_path: Path, text: str, key: str) -> None:
