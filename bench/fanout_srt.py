@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from harness.server_process import ServerProcess, free_port, start_server  # noqa: E402
 
-from ghostream.broker.ts import TsInspector  # noqa: E402
+from ghostream.media.ts import TsInspector  # noqa: E402
 
 BITRATE = 4_000_000
 PACKET = 188

@@ -25,8 +25,8 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ghostream.broker.demux import TsDemuxer  # noqa: E402
 from ghostream.config import TranscodingSettings  # noqa: E402
+from ghostream.media.demux import TsDemuxer  # noqa: E402
 from ghostream.outputs.transcode import VariantEncoder  # noqa: E402
 
 TIME_BASE = Fraction(1, 90000)

@@ -18,9 +18,9 @@ from functools import partial
 
 import trio
 
-from ghostream.broker.demux import MediaPacket, Track, TsDemuxer
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
+from ghostream.media.demux import MediaPacket, Track, TsDemuxer
 from ghostream.tasks import TaskOwner, start_registered
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from enum import Enum
 
 import trio
 
-from ghostream.broker.ts import ChunkInfo, TsInspector
+from ghostream.media.ts import ChunkInfo, TsInspector
 
 DEFAULT_RING_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_LAG_BYTES = 8 * 1024 * 1024

@@ -22,13 +22,13 @@ import av
 import trio
 
 from ghostream import monitoring
-from ghostream.broker.demux import Track
 from ghostream.broker.events import Event, Forwarding, PublishStarted
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import mask_url
-from ghostream.outputs.media import picture_size
+from ghostream.media.demux import Track
+from ghostream.media.pictures import picture_size
 
 log = logging.getLogger(__name__)
 

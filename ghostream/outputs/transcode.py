@@ -22,13 +22,13 @@ import av
 import trio
 
 from ghostream import monitoring
-from ghostream.broker.demux import MediaPacket, Track
 from ghostream.broker.events import Event, PublishStarted
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import Stream, StreamEnded
 from ghostream.config import Profile, TranscodingSettings
-from ghostream.outputs.media import picture_size
+from ghostream.media.demux import MediaPacket, Track
+from ghostream.media.pictures import picture_size
 from ghostream.tasks import start_registered
 
 log = logging.getLogger(__name__)

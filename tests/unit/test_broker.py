@@ -11,7 +11,7 @@ import trio
 from ghostream.broker.events import PublishStarted, PublishStopped, ViewerJoined, ViewerLeft
 from ghostream.broker.registry import Broker, StreamBusy, StreamNotFound
 from ghostream.broker.stream import Stream, StreamEnded, StreamState
-from ghostream.broker.ts import PACKET_SIZE, TsInspector
+from ghostream.media.ts import PACKET_SIZE, TsInspector
 
 CHUNK = 7 * PACKET_SIZE
 GOP = 10

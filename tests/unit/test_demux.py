@@ -11,11 +11,11 @@ import av
 import pytest
 import trio
 
-from ghostream.broker.demux import MediaPacket, TsDemuxer, split_nal_units
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
-from ghostream.broker.ts import PACKET_SIZE
+from ghostream.media.demux import MediaPacket, TsDemuxer, split_nal_units
+from ghostream.media.ts import PACKET_SIZE
 
 CHUNK = 7 * PACKET_SIZE
 

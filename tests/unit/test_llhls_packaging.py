@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import struct
 
-from ghostream.broker.demux import MediaPacket, Track
-from ghostream.outputs.llhls.bitstream import sample_units, video_config
+from ghostream.media.bitstream import sample_units, video_config
+from ghostream.media.demux import MediaPacket, Track
 from ghostream.outputs.llhls.playlist import (
     Variant,
     media_playlist,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ghostream.broker.demux import START_CODE, Track
-from ghostream.outputs.webrtc import WebRtcError, h264_preferences, h264_profile
+from ghostream.media.demux import START_CODE, Track
+from ghostream.outputs.webrtc.codecs import h264_preferences, h264_profile
+from ghostream.outputs.webrtc.errors import WebRtcError
 
 # Chromium 156's offer on Debian: no High profile, High 4:4:4 outside 96-127.
 CHROMIUM = "\r\n".join(

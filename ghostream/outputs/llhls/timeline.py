@@ -19,9 +19,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from ghostream.broker.demux import MediaPacket, Track
-from ghostream.outputs.llhls import fmp4
-from ghostream.outputs.llhls.bitstream import VideoConfig, sample_units, video_config
+from ghostream.media import fmp4
+from ghostream.media.bitstream import VideoConfig, sample_units, video_config
+from ghostream.media.demux import MediaPacket, Track
 
 CLOCK = 90000
 # A part may end this close past its target: timestamps are rounded to 90 kHz.

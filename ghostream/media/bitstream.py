@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ghostream.broker.demux import Track, nal_type, split_nal_units
+from ghostream.media.demux import Track, nal_type, split_nal_units
 
 # H.264 profiles whose SPS carries chroma format and bit depth fields.
 H264_HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))

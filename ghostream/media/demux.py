@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from ghostream.broker.ts import PACKET_SIZE, SYNC_BYTE, TsInspector
+from ghostream.media.ts import PACKET_SIZE, SYNC_BYTE, TsInspector
 
 TIME_BASE = Fraction(1, 90000)
 START_CODE = b"\x00\x00\x00\x01"

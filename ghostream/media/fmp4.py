@@ -17,8 +17,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ghostream.broker.demux import Track
-from ghostream.outputs.llhls.bitstream import VideoConfig
+from ghostream.media.bitstream import VideoConfig
+from ghostream.media.demux import Track
 
 VIDEO_TRACK_ID = 1
 AUDIO_TRACK_ID = 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import av
 
-from ghostream.broker.demux import MediaPacket
+from ghostream.media.demux import MediaPacket
 
 
 def picture_size(keyframe: MediaPacket) -> tuple[int, int]:

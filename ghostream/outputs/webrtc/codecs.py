@@ -1,0 +1,91 @@
+"""H.264 profiles in SDP: which one to answer a browser's offer with, for passed-through video."""
+
+from __future__ import annotations
+
+import re
+
+from aiortc import RTCRtpCodecParameters
+from aiortc import codecs as aiortc_codecs
+from aiortc.rtcrtpsender import RTCRtpSender
+
+from ghostream.media.demux import Track
+from ghostream.outputs.webrtc.errors import WebRtcError
+
+# H.264 profiles (profile_idc + constraint byte) a browser may offer, most capable first.
+H264_PROFILES = ("64001f", "4d001f", "f4001f", "42e01f", "42001f")
+
+
+def _offer_h264_profiles() -> None:
+    """Let aiortc answer every H.264 profile a browser offers, not only baseline.
+
+    The video is passed through, so the answer must name the profile the
+    stream really has; aiortc's own table only lists constrained baseline.
+    """
+    table = aiortc_codecs.CODECS["video"]
+    known = {c.parameters.get("profile-level-id") for c in table if c.mimeType == "video/H264"}
+    next_type = max(c.payloadType for c in table) + 1
+    for profile in H264_PROFILES:
+        if profile in known:
+            continue
+        parameters = {
+            "level-asymmetry-allowed": "1",
+            "packetization-mode": "1",
+            "profile-level-id": profile,
+        }
+        for mime, payload_type, params in (
+            ("video/H264", next_type, parameters),
+            ("video/rtx", next_type + 1, {"apt": next_type}),
+        ):
+            table.append(
+                RTCRtpCodecParameters(
+                    mimeType=mime, clockRate=90000, payloadType=payload_type, parameters=params
+                )
+            )
+        next_type += 2
+
+
+_offer_h264_profiles()
+
+
+def h264_profile(profile_level_id: str) -> str:
+    """The profile a profile-level-id names (RFC 6184), ignoring its level."""
+    idc, flags = int(profile_level_id[:2], 16), int(profile_level_id[2:4], 16)
+    if idc == 66:
+        return "constrained-baseline" if flags & 0x40 else "baseline"
+    if idc == 77:
+        return "constrained-baseline" if flags & 0x80 and flags & 0x40 else "main"
+    return {100: "high", 244: "high-444"}.get(idc, f"idc-{idc}")
+
+
+# For a stream of a profile, the profiles whose decoders also decode it, best first.
+DECODABLE_AS = {
+    "constrained-baseline": ("constrained-baseline", "baseline", "main", "high", "high-444"),
+    "baseline": ("baseline", "constrained-baseline", "main", "high", "high-444"),
+    "main": ("main", "high", "high-444"),
+    "high": ("high", "high-444", "main"),
+}
+
+
+def h264_preferences(track: Track, offer_sdp: str) -> list:
+    """One H.264 codec to answer with: the stream's own profile if offered, else the closest.
+
+    Only one codec is answered, and only one whose payload type the offer
+    gives in the dynamic range aiortc keeps, so no two codecs share a type.
+    """
+    offered: dict[str, str] = {}
+    for payload_type, line in re.findall(r"a=fmtp:(\d+) (.*)", offer_sdp):
+        found = re.search(r"profile-level-id=([0-9a-fA-F]{6})", line)
+        if found and 96 <= int(payload_type) <= 127 and "packetization-mode=1" in line:
+            offered.setdefault(h264_profile(found.group(1)), found.group(1))
+    actual = h264_profile(track.h264_profile_level_id or "42e01f")
+    # Main is what most decoders of anything richer will take, so it is the last resort.
+    chosen = next((p for p in (*DECODABLE_AS.get(actual, ()), "main") if p in offered), None)
+    if chosen is None:
+        raise WebRtcError(406, f"the offer has no H.264 profile that can carry {actual} video")
+    capabilities = RTCRtpSender.getCapabilities("video").codecs
+    h264 = next(
+        c
+        for c in capabilities
+        if c.mimeType == "video/H264" and h264_profile(c.parameters["profile-level-id"]) == chosen
+    )
+    return [h264, *(c for c in capabilities if c.mimeType == "video/rtx")]
