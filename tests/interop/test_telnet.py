@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.request
 
 import pytest
@@ -176,3 +177,32 @@ def test_telnet_stays_off_without_text_art(ghostream_server) -> None:
     assert "telnet output off: it needs transcoder.text.enabled too" in server.log
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_a_terminal_that_reads_nothing_does_not_slow_the_others(telnet, ghostream_server) -> None:
+    server, port = start(ghostream_server)
+    with publishing(server, "demo:demo", seconds=60):  # testsrc2: the picture keeps moving
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", port))
+        stalled.sendall(b"demo\r\n")
+        viewer = TelnetTerminal(telnet, port)
+        try:
+            viewer.wait_for_text("Enter stream name: ")
+            viewer.type("demo\r")
+            viewer.wait_for("a picture", lambda: picture_size(viewer) == (80, 22))
+            assert get_json(f"{server.web_url}/_stats/demo/") == {"ConnectedViewers": 2}
+            # Second after second, the reading viewer gets new pictures; the other reads nothing.
+            for _ in range(4):
+                mark = len(viewer.output)
+                deadline = time.monotonic() + 1
+                while time.monotonic() < deadline:
+                    viewer.read(0.1)
+                assert viewer.output.count(HALF_BLOCK.encode(), mark) > 10
+            # The stalled terminal is still connected, and reading again it gets pictures.
+            stalled.settimeout(10)
+            assert stalled.recv(65536)
+            assert get_json(f"{server.web_url}/_stats/demo/") == {"ConnectedViewers": 2}
+        finally:
+            stalled.close()
+            viewer.close()

@@ -158,9 +158,13 @@ class TextStream:
             terminals = list(self.terminals)
             frames = await trio.to_thread.run_sync(self._convert, packet, terminals)
             for base, pictures in frames:
-                number = self.frame.number + 1 if self.frame is not None else 0
-                self.frame = TextFrame(number, base, pictures)
-                self._changed.unpark_all()
+                self.add(base, pictures)
+
+    def add(self, base: Picture, pictures: dict[tuple[int, int], Picture]) -> None:
+        """The newest frame replaces the last: viewers that did not take it will not see it."""
+        number = self.frame.number + 1 if self.frame is not None else 0
+        self.frame = TextFrame(number, base, pictures)
+        self._changed.unpark_all()
 
     def _convert(
         self, packet: MediaPacket, terminals: list[tuple[int, int]]
