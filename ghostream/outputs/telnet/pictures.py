@@ -120,20 +120,20 @@ class TextStream:
 
     async def run(self) -> None:
         """Until nobody watches or the stream ends; a failure ends only this stream's text art."""
-        reason = "stream ended"
+        reason = "server stopping"
         try:
             async with self.hub.read(self.stream_id, max_lag=MAX_LAG) as reader:
                 monitoring.TEXT_CONVERSIONS.inc()
                 log.info("%s: text art started", self.stream_id)
                 try:
                     reason = await self._loop(reader)
+                except StreamEnded as ended:
+                    reason = ended.reason
                 finally:
                     monitoring.TEXT_CONVERSIONS.dec()
                     log.info("%s: text art stopped: %s", self.stream_id, reason)
-        except StreamEnded as ended:
-            reason = ended.reason
         except StreamNotFound:
-            pass
+            reason = "stream ended"
         except Exception:
             # A bug in one stream's text art must not stop the server or other streams.
             log.exception("%s: text art failed", self.stream_id)

@@ -108,6 +108,7 @@ class TelnetClient:
     async def _watch(self, stream_id: str) -> str | None:
         """Show a stream until it ends (why, returned) or the viewer leaves (None)."""
         ended = None
+        why = "server stopping"
         try:
             with self.broker.attend(stream_id, self.peer, PROTOCOL) as attendee:
                 log.info("%s watching %s over telnet", self.peer, stream_id)
@@ -118,20 +119,20 @@ class TelnetClient:
                             await self._send(ALTERNATE_SCREEN + HIDE_CURSOR)
                             await self._show(stream_id, viewer, attendee)
                         except StreamEnded as exc:
-                            ended = attendee.left_because = exc.reason
+                            ended = why = attendee.left_because = exc.reason
                         except trio.TooSlowError:
-                            attendee.left_because = "too slow"
+                            why = attendee.left_because = "too slow"
                             raise
                         except trio.BrokenResourceError:
-                            attendee.left_because = "viewer left"
+                            why = attendee.left_because = "viewer left"
                             raise
+                    if self._watch_scope.cancelled_caught:
+                        why = "viewer left"
         except StreamNotFound:
-            ended = "offline"
+            ended = why = "offline"
         finally:
             self.viewer = None
-            log.info(
-                "%s stopped watching %s over telnet: %s", self.peer, stream_id, ended or "left"
-            )
+            log.info("%s stopped watching %s over telnet: %s", self.peer, stream_id, why)
         await self._send(RESET + SHOW_CURSOR + NORMAL_SCREEN)
         return ended
 
