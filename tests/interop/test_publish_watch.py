@@ -8,6 +8,7 @@ ffplay-style watching work, and that refusals reach the peer as rejections.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import urllib.request
@@ -129,6 +130,34 @@ def test_srt_live_transmit_viewer_receives_a_playable_stream(
     )  # fmt: skip
     assert decoded.returncode == 0
     assert decoded.stderr == b"", decoded.stderr.decode()
+
+
+def test_passphrase_and_latency_settings_hold_with_libsrt_peers(
+    peers, ghostream_server, tmp_path: Path
+) -> None:
+    """srt.passphrase encrypts both ways, and srt.latency is what libsrt peers negotiate."""
+    passphrase = "correct-horse-battery"
+    server = ghostream_server({"srt": {"passphrase": passphrase, "latency": 700}})
+    secret = {"passphrase": passphrase}
+    with publishing(server, "demo:demo", url_options=secret):
+        stats = tmp_path / "stats.json"
+        viewer = run_peer(
+            ["srt-live-transmit", "-q", "-s:100", "-pf:json", f"-statsout:{stats}",
+             "-t:4", server.srt_url("demo", passphrase=passphrase), "file://con"],
+            timeout=30,
+        )  # fmt: skip
+        assert len(viewer.stdout) > 50_000, viewer.stderr.decode()
+        delays = {int(d) for d in re.findall(r'"msTsbPdDelay"\s*:\s*(\d+)', stats.read_text())}
+        assert delays == {700}, stats.read_text()[:500]
+        decoded = run_peer(
+            ["ffmpeg", "-v", "error", "-i", server.srt_url("demo", **secret), "-t", "2",
+             "-f", "null", "-"]
+        )  # fmt: skip
+        assert decoded.returncode == 0, decoded.stderr.decode()
+        refused = run_peer(
+            ["ffprobe", "-v", "error", server.srt_url("demo", passphrase="not-the-secret")]
+        )  # fmt: skip
+        assert refused.returncode != 0
 
 
 def test_empty_stream_id_watches_the_only_live_stream(peers, ghostream_server) -> None:
