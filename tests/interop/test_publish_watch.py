@@ -160,6 +160,41 @@ def test_passphrase_and_latency_settings_hold_with_libsrt_peers(
         assert refused.returncode != 0
 
 
+def test_srt_viewer_stays_through_a_publisher_reconnect(
+    peers, ghostream_server, tmp_path: Path
+) -> None:
+    """Within streams.reconnectGrace the viewer's connection is kept and gets the new publish."""
+    server = ghostream_server({"streams": {"reconnectGrace": 5}})
+    capture = tmp_path / "capture.ts"
+    with publishing(server, "demo:demo", seconds=3) as first:
+        viewer = subprocess.Popen(
+            ["ffmpeg", "-v", "error", "-i", server.srt_url("demo"), "-c", "copy",
+             "-f", "mpegts", str(capture)],
+            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        server.wait_for_log("watching demo over SRT")
+        first.wait(15)
+    try:
+        with publishing(server, "demo:demo", seconds=3) as second:
+            second.wait(15)
+        ended = server.wait_for_log("stopped watching demo", 15)
+        assert viewer.wait(15) == 0, viewer.stderr.read().decode()
+    finally:
+        viewer.kill()
+    assert "stream ended" in ended
+    lines = server.log.splitlines()
+    assert sum("watching demo over SRT" in line for line in lines) == 1
+    publishes = [i for i, line in enumerate(lines) if "publishing demo over SRT" in line]
+    assert len(publishes) == 2
+    assert lines.index(ended) > publishes[1]
+    packets = run_peer(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-count_packets",
+         "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(capture)]
+    )  # fmt: skip
+    # 25 frames a second from each publisher: more than the first alone could give.
+    assert int(packets.stdout.split()[0]) > 90
+
+
 def test_empty_stream_id_watches_the_only_live_stream(peers, ghostream_server) -> None:
     server = ghostream_server()
     with publishing(server, "demo:demo"):
