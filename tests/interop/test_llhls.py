@@ -153,6 +153,16 @@ def test_blocking_reload_answers_when_the_part_exists_and_times_out_otherwise(
         assert f'-{next_msn}-{next_part + 1}.m4s"\n' not in stalled.text
 
 
+def test_the_packager_stops_when_no_player_asks(live: ServerProcess) -> None:
+    start = live.line_count()
+    with httpx.Client(base_url=live.web_url, timeout=20) as client:
+        assert client.get("/demo/media.m3u8").status_code == 200
+    live.wait_for_log("demo: LL-HLS packager stopped, unwatched", 30, start=start)
+    # Asked again, it starts again and serves.
+    with httpx.Client(base_url=live.web_url, timeout=20) as client:
+        assert client.get("/demo/media.m3u8").status_code == 200
+
+
 def test_delta_update_equals_the_full_playlist_without_its_oldest_segments(
     require_program, ghostream_server
 ) -> None:
