@@ -48,10 +48,13 @@ log = logging.getLogger(__name__)
 PROTOCOL = "telnet"
 BANNER = b"[GHOSTREAM]\r\n"
 PROMPT = b"Enter stream name: "
+# Connections at once, prompting or watching; more are told to come back later.
 MAX_CLIENTS = 256
+MAX_NAME = 128
 MAX_TERMINAL = 1000
 PROMPT_TIMEOUT = 300.0
 SEND_TIMEOUT = 30.0
+# Small enough that a slow link holds a few pictures, not seconds of them.
 SEND_BUFFER = 64 * 1024
 LEAVE_KEYS = frozenset(b"qQ") | {CTRL_C, CTRL_D}
 
@@ -65,7 +68,7 @@ class TelnetClient:
         self.broker = broker
         self.pictures = pictures
         self.protocol = TelnetProtocol()
-        self.editor = LineEditor(128)
+        self.editor = LineEditor(MAX_NAME)
         self.terminal = DEFAULT_TERMINAL
         self.viewer: TextViewer | None = None
         self.leaving = False
@@ -186,8 +189,8 @@ class TelnetClient:
                 for line in lines:
                     try:
                         self._lines_in.send_nowait(line)
-                    except trio.WouldBlock:
-                        pass
+                    except (trio.WouldBlock, trio.ClosedResourceError):
+                        pass  # typed ahead of the prompt, or after leaving
                 if leave:
                     self._leave()
 
