@@ -24,6 +24,7 @@ from ghostream.config import TelnetSettings, TextTranscoderSettings
 from ghostream.errors import sole_error
 from ghostream.media.textart import (
     ALTERNATE_SCREEN,
+    CLEAR,
     HIDE_CURSOR,
     NORMAL_SCREEN,
     RESET,
@@ -119,7 +120,14 @@ class TelnetClient:
                     self.viewer = viewer
                     with trio.CancelScope() as self._watch_scope:
                         try:
-                            await self._send(ALTERNATE_SCREEN + HIDE_CURSOR)
+                            waiting = f" {stream_id} - waiting for pictures - press q to quit"
+                            await self._send(
+                                ALTERNATE_SCREEN
+                                + HIDE_CURSOR
+                                + CLEAR
+                                + b"\x1b[H"
+                                + waiting.encode()
+                            )
                             await self._show(stream_id, viewer, attendee)
                         except StreamEnded as exc:
                             ended = why = attendee.left_because = exc.reason
