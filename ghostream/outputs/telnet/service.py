@@ -120,14 +120,7 @@ class TelnetClient:
                     self.viewer = viewer
                     with trio.CancelScope() as self._watch_scope:
                         try:
-                            waiting = f" {stream_id} - waiting for pictures - press q to quit"
-                            await self._send(
-                                ALTERNATE_SCREEN
-                                + HIDE_CURSOR
-                                + CLEAR
-                                + b"\x1b[H"
-                                + waiting.encode()
-                            )
+                            await self._send(ALTERNATE_SCREEN + HIDE_CURSOR + _waiting(stream_id))
                             await self._show(stream_id, viewer, attendee)
                         except StreamEnded as exc:
                             ended = why = attendee.left_because = exc.reason
@@ -217,6 +210,11 @@ class TelnetClient:
             if data:
                 with trio.fail_after(SEND_TIMEOUT):
                     await self.stream.send_all(data)
+
+
+def _waiting(stream_id: str) -> bytes:
+    """What the screen says until the first picture comes (a stream without video: always)."""
+    return CLEAR + b"\x1b[H %s - waiting for pictures - press q to quit" % stream_id.encode()
 
 
 def _peer(stream: trio.SocketStream) -> str:
