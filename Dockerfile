@@ -4,20 +4,19 @@
 #       -v ./ghostream.yml:/etc/ghostream/ghostream.yml:ro -v ghostream-data:/var/lib/ghostream ghostream
 
 FROM node:20-alpine AS player
-WORKDIR /app/web
-COPY web/package.json web/package-lock.json ./
+WORKDIR /app/ghostream/web
+COPY ghostream/web/package.json ghostream/web/package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund
 
 FROM python:3.11-alpine AS build
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY ghostream ghostream
-COPY migrations migrations
-COPY web/templates web/templates
-COPY web/static web/static
-COPY --from=player /app/web/node_modules/hls.js/dist/hls.min.js web/node_modules/hls.js/dist/hls.min.js
-RUN python -m venv /venv \
-    && /venv/bin/pip install --no-cache-dir --disable-pip-version-check -e . \
+COPY --from=player /app/ghostream/web/node_modules/hls.js ghostream/web/node_modules/hls.js
+# The wheel, not the source tree: the image runs what `pip install` gives users.
+RUN pip wheel --no-cache-dir --disable-pip-version-check --no-deps --wheel-dir /wheels . \
+    && python -m venv /venv \
+    && /venv/bin/pip install --no-cache-dir --disable-pip-version-check /wheels/*.whl \
     && find /venv -name __pycache__ -prune -exec rm -rf {} +
 
 FROM python:3.11-alpine
@@ -25,7 +24,6 @@ RUN adduser -D -H -u 10001 ghostream \
     && mkdir -p /etc/ghostream /var/lib/ghostream \
     && chown ghostream /var/lib/ghostream
 COPY --from=build /venv /venv
-COPY --from=build /app /app
 ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     GHOSTREAM_HISTORY_PATH=/var/lib/ghostream/history.sqlite3
