@@ -13,6 +13,7 @@ checkout changed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from harness.programs import require
 from harness.publisher import SOURCE
 from harness.server_process import free_port
 
@@ -61,13 +63,12 @@ class Engine:
 
 
 def build_image(flavour: str) -> Engine:
-    if not (shutil.which("podman") or shutil.which("docker")):
-        message = "neither podman nor docker is installed (scripts/test installs podman)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    if not shutil.which("docker"):
+        require("podman")
+    # A name of this checkout's own: test runs in other checkouts build theirs.
+    name = f"localhost/ghostream-test:{flavour}-{hashlib.sha1(bytes(ROOT)).hexdigest()[:8]}"
     result = subprocess.run(
-        [ROOT / "scripts" / "image", flavour],
+        [ROOT / "scripts" / "image", flavour, name],
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT,
