@@ -161,6 +161,8 @@ def test_debian_image_serves_publishes_keeps_history_and_stops_cleanly(
     status = engine.check("exec", container.name, "cat", "/proc/1/status")
     uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
     assert uid != "0", "the server runs as an unprivileged user"
+    toolchain = engine("exec", container.name, "sh", "-c", "command -v pip npm node gcc")
+    assert toolchain.stdout == "", "the build toolchain stays in the build stages"
     assert get(container.web_url + "/static/vendor/hls.min.js")[0] == 200
 
     srt = f"srt://127.0.0.1:{container.srt_port}"
