@@ -34,6 +34,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 RELATIVE_TIME = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+HISTORY_VIEWS = ("sessions", "shows", "rebuild")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 log = logging.getLogger("ghostream")
@@ -82,16 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
         "for auth.basic.credentials",
     )
     history = commands.add_parser(
-        "history", parents=[common], help="print past publish and view sessions"
+        "history",
+        parents=[common],
+        help="print past publish and view sessions, or shows, or rebuild the history's tables",
+    )
+    history.add_argument(
+        "what",
+        nargs="?",
+        choices=HISTORY_VIEWS,
+        default="sessions",
+        help="sessions (the default): one line per publish or view; shows: one line per show "
+        "(a publish with its reconnects): start, duration, peak and unique viewers, watch time; "
+        "rebuild: make sessions, totals and shows again from the event log",
     )
     history.add_argument("--stream", metavar="ID", help="only this stream (and its variants)")
     history.add_argument(
         "--since",
         metavar="WHEN",
-        help="only sessions since WHEN: a date (2026-11-24, 2026-11-24T18:00) "
+        help="only sessions or shows since WHEN: a date (2026-11-24, 2026-11-24T18:00) "
         "or a duration ago (30m, 2h, 7d)",
     )
-    history.add_argument("--limit", type=int, default=100, help="at most N sessions (100)")
+    history.add_argument("--limit", type=int, default=100, help="at most N sessions or shows (100)")
     history.add_argument("--json", action="store_true", help="print JSON lines")
     return parser
 
@@ -145,23 +157,29 @@ def hash_password() -> int:
 
 
 def show_history(settings: Settings, args: argparse.Namespace) -> int:
-    from ghostream.broker.eventlog import open_for_reading, read_sessions
+    from ghostream.broker import queries
+    from ghostream.broker.eventlog import open_for_reading, rebuild_projections
 
     since = parse_since(args.since) if args.since else None
     path = settings.history.database
     try:
+        if args.what == "rebuild":
+            count = rebuild_projections(path)
+            print(f"rebuilt sessions, totals and shows of {path} from {count} events")
+            return EXIT_OK
         db = open_for_reading(path)
-        sessions = read_sessions(db, stream=args.stream, since=since, limit=args.limit)
+        read = queries.shows if args.what == "shows" else queries.read_sessions
+        rows = read(db, stream=args.stream, since=since, limit=args.limit)
     except (OSError, sqlite3.Error) as exc:
         print(f"ghostream: cannot read the history {path}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    for session in reversed(sessions):
-        if args.json:
-            print(json.dumps(session))
-        else:
-            print(_session_line(session))
-    if not sessions and not args.json:
-        print("no sessions", file=sys.stderr)
+    line = _show_line if args.what == "shows" else _session_line
+    if rows and not args.json and args.what == "shows":
+        print(SHOWS_HEADER)
+    for row in reversed(rows):
+        print(json.dumps(row) if args.json else line(row))
+    if not rows and not args.json:
+        print(f"no {args.what}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -174,6 +192,34 @@ def _session_line(session: dict) -> str:
         f"{session['protocol']:<6} {session['peer']:<22} {session['bytes']:>12} B  "
         f"{session['end_reason'] or ''}"
     )
+
+
+SHOWS_HEADER = (
+    f"{'STARTED':<19} {'DURATION':>9} {'STREAM':<20} {'PEAK':>5} {'UNIQUE':>6} "
+    f"{'VIEWS':>6} {'WATCH TIME':>10} {'AVG WATCH':>9}"
+)
+
+
+def _show_line(show: dict) -> str:
+    started = datetime.fromtimestamp(show["started"]).strftime("%Y-%m-%d %H:%M:%S")
+    duration = _duration(show["duration"]) + ("*" if show["live"] else " ")
+    return (
+        f"{started} {duration:>9} {show['stream']:<20} {show['peak_viewers']:>5} "
+        f"{show['unique_viewers']:>6} {show['views']:>6} {_duration(show['watch_seconds']):>10} "
+        f"{_duration(show['average_watch_seconds']):>9}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    """1h02m, 4m05s, 12s: short enough for a column."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
 
 
 def main(argv: list[str] | None = None) -> int:

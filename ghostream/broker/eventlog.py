@@ -1,23 +1,34 @@
-"""The history of every session, in SQLite: what `ghostream history` and the stats read.
+"""The history's writer: one task appends every broker event to the log, in order.
 
 Broker events arrive on the event loop and must not wait for the disk, so
 `record` only queues them; the `run` task writes each batch in a worker
-thread (one transaction per batch, WAL mode so readers never block the
-writer).  Each server run has a row whose `alive` time is refreshed while it
-runs: after a crash, the next start closes the sessions the crashed run left
-open at that time, so the history stays truthful about durations.
+thread, one batch at a time, in one transaction (WAL mode, so readers never
+block it).  Each event becomes one row of the append-only `events` table and
+is applied at once to the projections (`ghostream.broker.projections`), in
+the same transaction: a batch that fails leaves the log and the projections
+as they were and is written again whole.
+
+Each server run has a row whose `alive` time is refreshed while it runs:
+after a crash, the next start appends the end of every session, show and run
+the crashed one left open, at its last known moment, so the history stays
+truthful about durations.  Viewers are kept as anonymised ids (a keyed hash
+of their address, the key kept in this database), enough to count unique
+viewers without keeping who they are in the projections.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import json
 import logging
+import re
+import secrets
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,15 +36,19 @@ from typing import Any, TypeVar
 import sqlite_utils
 import trio
 
+from ghostream.broker import projections as p
 from ghostream.broker.events import (
+    BytesCheckpoint,
     Event,
     Forwarding,
     PublishStarted,
     PublishStopped,
     Rejected,
+    StreamClosed,
     ViewerJoined,
     ViewerLeft,
 )
+from ghostream.peers import peer_host
 from ghostream.resources import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -41,30 +56,18 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 0.25
 HEARTBEAT_INTERVAL = 5.0
 CRASH_REASON = "server stopped unexpectedly"
+STOP_REASON = "server stopped"
+# The newest migration's number.
+SCHEMA_VERSION = 2
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStats:
-    stream: str
-    current_viewers: int
-    peak_viewers: int
-    total_views: int
-    watch_seconds: float
-    publish_sessions: int
-    bytes_in: int
-    bytes_out: int
-    last_publish: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+Row = dict[str, Any]
 
 
 def apply_migrations(db: sqlite_utils.Database, directory: Traversable = MIGRATIONS) -> int:
     """Apply the numbered SQL files newer than the database; returns its version."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     scripts = sorted(
-        (p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name
+        (f for f in directory.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
     )
     for path in scripts:
         number = int(path.name.split("_", 1)[0])
@@ -79,6 +82,48 @@ def apply_migrations(db: sqlite_utils.Database, directory: Traversable = MIGRATI
     return version
 
 
+def open_database(path: Path, *, read_only: bool = False) -> sqlite_utils.Database:
+    """The history database, migrated (and its projections made if a migration asks)."""
+    if read_only:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no history yet (the server creates it at start)")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            conn.close()
+            raise OSError(
+                "made by an older version: start the server once, or run "
+                "`ghostream history rebuild`, to migrate it"
+            )
+        return sqlite_utils.Database(conn)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        db = sqlite_utils.Database(conn)
+        apply_migrations(db)
+        if _meta(db, "projections") == "stale":
+            with db.atomic():
+                count = p.rebuild(db)
+            log.info("history: projections made from %d logged events", count)
+        return db
+    except sqlite3.Error as exc:
+        conn.close()
+        raise OSError(f"{path}: {exc}") from exc
+
+
+def rebuild_projections(path: Path) -> int:
+    """`ghostream history rebuild`: every projection made again from the log; events read."""
+    db = open_database(path)
+    try:
+        with db.atomic():
+            return p.rebuild(db)
+    finally:
+        db.conn.close()
+
+
 class EventLog:
     def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
         self.path = path
@@ -88,46 +133,69 @@ class EventLog:
         self._wakeup = trio.Event()
         # One flush at a time: batches reach the disk in the order they were taken.
         self._flushing = trio.Lock()
-        self._open_publish: dict[str, str] = {}
-        self._open_views: dict[int, str] = {}
+        self._publishes = 0
+        self.run_id: int | None = None
         now = time.time()
         with self._lock, db.atomic():
-            self.recovered = self._close_crashed_sessions()
+            self._salt = _viewer_salt(db)
+            self._projector = p.Projector.load(db)
+            self.recovered = self._close_crashed_run()
             self.run_id = db["runs"].insert({"started": now, "alive": now}).last_pk
+            self._append({"at": now, "kind": p.RUN_STARTED})
 
     @classmethod
     def open(cls, path: Path) -> EventLog:
-        """Open (creating and migrating) the database; OSError/sqlite3.Error if impossible."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        """Open (creating and migrating) the database; OSError if impossible."""
+        db = open_database(path)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA busy_timeout = 5000")
-            db = sqlite_utils.Database(conn)
-            apply_migrations(db)
             return cls(db, path)
         except sqlite3.Error as exc:
-            conn.close()
+            db.conn.close()
             raise OSError(f"{path}: {exc}") from exc
 
-    def _close_crashed_sessions(self) -> int:
-        cursor = self._db.execute(
-            """
-            UPDATE sessions SET
-                ended = max(started, (SELECT alive FROM runs WHERE runs.id = sessions.run_id)),
-                end_reason = ?
-            WHERE ended IS NULL
-            """,
-            [CRASH_REASON],
-        )
-        self._db.execute("UPDATE runs SET stopped = alive WHERE stopped IS NULL")
-        if cursor.rowcount:
+    def _close_crashed_run(self) -> int:
+        """Append the ends a crashed run could not: its sessions, shows, and itself."""
+        crashed = self._db.execute(
+            "SELECT id, alive FROM runs WHERE stopped IS NULL ORDER BY id"
+        ).fetchall()
+        if not crashed:
+            return 0
+        alive = dict(crashed)
+        last_alive = max(alive.values())
+        closed = 0
+        for session in list(self._projector.sessions.values()):
+            run_id = self._db.execute(
+                "SELECT run_id FROM sessions WHERE id = ?", [session.key]
+            ).fetchone()[0]
+            at = max(session.started, alive.get(run_id, last_alive))
+            self._append(self._session_end(session, at, CRASH_REASON) | {"run_id": run_id})
+            closed += 1
+        for stream in list(self._projector.shows):
+            self._append({"at": last_alive, "kind": p.STREAM_ENDED, "stream": stream})
+        for run_id, at in crashed:
+            self._append({"at": at, "kind": p.RUN_ENDED_UNEXPECTEDLY, "run_id": run_id})
+            self._db["runs"].update(run_id, {"stopped": at})
+        if closed:
             log.warning(
                 "history: closed %d session(s) left open by a server that did not stop cleanly",
-                cursor.rowcount,
+                closed,
             )
-        return cursor.rowcount
+        return closed
+
+    def _session_end(self, session: p.OpenSession, at: float, reason: str) -> Row:
+        if session.kind == "view":
+            kind = p.VIEWER_LEFT
+        else:
+            kind = p.PUBLISH_ENDED if session.stream == session.base else p.VARIANT_STOPPED
+        return {
+            "at": at,
+            "kind": kind,
+            "stream": session.stream,
+            "protocol": session.protocol,
+            "session": session.key,
+            "bytes": session.bytes,
+            "reason": reason,
+        }
 
     # Writing.
 
@@ -160,17 +228,17 @@ class EventLog:
             log.error("history: cannot write to %s: %s; will retry", self.path, exc)
 
     def close(self) -> None:
-        """Write what is queued and mark this run as stopped cleanly."""
+        """Write what is queued, end what is still open, and mark this run as stopped cleanly."""
         now = time.time()
         with self._lock:
             try:
                 self._write_locked(self._pending, now)
                 with self._db.atomic():
-                    self._db.execute(
-                        "UPDATE sessions SET ended = ?, end_reason = 'server stopped' "
-                        "WHERE ended IS NULL AND run_id = ?",
-                        [now, self.run_id],
-                    )
+                    for session in list(self._projector.sessions.values()):
+                        self._append(self._session_end(session, now, STOP_REASON))
+                    for stream in list(self._projector.shows):
+                        self._append({"at": now, "kind": p.STREAM_ENDED, "stream": stream})
+                    self._append({"at": now, "kind": p.RUN_ENDED})
                     self._db["runs"].update(self.run_id, {"alive": now, "stopped": now})
             except sqlite3.Error as exc:
                 log.error("history: cannot write to %s at shutdown: %s", self.path, exc)
@@ -183,190 +251,154 @@ class EventLog:
             self._write_locked(batch, time.time())
 
     def _write_locked(self, batch: Iterable[Event], now: float) -> None:
-        """Write a batch in one transaction; open sessions are remembered only once it commits.
+        """Append a batch in one transaction, or leave the log and projections as they were.
 
-        A batch that fails is written again whole, so the sessions it opened
-        and closed must still be found as they were before it.
+        A batch that fails is written again whole, so the projector's open
+        sessions are read back from the rolled-back tables.
         """
-        open_publish, open_views = dict(self._open_publish), dict(self._open_views)
-        with self._db.atomic():
-            for event in batch:
-                self._apply(event, open_publish, open_views)
-            self._db["runs"].update(self.run_id, {"alive": now})
-        self._open_publish, self._open_views = open_publish, open_views
+        early_leaves = dict(self._projector.early_leaves)
+        try:
+            with self._db.atomic():
+                for event in batch:
+                    row = self._row(event)
+                    if row is not None:
+                        self._append(row)
+                self._db["runs"].update(self.run_id, {"alive": now})
+        except sqlite3.Error:
+            self._projector = p.Projector.load(self._db)
+            self._projector.early_leaves = early_leaves
+            raise
 
-    def _apply(
-        self, event: Event, open_publish: dict[str, str], open_views: dict[int, str]
-    ) -> None:
-        sessions = self._db["sessions"]
+    def _append(self, row: Row) -> None:
+        event = {
+            "run_id": self.run_id,
+            "stream": "",
+            "protocol": "",
+            "peer": "",
+            "session": None,
+            "viewer": None,
+            "bytes": 0,
+            "reason": "",
+            "detail": "{}",
+        } | row
+        event["id"] = self._db["events"].insert(event).last_pk
+        self._projector.apply(event)
+
+    def _row(self, event: Event) -> Row | None:
+        """The log's row for a broker event."""
+        common = {"at": event.at, "stream": event.stream_id}
         match event:
             case PublishStarted():
-                open_publish[event.stream_id] = self._open_session("publish", event)
-            case ViewerJoined():
-                open_views[event.viewer_id] = self._open_session("view", event)
+                self._publishes += 1
+                variant = "@" in event.stream_id
+                return common | {
+                    "kind": p.VARIANT_STARTED if variant else p.PUBLISH_STARTED,
+                    "protocol": event.protocol,
+                    "peer": event.peer,
+                    "session": f"{self.run_id}.p{self._publishes}",
+                }
             case PublishStopped():
-                key = open_publish.pop(event.stream_id, None)
-                if key is not None:
-                    sessions.update(
-                        key, {"ended": event.at, "bytes": event.bytes, "end_reason": event.reason}
-                    )
+                session = self._projector.open_publish(event.stream_id)
+                variant = "@" in event.stream_id
+                return common | {
+                    "kind": p.VARIANT_STOPPED if variant else p.PUBLISH_ENDED,
+                    "protocol": event.protocol,
+                    "peer": event.peer,
+                    "session": session.key if session else None,
+                    "bytes": event.bytes,
+                    "reason": event.reason,
+                }
+            case ViewerJoined():
+                return common | {
+                    "kind": p.VIEWER_JOINED,
+                    "protocol": event.protocol,
+                    "peer": event.peer,
+                    "session": f"{self.run_id}.{event.viewer_id}",
+                    "viewer": self._anonymised(event.peer),
+                }
             case ViewerLeft():
-                key = open_views.pop(event.viewer_id, None)
-                if key is not None:
-                    sessions.update(
-                        key, {"ended": event.at, "bytes": event.bytes, "end_reason": event.reason}
-                    )
+                return common | {
+                    "kind": p.VIEWER_LEFT,
+                    "protocol": event.protocol,
+                    "peer": event.peer,
+                    "session": f"{self.run_id}.{event.viewer_id}",
+                    "bytes": event.bytes,
+                    "reason": event.reason,
+                }
+            case BytesCheckpoint():
+                if event.viewer_id is None:
+                    session = self._projector.open_publish(event.stream_id)
+                    if session is None:
+                        return None
+                    key = session.key
+                else:
+                    key = f"{self.run_id}.{event.viewer_id}"
+                return common | {"kind": p.BYTES, "session": key, "bytes": event.bytes}
+            case StreamClosed():
+                return common | {"kind": p.STREAM_ENDED}
             case Forwarding():
-                self._db["events"].insert(
-                    {
-                        "at": event.at,
-                        "kind": f"forward {event.kind}",
-                        "stream": event.stream_id,
-                        "protocol": "forward",
-                        "peer": event.target,
-                        "reason": event.reason,
-                        "detail": json.dumps({"bytes": event.bytes}),
-                    }
-                )
+                return common | {
+                    "kind": p.FORWARD_PREFIX + event.kind,
+                    "protocol": "forward",
+                    "peer": event.target,
+                    "reason": event.reason,
+                    "bytes": event.bytes,
+                    "detail": json.dumps({"bytes": event.bytes}),
+                }
             case Rejected():
-                self._db["events"].insert(
-                    {
-                        "at": event.at,
-                        "kind": "rejected",
-                        "stream": event.stream_id,
-                        "protocol": event.protocol,
-                        "peer": event.peer,
-                        "reason": event.reason,
-                        "detail": json.dumps(event.detail),
-                    }
-                )
+                return common | {
+                    "kind": p.REJECTED,
+                    "protocol": event.protocol,
+                    "peer": event.peer,
+                    "reason": event.reason,
+                    "detail": json.dumps(event.detail),
+                }
+        return _other_row(event)
 
-    def _open_session(self, kind: str, event: PublishStarted | ViewerJoined) -> str:
-        key = uuid.uuid4().hex
-        self._db["sessions"].insert(
-            {
-                "id": key,
-                "run_id": self.run_id,
-                "kind": kind,
-                "stream": event.stream_id,
-                "protocol": event.protocol,
-                "peer": event.peer,
-                "started": event.at,
-            }
-        )
-        return key
+    def _anonymised(self, peer: str) -> str:
+        digest = hmac.new(self._salt, peer_host(peer).encode(), hashlib.sha256)
+        return digest.hexdigest()[:16]
 
     # Reading.
 
-    async def query(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a read after writing what is queued, so answers include the latest events."""
+    async def query(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a read of the database after writing what is queued, so answers are current.
+
+        `function` gets the database first, like the functions of `ghostream.broker.queries`.
+        """
         await self.flush()
-        return await trio.to_thread.run_sync(self._read, function, *args)
+        return await trio.to_thread.run_sync(self._read, function, args, kwargs)
 
-    def _read(self, function: Callable[..., T], *args: Any) -> T:
+    def _read(self, function: Callable[..., T], args: tuple, kwargs: dict) -> T:
         with self._lock:
-            return function(*args)
-
-    def sessions(
-        self, *, stream: str | None = None, since: float | None = None, limit: int = 1000
-    ) -> list[dict[str, Any]]:
-        return read_sessions(self._db, stream=stream, since=since, limit=limit)
-
-    def events(self, *, stream: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        where, args = ("WHERE stream = ?", [stream]) if stream else ("", [])
-        rows = self._db.execute(
-            f"SELECT at, kind, stream, protocol, peer, reason, detail FROM events {where} "
-            "ORDER BY at DESC LIMIT ?",
-            [*args, limit],
-        )
-        return [_row(rows, row) for row in rows.fetchall()]
-
-    def stream_stats(self, stream: str) -> StreamStats:
-        return project_stats(self._db, stream, self.run_id)
+            return function(self._db, *args, **kwargs)
 
 
-def read_sessions(
-    db: sqlite_utils.Database,
-    *,
-    stream: str | None = None,
-    since: float | None = None,
-    limit: int = 1000,
-) -> list[dict[str, Any]]:
-    """Sessions, newest first; a stream filter includes its quality variants (`id@…`)."""
-    clauses, args = [], []
-    if stream:
-        clauses.append("(stream = ? OR stream LIKE ? ESCAPE '\\')")
-        args += [stream, _like_prefix(stream) + "@%"]
-    if since is not None:
-        clauses.append("(ended IS NULL OR ended >= ?)")
-        args.append(since)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    cursor = db.execute(
-        "SELECT kind, stream, protocol, peer, started, ended, bytes, end_reason FROM sessions "
-        f"{where} ORDER BY started DESC LIMIT ?",
-        [*args, limit],
-    )
-    return [_row(cursor, row) for row in cursor.fetchall()]
+def _other_row(event: Event) -> Row:
+    """An event without columns of its own (a stream fault...): kind from its class, detail."""
+    fields = dataclasses.asdict(event)  # type: ignore[call-overload]
+    kind = re.sub(r"(?<!^)(?=[A-Z])", " ", type(event).__name__).lower()
+    row = {"at": fields.pop("at"), "kind": kind, "stream": fields.pop("stream_id", "")}
+    row["reason"] = str(fields.pop("reason", ""))
+    row["detail"] = json.dumps(fields, default=str)
+    return row
 
 
-def project_stats(db: sqlite_utils.Database, stream: str, run_id: int) -> StreamStats:
-    """Viewer counts and totals of a stream (and its variants), computed from its sessions."""
-    pattern = _like_prefix(stream) + "@%"
-    cursor = db.execute(
-        "SELECT kind, run_id, started, ended, bytes FROM sessions "
-        "WHERE stream = ? OR stream LIKE ? ESCAPE '\\'",
-        [stream, pattern],
-    )
-    now = time.time()
-    current = total_views = publishes = 0
-    watch = 0.0
-    bytes_in = bytes_out = 0
-    last_publish: float | None = None
-    changes: list[tuple[float, int]] = []
-    for kind, run, started, ended, size in cursor.fetchall():
-        if kind == "publish":
-            publishes += 1
-            bytes_in += size
-            last_publish = max(last_publish or started, started)
-            continue
-        total_views += 1
-        bytes_out += size
-        watch += (ended if ended is not None else now) - started
-        if ended is None and run == run_id:
-            current += 1
-        changes.append((started, 1))
-        if ended is not None:
-            changes.append((ended, -1))
-    peak = level = 0
-    # Leaves sort before joins at the same instant, so a hand-over is not a peak.
-    for _, delta in sorted(changes):
-        level += delta
-        peak = max(peak, level)
-    return StreamStats(
-        stream=stream,
-        current_viewers=current,
-        peak_viewers=peak,
-        total_views=total_views,
-        watch_seconds=round(watch, 3),
-        publish_sessions=publishes,
-        bytes_in=bytes_in,
-        bytes_out=bytes_out,
-        last_publish=last_publish,
-    )
+def _meta(db: sqlite_utils.Database, key: str) -> str | None:
+    if "meta" not in db.table_names():
+        return None
+    found = db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    return found[0] if found else None
+
+
+def _viewer_salt(db: sqlite_utils.Database) -> bytes:
+    salt = _meta(db, "viewer_salt")
+    if salt is None:
+        salt = secrets.token_hex(16)
+        db.execute("INSERT INTO meta VALUES ('viewer_salt', ?)", [salt])
+    return bytes.fromhex(salt)
 
 
 def open_for_reading(path: Path) -> sqlite_utils.Database:
     """The database as `ghostream history` reads it, next to a running server."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no history yet (the server creates it at start)")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    return sqlite_utils.Database(conn)
-
-
-def _like_prefix(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _row(cursor: sqlite3.Cursor, row: tuple) -> dict[str, Any]:
-    return dict(zip((column[0] for column in cursor.description), row, strict=True))
+    return open_database(path, read_only=True)

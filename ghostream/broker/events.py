@@ -65,4 +65,35 @@ class Forwarding:
     bytes: int = 0
 
 
-Event = PublishStarted | PublishStopped | ViewerJoined | ViewerLeft | Rejected | Forwarding
+@dataclass(frozen=True, slots=True)
+class StreamClosed:
+    """A stream's publisher did not return within the grace period: its show is over."""
+
+    stream_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BytesCheckpoint:
+    """Bytes a session moved so far (`viewer_id` None: the publisher), sent periodically.
+
+    The history keeps running totals truthful during a long session, and
+    after a crash the last checkpoint is what the session is known to have moved.
+    """
+
+    stream_id: str
+    viewer_id: int | None
+    at: float
+    bytes: int
+
+
+Event = (
+    PublishStarted
+    | PublishStopped
+    | ViewerJoined
+    | ViewerLeft
+    | Rejected
+    | Forwarding
+    | StreamClosed
+    | BytesCheckpoint
+)

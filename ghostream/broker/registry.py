@@ -19,10 +19,12 @@ from dataclasses import dataclass
 import trio
 
 from ghostream.broker.events import (
+    BytesCheckpoint,
     Event,
     PublishStarted,
     PublishStopped,
     Rejected,
+    StreamClosed,
     ViewerJoined,
     ViewerLeft,
 )
@@ -46,13 +48,22 @@ class StreamNotFound(Exception):
 
 
 _viewer_ids = itertools.count(1)
+# How often open sessions' byte counts go to the history.
+CHECKPOINT_INTERVAL = 60.0
 
 
 @dataclass(slots=True)
 class Viewer:
     id: int
+    stream_id: str
+    protocol: str
     bytes_sent: int = 0
     left_because: str | None = None
+    # Bytes sent so far while the session runs, when the output counts them live.
+    counter: Callable[[], int] | None = None
+
+    def sent(self) -> int:
+        return self.counter() if self.counter is not None else self.bytes_sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +77,25 @@ class StreamSummary:
 
 
 class Broker:
-    def __init__(self, *, reconnect_grace: float = 10.0, ring_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        reconnect_grace: float = 10.0,
+        ring_bytes: int | None = None,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
+    ) -> None:
         self.reconnect_grace = reconnect_grace
         self.ring_bytes = ring_bytes
+        self.checkpoint_interval = checkpoint_interval
         self.on_event: list[Callable[[Event], None]] = []
         # Asked for a stream that is not live; one may start it (a quality variant).
         self.providers: list[Callable[[str], Awaitable[bool]]] = []
         self._streams: dict[str, Stream] = {}
         self._deadlines: dict[str, float] = {}
         self._changed = trio.Event()
+        # Open sessions, for byte checkpoints and the dashboard's live counts.
+        self._publishers: dict[str, tuple[Stream, int]] = {}
+        self._viewers: dict[int, tuple[Viewer, Stream]] = {}
 
     def emit(self, event: Event) -> None:
         for listener in self.on_event:
@@ -104,6 +125,7 @@ class Broker:
             self._deadlines.pop(stream_id, None)
         started = time.time()
         bytes_before = stream.bytes_in
+        self._publishers[stream_id] = (stream, bytes_before)
         self.emit(PublishStarted(stream_id, peer, protocol, started))
         reason = "publisher disconnected"
         try:
@@ -112,6 +134,7 @@ class Broker:
             reason = f"error: {exc}" if isinstance(exc, Exception) else "server stopping"
             raise
         finally:
+            self._publishers.pop(stream_id, None)
             stream.publisher_left()
             self._deadlines[stream_id] = trio.current_time() + self.reconnect_grace
             self._changed.set()
@@ -122,27 +145,40 @@ class Broker:
             )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """End streams whose publisher did not return within the grace period."""
+        """End streams whose publisher did not return within the grace period; checkpoint bytes."""
         task_status.started()
+        checkpoint = trio.current_time() + self.checkpoint_interval
         try:
             while True:
                 self._changed = trio.Event()
-                deadline = min(self._deadlines.values(), default=float("inf"))
-                with trio.move_on_at(deadline):
+                deadline = min(self._deadlines.values(), default=checkpoint)
+                with trio.move_on_at(min(deadline, checkpoint)):
                     await self._changed.wait()
                 now = trio.current_time()
                 for stream_id, when in list(self._deadlines.items()):
                     if when <= now:
                         self._end(stream_id)
+                if now >= checkpoint:
+                    self.checkpoint()
+                    checkpoint = now + self.checkpoint_interval
         finally:
             for stream_id in list(self._streams):
                 self._end(stream_id)
+
+    def checkpoint(self) -> None:
+        """Emit the bytes every open session has moved so far."""
+        now = time.time()
+        for stream_id, (stream, bytes_before) in self._publishers.items():
+            self.emit(BytesCheckpoint(stream_id, None, now, stream.bytes_in - bytes_before))
+        for viewer, _ in self._viewers.values():
+            self.emit(BytesCheckpoint(viewer.stream_id, viewer.id, now, viewer.sent()))
 
     def _end(self, stream_id: str) -> None:
         self._deadlines.pop(stream_id, None)
         stream = self._streams.pop(stream_id, None)
         if stream is not None:
             stream.end()
+            self.emit(StreamClosed(stream_id, time.time()))
 
     # Watching.
 
@@ -172,12 +208,7 @@ class Broker:
         Outputs that read frames rather than TS bytes (WebRTC) attend directly;
         `watch` attends and also hands out a TS cursor.
         """
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            raise StreamNotFound(stream_id)
-        viewer = Viewer(next(_viewer_ids))
-        stream.viewers += 1
-        self.emit(ViewerJoined(stream_id, viewer.id, peer, protocol, time.time()))
+        viewer = self.join(stream_id, peer, protocol)
         reason = "viewer left"
         try:
             yield viewer
@@ -188,18 +219,43 @@ class Broker:
             reason = f"error: {exc}" if isinstance(exc, Exception) else "server stopping"
             raise
         finally:
-            stream.viewers -= 1
-            self.emit(
-                ViewerLeft(
-                    stream_id,
-                    viewer.id,
-                    peer,
-                    protocol,
-                    time.time(),
-                    viewer.bytes_sent,
-                    viewer.left_because or reason,
-                )
+            self.leave(viewer, peer, viewer.left_because or reason)
+
+    def join(self, stream_id: str, peer: str, protocol: str) -> Viewer:
+        """Count a viewer of a live stream until `leave`: for outputs without a task per viewer."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise StreamNotFound(stream_id)
+        viewer = Viewer(next(_viewer_ids), stream_id, protocol)
+        stream.viewers += 1
+        self._viewers[viewer.id] = (viewer, stream)
+        self.emit(ViewerJoined(stream_id, viewer.id, peer, protocol, time.time()))
+        return viewer
+
+    def leave(self, viewer: Viewer, peer: str, reason: str) -> None:
+        entry = self._viewers.pop(viewer.id, None)
+        if entry is None:
+            return
+        entry[1].viewers -= 1
+        self.emit(
+            ViewerLeft(
+                viewer.stream_id,
+                viewer.id,
+                peer,
+                viewer.protocol,
+                time.time(),
+                viewer.sent(),
+                reason,
             )
+        )
+
+    def audience(self) -> dict[str, dict[str, int]]:
+        """Live viewers per stream id (variants apart) and protocol."""
+        counts: dict[str, dict[str, int]] = {}
+        for viewer, _ in self._viewers.values():
+            by_protocol = counts.setdefault(viewer.stream_id, {})
+            by_protocol[viewer.protocol] = by_protocol.get(viewer.protocol, 0) + 1
+        return counts
 
     @contextmanager
     def watch(
@@ -214,11 +270,11 @@ class Broker:
             stream = self._streams[stream_id]
             subscription = stream.subscribe(max_lag_bytes=max_lag_bytes)
             subscription.id = viewer.id
+            viewer.counter = lambda: subscription.bytes_sent
             try:
                 yield subscription
             finally:
                 subscription.close()
-                viewer.bytes_sent = subscription.bytes_sent
                 viewer.left_because = subscription.dropped
 
     def summaries(self) -> list[StreamSummary]:

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ghostream.broker import queries
 from ghostream.broker.registry import StreamSummary
 from ghostream.context import ServerContext
 from ghostream.http.pages import page_routes
@@ -156,9 +157,9 @@ def create_app(context: ServerContext) -> Starlette:
         body: dict = {"id": stream_id, "live": _summary(live) if live else None}
         history = context.history
         if history is not None:
-            stats = await history.query(history.stream_stats, stream_id)
-            sessions = await history.query(lambda: history.sessions(stream=stream_id, limit=50))
-            events = await history.query(lambda: history.events(stream=stream_id, limit=50))
+            stats = await history.query(queries.stream_stats, stream_id)
+            sessions = await history.query(queries.read_sessions, stream=stream_id, limit=50)
+            events = await history.query(queries.events, stream=stream_id, limit=50)
             body |= {"stats": stats.as_dict(), "sessions": sessions, "events": events}
         elif live is None:
             return _not_found()

@@ -9,7 +9,13 @@ import pytest
 import trio
 from harness.programs import require
 
-from ghostream.broker.events import PublishStarted, PublishStopped, ViewerJoined, ViewerLeft
+from ghostream.broker.events import (
+    PublishStarted,
+    PublishStopped,
+    StreamClosed,
+    ViewerJoined,
+    ViewerLeft,
+)
 from ghostream.broker.registry import Broker, StreamBusy, StreamNotFound
 from ghostream.broker.stream import Stream, StreamEnded, StreamState
 from ghostream.media.ts import PACKET_SIZE, TsInspector
@@ -205,6 +211,7 @@ async def test_viewers_wait_for_a_returning_publisher_within_the_grace(
         ViewerJoined,
         PublishStarted,
         PublishStopped,
+        StreamClosed,
         ViewerLeft,
     ]
     assert events[1].bytes == len(data)

@@ -9,6 +9,7 @@ from pathlib import Path
 import sqlite_utils
 import trio
 
+from ghostream.broker import queries
 from ghostream.broker.eventlog import EventLog, apply_migrations
 from ghostream.broker.events import ViewerJoined, ViewerLeft
 
@@ -61,7 +62,7 @@ async def test_joins_and_leaves_from_many_tasks_leave_no_session_open(tmp_path: 
 
     async def viewer(number: int) -> None:
         log.record(ViewerJoined("demo", number, "127.0.0.1:5000", "webrtc", time.time()))
-        await log.query(log.stream_stats, "demo")
+        await log.query(queries.stream_stats, "demo")
         log.record(ViewerLeft("demo", number, "127.0.0.1:5000", "webrtc", time.time(), 0, "left"))
         await log.flush()
 

@@ -131,6 +131,9 @@ class WebRtcOutput:
                     pc, video, audio, answer = await self._negotiate(
                         session, offer_sdp, kinds, tracks
                     )
+                    viewer.counter = lambda: (
+                        (video.sent if video else 0) + (audio.sent if audio else 0)
+                    )
                     try:
                         self.sessions[session.id] = session
                         served = True
@@ -149,9 +152,6 @@ class WebRtcOutput:
                             session.reason = "internal error"
                     finally:
                         self.sessions.pop(session.id, None)
-                        viewer.bytes_sent = (video.sent if video else 0) + (
-                            audio.sent if audio else 0
-                        )
                         viewer.left_because = session.reason
                         await _close(pc)
         except StreamNotFound as exc:
