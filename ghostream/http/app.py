@@ -28,6 +28,7 @@ from ghostream.context import ServerContext
 from ghostream.http.pages import page_routes
 from ghostream.http.serving import serve_asgi
 from ghostream.outputs.llhls import HlsAnswer
+from ghostream.outputs.llhls.audience import client_key
 
 # Characters of a stream id in a URL; anything else is a 404 like any unknown page.
 STREAM_PATH = "{stream_id:str}"
@@ -35,10 +36,12 @@ STREAM_ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@_-.")
 # A browser page polls the counter every 20 s; one not seen for this long has left.
 PAGE_VIEWER_TTL = 40.0
 MAX_PAGE_VIEWERS = 100_000
+# The player page names itself in its LL-HLS requests, so it is counted once.
+PAGE_VIEWER_HEADER = "x-ghostream-viewer"
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-    "Access-Control-Allow-Headers": "Range",
+    "Access-Control-Allow-Headers": "Range, X-Ghostream-Viewer",
     "Access-Control-Max-Age": "86400",
 }
 
@@ -108,6 +111,15 @@ def _summary(summary: StreamSummary) -> dict:
     }
 
 
+def _hls_client(request: Request) -> tuple[str, str]:
+    """Who fetches LL-HLS media (a viewer while it does) and from where."""
+    host, port = request.client if request.client else ("?", 0)
+    page = request.headers.get(PAGE_VIEWER_HEADER, "")
+    client = client_key(host, request.headers.get("user-agent", ""), page)
+    peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return client, peer
+
+
 def _not_found() -> JSONResponse:
     return JSONResponse({"error": "not found"}, status_code=404)
 
@@ -143,6 +155,7 @@ def create_app(context: ServerContext) -> Starlette:
         if uid:
             pages.saw(uid[:64], stream_id)
         sessions = context.webrtc.page_uids() if context.webrtc else set()
+        sessions |= context.hls.audience.page_ids()
         count = live_viewers(stream_id) + pages.count(stream_id, sessions)
         return JSONResponse({"ConnectedViewers": count})
 
@@ -192,7 +205,9 @@ def create_app(context: ServerContext) -> Starlette:
         hls_route("media.m3u8", lambda s, request: hls.media_playlist(s, request.query_params)),
         hls_route(
             "{name:hlsmedia}",
-            lambda stream_id, request: hls.media_file(stream_id, request.path_params["name"]),
+            lambda stream_id, request: hls.media_file(
+                stream_id, request.path_params["name"], *_hls_client(request)
+            ),
         ),
     ]
     if context.webrtc is not None:

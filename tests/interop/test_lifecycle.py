@@ -7,7 +7,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from datetime import datetime
@@ -16,22 +15,11 @@ from pathlib import Path
 import bcrypt
 import pytest
 import trio
+from harness.cli import ghostream
 from harness.server_process import free_port, make_config, start_server
 
 from ghostream.broker.eventlog import CRASH_REASON, EventLog
 from ghostream.broker.events import ViewerJoined, ViewerLeft
-
-
-def ghostream(*args: str, stdin: str = "", env: dict | None = None, home: Path | None = None):
-    environment = {"PATH": "/usr/bin:/bin", "HOME": str(home or Path.cwd())} | (env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "ghostream", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=environment,
-    )
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

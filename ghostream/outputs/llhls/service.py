@@ -29,6 +29,7 @@ from ghostream import monitoring
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
+from ghostream.outputs.llhls.audience import HlsAudience
 from ghostream.outputs.llhls.playlist import (
     Variant,
     media_playlist,
@@ -145,6 +146,13 @@ class LlHls(TaskOwner):
         # Quality variants that can be made on request (`ID@<name>`), for players that adapt.
         self.variant_names = list(variant_names)
         self._packagers: dict[str, Packager] = {}
+        self.audience = HlsAudience(broker)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.audience.run)
+            await nursery.start(super().run)
+            task_status.started()
 
     async def _packager(self, stream_id: str) -> Packager | None:
         """The stream's running packager, started if needed; None when it is not live."""
@@ -218,7 +226,10 @@ class LlHls(TaskOwner):
             return _error(503, f"_HLS_msn={msn} _HLS_part={part} did not come in {timeout:.0f} s")
         return HlsAnswer(200, packager.playlist(skip=skip), PLAYLIST_TYPE, BLOCKING_CACHE)
 
-    async def media_file(self, stream_id: str, name: str) -> HlsAnswer:
+    async def media_file(
+        self, stream_id: str, name: str, client: str = "", peer: str = ""
+    ) -> HlsAnswer:
+        """A part, segment or init; a `client` fetching parts or segments counts as a viewer."""
         wanted = parse_name(name)
         packager = await self._packager(stream_id)
         if packager is None:
@@ -246,6 +257,8 @@ class LlHls(TaskOwner):
                 monitoring.HLS_PART_REQUESTS.labels(stream_id).inc()
         if data is None:
             return _error(404, "no such part, segment or init (gone from the window?)")
+        if client and wanted.kind != "init":
+            self.audience.saw(stream_id, client, peer, len(data))
         log.debug("%s: served %s", stream_id, name)
         return HlsAnswer(200, data, content_type, IMMUTABLE)
 

@@ -128,7 +128,12 @@ async function startHls(message) {
   if (!probe || probe.status === 404) return retryLater("The stream is offline; waiting for it to start…");
   say(message || "Connecting over LL-HLS…");
   if (window.Hls && Hls.isSupported()) {
-    const hls = new Hls({lowLatencyMode: true, backBufferLength: 10});
+    const hls = new Hls({
+      lowLatencyMode: true,
+      backBufferLength: 10,
+      // The server counts this page once, not once as a page and once as an LL-HLS client.
+      xhrSetup: (xhr) => xhr.setRequestHeader("X-Ghostream-Viewer", uid),
+    });
     player.hls = hls;
     hls.on(Hls.Events.FRAG_BUFFERED, () => {
       if (generation === player.generation && player.mode !== "hls") playing("hls");
