@@ -86,7 +86,8 @@ def simulated_show(viewers: int, hours: float, start: float) -> list:
         at += CHECKPOINT
     timeline.sort(key=lambda item: (item[0], item[1]))
     events += [event for _, _, event in timeline]
-    events.append(PublishStopped("show", "203.0.113.1:4000", "srt", end, 0, "publisher left"))
+    sent = int((end - start) * BYTES_PER_SECOND)
+    events.append(PublishStopped("show", "203.0.113.1:4000", "srt", end, sent, "publisher left"))
     events.append(StreamClosed("show", end + 10))
     return events
 

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=HISTORY_VIEWS,
         default="sessions",
         help="sessions (the default): one line per publish or view; shows: one line per show "
-        "(a publish with its reconnects): start, duration, peak and unique viewers, watch time; "
+        "(a publish with its reconnects): start, duration (* while live), peak and unique "
+        "viewers, watch time; "
         "rebuild: make sessions, totals and shows again from the event log",
     )
     history.add_argument("--stream", metavar="ID", help="only this stream (and its variants)")

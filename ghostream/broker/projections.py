@@ -230,15 +230,17 @@ class Projector:
                 self.early_leaves[key] = event
             return
         at = max(at, session.started)
+        # A session's total never goes below what a checkpoint already counted.
+        total = max(event["bytes"], session.bytes)
         self._count(session, -1)
         self._execute(
             "UPDATE sessions SET ended = ?, bytes = ?, end_reason = ? WHERE id = ?",
             at,
-            event["bytes"],
+            total,
             event["reason"],
             key,
         )
-        self._add_bytes(session, event["bytes"])
+        self._add_bytes(session, total)
         if session.kind == "view":
             watched = at - session.started
             self._execute(
