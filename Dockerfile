@@ -28,6 +28,7 @@ RUN --mount=type=secret,id=cacert \
 COPY setup.py README.md ./
 COPY ghostream ghostream
 COPY --from=player /app/ghostream/web/node_modules/hls.js ghostream/web/node_modules/hls.js
+COPY --from=player /app/ghostream/web/node_modules/uplot ghostream/web/node_modules/uplot
 # The wheel, not the source tree: the image runs what `pip install` gives users.
 RUN --mount=type=secret,id=cacert \
     if [ -f /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \

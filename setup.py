@@ -1,7 +1,7 @@
-"""Build hook: the wheel and the sdist carry the player's npm assets, or the build stops.
+"""Build hook: the wheel and the sdist carry the pages' npm assets, or the build stops.
 
 Everything else is declared in pyproject.toml. hls.js (the player's LL-HLS
-fallback) comes from npm, not from this repository: before building, it is
+fallback) and uPlot (the dashboard's charts) come from npm, not from this repository: before building, it is
 installed with `npm ci` from ghostream/web/package-lock.json when missing, and
 the build fails with a message saying so when npm is not there either, rather
 than ship a player without its fallback. Editable installs read the checkout,
@@ -18,7 +18,11 @@ from setuptools.command.build_py import build_py
 from setuptools.command.sdist import sdist
 
 WEB = Path(__file__).resolve().parent / "ghostream" / "web"
-NPM_ASSETS = [WEB / "node_modules" / "hls.js" / "dist" / "hls.min.js"]
+NPM_ASSETS = [
+    WEB / "node_modules" / "hls.js" / "dist" / "hls.min.js",
+    WEB / "node_modules" / "uplot" / "dist" / "uPlot.iife.min.js",
+    WEB / "node_modules" / "uplot" / "dist" / "uPlot.min.css",
+]
 
 
 def missing_assets() -> list[Path]:

@@ -14,8 +14,15 @@ from pathlib import Path
 
 PACKAGE = files("ghostream")
 MIGRATIONS = PACKAGE / "migrations"
-# The one npm asset shipped: the player's LL-HLS fallback (see ghostream/web/package.json).
-HLS_JS = PACKAGE.joinpath("web", "node_modules", "hls.js", "dist", "hls.min.js")
+NODE_MODULES = PACKAGE.joinpath("web", "node_modules")
+# The npm assets shipped (see ghostream/web/package.json), served at /static/vendor/NAME:
+# the player's LL-HLS fallback and the dashboard's charts.
+HLS_JS = NODE_MODULES.joinpath("hls.js", "dist", "hls.min.js")
+VENDOR = {
+    "hls.min.js": HLS_JS,
+    "uPlot.iife.min.js": NODE_MODULES.joinpath("uplot", "dist", "uPlot.iife.min.js"),
+    "uPlot.min.css": NODE_MODULES.joinpath("uplot", "dist", "uPlot.min.css"),
+}
 
 
 def on_disk(resource: Traversable) -> Path:

@@ -143,14 +143,17 @@ def viewer_series(
     ended: float | None,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """Concurrent viewers per minute by protocol from `started` to `ended` (or now).
+    """Concurrent viewers by protocol: the most in each minute from `started` to `ended` (or now).
 
-    A minute without a change keeps the count the last change left.
+    A minute without a change keeps the count the last change left; the
+    last point, at the end, is how many were left then (watching now, for a
+    live show).
     """
     now = time.time() if now is None else now
     base = base_stream(stream)
+    end = ended if ended is not None else now
     first = int(started // MINUTE)
-    last = int((ended if ended is not None else now) // MINUTE)
+    last = int(end // MINUTE)
     first = max(first, last - MAX_CHART_MINUTES + 1)
     minutes = list(range(first, last + 1))
     series: dict[str, list[int]] = {}
@@ -179,9 +182,11 @@ def viewer_series(
             else:
                 values.append(change[0])
                 level = change[1]
+        values.append(level)
         if any(values):
             series[protocol] = values
-    return {"stream": base, "minutes": [minute * MINUTE for minute in minutes], "viewers": series}
+    times = [minute * MINUTE for minute in minutes] + [round(end, 3)]
+    return {"stream": base, "times": times, "viewers": series}
 
 
 def recent_refusals(db: sqlite_utils.Database, limit: int = 20) -> list[dict[str, Any]]:

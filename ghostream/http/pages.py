@@ -4,7 +4,7 @@ Every `web.*` setting ends up here: the site name, hostname, favicon, extra
 stylesheet, poster, counter period and side widget are rendered into the
 templates of `ghostream/web/templates`; `oneStreamPerDomain` and `mapDomainToStream`
 choose the stream from the request's host, as the original server did.
-hls.js comes from npm, shipped in the package (see `ghostream.resources`).
+hls.js and uPlot come from npm, shipped in the package (see `ghostream.resources`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from starlette.templating import Jinja2Templates
 
 from ghostream import monitoring
 from ghostream.context import ServerContext
-from ghostream.resources import HLS_JS, PACKAGE, on_disk
+from ghostream.resources import PACKAGE, VENDOR, on_disk
 
 WEB = on_disk(PACKAGE / "web")
 
@@ -106,18 +106,23 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
             return PlainTextResponse("Not Found\n", status_code=404)
         return player(request, stream_id, False)
 
-    async def hls_js(request: Request) -> Response:
-        if not HLS_JS.is_file():
+    async def vendor(request: Request) -> Response:
+        name = request.path_params["name"]
+        asset = VENDOR.get(name)
+        if asset is None:
+            return PlainTextResponse("Not Found\n", status_code=404)
+        if not asset.is_file():
             return PlainTextResponse(
-                "hls.js is not installed: run scripts/run (npm install --prefix ghostream/web)\n",
+                f"{name} is not installed: run scripts/run (npm install --prefix ghostream/web)\n",
                 status_code=404,
             )
-        return FileResponse(on_disk(HLS_JS), media_type="text/javascript")
+        kind = "text/css" if name.endswith(".css") else "text/javascript"
+        return FileResponse(on_disk(asset), media_type=kind)
 
     return [
         Route("/", root),
         Route("/about", about),
-        Route("/static/vendor/hls.min.js", hls_js),
+        Route("/static/vendor/{name:str}", vendor),
         Mount("/static", StaticFiles(directory=str(WEB / "static")), name="static"),
         Route("/{stream_id:str}", stream_page),
     ]

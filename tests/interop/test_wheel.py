@@ -29,7 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "ghostream"
 WEB = PACKAGE / "web"
 # The npm assets the server serves; nothing else of node_modules is shipped.
-NPM_ASSETS = ["hls.js/dist/hls.min.js", "hls.js/LICENSE"]
+NPM_ASSETS = [
+    "hls.js/dist/hls.min.js",
+    "hls.js/LICENSE",
+    "uplot/dist/uPlot.iife.min.js",
+    "uplot/dist/uPlot.min.css",
+    "uplot/LICENSE",
+]
 BUILD_TIMEOUT = 180
 
 
