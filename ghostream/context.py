@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ghostream import monitoring
 from ghostream.auth import Gatekeeper, create_authenticator
+from ghostream.auth.throttle import FailureThrottle
 from ghostream.broker.eventlog import EventLog
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
@@ -41,7 +42,11 @@ class ServerContext:
         broker.on_event.append(monitoring.observe)
         history = None
         if settings.history.enabled:
-            history = EventLog.open(settings.history.database)
+            history = EventLog.open(
+                settings.history.database,
+                retention_days=settings.history.retention,
+                truncate_peers=settings.history.truncate_peers,
+            )
             broker.on_event.append(history.record)
         auth = settings.auth
         authenticator = create_authenticator(
@@ -73,7 +78,7 @@ class ServerContext:
 
             transcoder = Transcoder(settings.transcoding, broker, packets)
             broker.on_event.append(transcoder.observe)
-        gatekeeper = Gatekeeper(authenticator)
+        gatekeeper = Gatekeeper(authenticator, failure_throttle(settings))
         return cls(
             settings, broker, gatekeeper, history, packets, hls, webrtc, forwarder, transcoder
         )
@@ -81,3 +86,11 @@ class ServerContext:
     def close(self) -> None:
         if self.history is not None:
             self.history.close()
+
+
+def failure_throttle(settings: Settings) -> FailureThrottle:
+    """A throttle with the configured delays (publishers and the admin credential each get one)."""
+    return FailureThrottle(
+        base_delay=settings.auth.failure_delay / 1000,
+        max_delay=settings.auth.max_failure_delay / 1000,
+    )

@@ -377,13 +377,15 @@ async def connect(
     passphrase: str = "",
     latency: float = 0.120,
     key_length: int = 16,
+    local_host: str = "",
 ) -> AsyncIterator[SrtSocket]:
-    """Call an SRT listener; the connection lives as long as the context."""
+    """Call an SRT listener (bound to `local_host` if given) for as long as the context."""
     info = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
     family, _, _, _, address = info[0]
     udp = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
     with udp:
-        await udp.bind(("::", 0) if family == trio.socket.AF_INET6 else ("0.0.0.0", 0))
+        any_host = "::" if family == trio.socket.AF_INET6 else "0.0.0.0"
+        await udp.bind((local_host or any_host, 0))
         connection = Connection.caller(
             now=trio.current_time(),
             stream_id=streamid,
