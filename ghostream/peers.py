@@ -10,6 +10,8 @@ import ipaddress
 
 IPV4_KEPT_BITS = 24
 IPV6_KEPT_BITS = 48
+# The block one subscriber usually gets: changing the last 64 bits is no new host.
+IPV6_HOST_BITS = 64
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -41,3 +43,13 @@ def truncated_peer(peer: str) -> str:
         return "?"
     bits = IPV4_KEPT_BITS if address.version == 4 else IPV6_KEPT_BITS
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
+
+
+def source_host(peer: str) -> str:
+    """Who sent it, for limits per sender: the IPv4 address or the IPv6 /64 of a peer."""
+    address = parse_host(peer_host(peer))
+    if address is None:
+        return peer_host(peer)
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/{IPV6_HOST_BITS}", strict=False))
+    return str(address)

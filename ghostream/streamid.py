@@ -17,6 +17,9 @@ from enum import Enum
 # (web.oneStreamPerDomain).
 STREAM_ID = re.compile(r"[a-z0-9_.@-]{1,128}")
 ACCESS_CONTROL_PREFIX = "#!::"
+# Bounds on what a peer sends (the whole id is at most 512 bytes in SRT).
+MAX_FIELDS = 16
+MAX_VALUE = 256
 
 
 class Mode(Enum):
@@ -46,13 +49,20 @@ def parse_stream_id(raw: str) -> StreamRequest:
         return StreamRequest(Mode.WATCH, "")
     name, colon, password = raw.partition(":")
     if colon:
+        if len(password) > MAX_VALUE:
+            raise InvalidStreamId(f"the password is longer than {MAX_VALUE} characters")
         return _checked(StreamRequest(Mode.PUBLISH, name.lower(), password))
     return _checked(StreamRequest(Mode.WATCH, name.lower()))
 
 
 def _parse_access_control(text: str) -> StreamRequest:
     fields: dict[str, str] = {}
-    for item in text.split(","):
+    items = text.split(",")
+    if len(items) > MAX_FIELDS:
+        raise InvalidStreamId(f"the access-control id has more than {MAX_FIELDS} fields")
+    for item in items:
+        if len(item) > MAX_VALUE:
+            raise InvalidStreamId(f"an access-control field is longer than {MAX_VALUE} characters")
         key, equals, value = item.partition("=")
         if not equals:
             raise InvalidStreamId(f"access-control item {key!r} has no value")

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # Limits concurrent bcrypt/LDAP work so a flood of handshakes cannot starve the server.
 _LIMITER = trio.CapacityLimiter(4)
 # Compared against for unknown users, so that timing does not reveal which ids exist.
+BCRYPT_MAX_BYTES = 72
 _DUMMY_HASH = bcrypt.hashpw(b"unused", bcrypt.gensalt(rounds=10))
 
 
@@ -50,8 +51,10 @@ class BasicAuth:
 
     def _check(self, stream_id: str, password: str) -> AuthResult:
         hashed = self._hashes.get(stream_id)
+        # bcrypt reads 72 bytes; older bcrypt releases cut longer passwords there silently.
+        secret = password.encode()[:BCRYPT_MAX_BYTES]
         try:
-            matches = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH)
+            matches = bcrypt.checkpw(secret, hashed or _DUMMY_HASH)
         except ValueError:
             log.error("auth.basic.credentials: the hash of %r is not a bcrypt hash", stream_id)
             return AuthResult(False, "server has an invalid hash for this user")

@@ -8,30 +8,22 @@ held up, and a success clears the keys at once.  The table is bounded: the
 least recently failed keys are forgotten first, and a key quiet for
 `forget_after` starts over.
 
-A host is an IPv4 address or an IPv6 /64, the block one subscriber usually
-gets: changing the source port or the last 64 bits buys no new tries.
+A host is an IPv4 address or an IPv6 /64 (`ghostream.peers.source_host`):
+changing the source port or the last 64 bits buys no new tries.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ghostream.peers import parse_host, peer_host
-
-IPV6_HOST_BITS = 64
+from ghostream.peers import source_host
 
 
 def host_key(peer: str) -> str:
-    """The throttle key of a peer (`host:port` or a bare host): its IPv4 address or IPv6 /64."""
-    address = parse_host(peer_host(peer))
-    if address is None:
-        return f"host:{peer_host(peer)}"
-    if address.version == 6:
-        return f"host:{ipaddress.ip_network(f'{address}/{IPV6_HOST_BITS}', strict=False)}"
-    return f"host:{address}"
+    """The throttle key of a peer (`host:port` or a bare host)."""
+    return f"host:{source_host(peer)}"
 
 
 class FailureThrottle:

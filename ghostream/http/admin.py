@@ -23,6 +23,7 @@ import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ghostream.auth import BCRYPT_MAX_BYTES
 from ghostream.auth.throttle import FailureThrottle, host_key
 from ghostream.config import AdminSettings
 
@@ -92,7 +93,7 @@ def _matches(secret: str, hashed: bytes) -> bool:
     if not hashed:
         return False
     try:
-        return bcrypt.checkpw(secret.encode(), hashed)
+        return bcrypt.checkpw(secret.encode()[:BCRYPT_MAX_BYTES], hashed)
     except ValueError:
         return False
 

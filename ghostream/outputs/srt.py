@@ -44,10 +44,8 @@ class SrtService:
             on_overload=self._overloaded,
         )
 
-    def _overloaded(self, request: ConnectionRequest) -> None:
-        limit = self.context.settings.srt.max_clients
-        reason = f"srt.maxClients ({limit}) reached"
-        self._refuse(request, _requested_id(request.stream_id), RejectReason.OVERLOAD, reason)
+    def _overloaded(self, request: ConnectionRequest, why: str) -> None:
+        self._refuse(request, _requested_id(request.stream_id), RejectReason.OVERLOAD, why)
 
     def _refuse(
         self, request: ConnectionRequest, stream_id: str, code: RejectReason, reason: str

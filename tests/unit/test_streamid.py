@@ -47,3 +47,16 @@ def test_ids_we_cannot_serve_are_refused(raw: str) -> None:
 def test_empty_id_watches_the_default_stream() -> None:
     assert parse_stream_id("").is_default
     assert not parse_stream_id("demo").is_default
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "#!::" + ",".join(f"x{n}=1" for n in range(17)),
+        "#!::r=demo,m=publish,s=" + "p" * 257,
+        "demo:" + "p" * 257,
+    ],
+)
+def test_oversized_ids_are_refused(raw: str) -> None:
+    with pytest.raises(InvalidStreamId):
+        parse_stream_id(raw)
