@@ -40,6 +40,8 @@ class ServerContext:
         """Wire the broker to its listeners; OSError when the history cannot be opened."""
         broker = Broker(reconnect_grace=settings.streams.reconnect_grace)
         broker.on_event.append(monitoring.observe)
+        for stream_id in configured_streams(settings):
+            monitoring.STREAM_LABELS.allow(stream_id)
         history = None
         if settings.history.enabled:
             history = EventLog.open(
@@ -94,3 +96,12 @@ def failure_throttle(settings: Settings) -> FailureThrottle:
         base_delay=settings.auth.failure_delay / 1000,
         max_delay=settings.auth.max_failure_delay / 1000,
     )
+
+
+def configured_streams(settings: Settings) -> set[str]:
+    """Stream ids the configuration names: these may be metric labels before they go live."""
+    ids = set(settings.auth.basic.credentials) | set(settings.forwarding)
+    ids |= set(settings.web.map_domain_to_stream.values())
+    if settings.srt.default_stream:
+        ids.add(settings.srt.default_stream)
+    return {stream_id.lower() for stream_id in ids}

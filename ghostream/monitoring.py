@@ -4,6 +4,11 @@ Every metric of the server is defined here, in one registry, so that the
 catalogue is in one place and tests can read values without scraping.
 Names keep the original server's where it had them
 (`ghostream_web_viewer_served_total`, `ghostream_webrtc_connected_sessions`).
+
+Label values come from closed sets, so that no client can create series:
+a `stream` label is the stream id only for streams that are configured or
+were live in this run (at most MAX_STREAM_LABELS), otherwise "other"; the
+`reason` of a rejection is one of REJECTION_KINDS.
 """
 
 from __future__ import annotations
@@ -38,6 +43,59 @@ from ghostream.broker.events import (
 from ghostream.config import ListenAddress
 from ghostream.http.serving import serve_asgi
 
+MAX_STREAM_LABELS = 1000
+OTHER = "other"
+# A rejection's reject code (SRT's, whose 14xx mirror HTTP's 4xx) → its `reason` label.
+REJECTION_KINDS = {
+    1400: "invalid_request",
+    1401: "unauthorized",
+    1402: "overload",
+    1403: "unauthorized",
+    1404: "not_found",
+    1409: "busy",
+    10: "bad_secret",
+    11: "unsecure",
+}
+
+
+class StreamLabels:
+    """The stream ids that may be label values: configured ones and those seen live."""
+
+    def __init__(self, limit: int = MAX_STREAM_LABELS) -> None:
+        self.limit = limit
+        self._known: set[str] = set()
+
+    def allow(self, stream_id: str) -> None:
+        """Admit an id, if there is room; once admitted, it stays (gauges go up and down)."""
+        if len(self._known) < self.limit:
+            self._known.add(stream_id)
+
+    def __call__(self, stream_id: str) -> str:
+        return stream_id if stream_id in self._known else OTHER
+
+
+STREAM_LABELS = StreamLabels()
+
+
+class _StreamLabelled:
+    """A metric whose first label is a stream id, passed through STREAM_LABELS."""
+
+    def labels(self, *values: str, **named: str):  # type: ignore[no-untyped-def]
+        if values:
+            values = (STREAM_LABELS(values[0]), *values[1:])
+        elif "stream" in named:
+            named["stream"] = STREAM_LABELS(named["stream"])
+        return super().labels(*values, **named)  # type: ignore[misc]
+
+
+class StreamCounter(_StreamLabelled, Counter):
+    pass
+
+
+class StreamGauge(_StreamLabelled, Gauge):
+    pass
+
+
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
@@ -64,63 +122,63 @@ SRT_DATAGRAMS_INVALID = Counter(
     registry=REGISTRY,
 )
 STREAMS_LIVE = Gauge("ghostream_streams_live", "Streams with a publisher", registry=REGISTRY)
-VIEWERS = Gauge(
+VIEWERS = StreamGauge(
     "ghostream_viewers",
     "Connected viewers by stream and protocol",
     ["stream", "protocol"],
     registry=REGISTRY,
 )
-VIEWERS_SERVED = Counter(
+VIEWERS_SERVED = StreamCounter(
     "ghostream_web_viewer_served_total",
     "Viewers served since start, by stream and protocol",
     ["stream", "protocol"],
     registry=REGISTRY,
 )
-BYTES_IN = Counter(
+BYTES_IN = StreamCounter(
     "ghostream_bytes_received_total", "Stream bytes received from publishers", ["stream"],
     registry=REGISTRY,
 )  # fmt: skip
-BYTES_OUT = Counter(
+BYTES_OUT = StreamCounter(
     "ghostream_bytes_sent_total", "Stream bytes sent to viewers", ["stream", "protocol"],
     registry=REGISTRY,
 )  # fmt: skip
 REJECTIONS = Counter(
     "ghostream_rejections_total",
-    "Refused connections by protocol and reason",
+    "Refused connections by protocol and kind of refusal",
     ["protocol", "reason"],
     registry=REGISTRY,
 )
-VIEWERS_SKIPPED = Counter(
+VIEWERS_SKIPPED = StreamCounter(
     "ghostream_viewer_skips_total",
     "Times a slow viewer was moved ahead to the latest keyframe",
     ["stream", "protocol"],
     registry=REGISTRY,
 )
-HLS_PART_REQUESTS = Counter(
+HLS_PART_REQUESTS = StreamCounter(
     "ghostream_hls_part_requests_total",
     "LL-HLS parts served by the origin (behind a cache, once per part)",
     ["stream"],
     registry=REGISTRY,
 )
-FORWARD_ATTEMPTS = Counter(
+FORWARD_ATTEMPTS = StreamCounter(
     "ghostream_forward_attempts_total",
     "Connections opened to forward targets",
     ["stream"],
     registry=REGISTRY,
 )
-FORWARD_FAILURES = Counter(
+FORWARD_FAILURES = StreamCounter(
     "ghostream_forward_failures_total",
     "Forward targets that refused, dropped or stalled",
     ["stream"],
     registry=REGISTRY,
 )
-FORWARD_DROPPED = Counter(
+FORWARD_DROPPED = StreamCounter(
     "ghostream_forward_dropped_packets_total",
     "Packets not sent to a forward target slower than real time",
     ["stream"],
     registry=REGISTRY,
 )
-TRANSCODE_BEHIND = Counter(
+TRANSCODE_BEHIND = StreamCounter(
     "ghostream_transcode_behind_total",
     "Times a source's variants fell behind real time and skipped to a keyframe",
     ["stream"],
@@ -146,6 +204,7 @@ def observe(event: Event) -> None:
     """Keep the viewer and stream gauges in step with the broker (a broker listener)."""
     match event:
         case PublishStarted():
+            STREAM_LABELS.allow(event.stream_id)
             STREAMS_LIVE.inc()
         case PublishStopped():
             STREAMS_LIVE.dec()
@@ -155,4 +214,5 @@ def observe(event: Event) -> None:
         case ViewerLeft():
             VIEWERS.labels(event.stream_id, event.protocol).dec()
         case Rejected():
-            REJECTIONS.labels(event.protocol, event.reason).inc()
+            kind = REJECTION_KINDS.get(event.detail.get("code", 0), OTHER)
+            REJECTIONS.labels(event.protocol, kind).inc()

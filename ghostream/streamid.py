@@ -28,7 +28,7 @@ class Mode(Enum):
 
 
 class InvalidStreamId(ValueError):
-    """A stream id we cannot serve; the message is safe to log (no password)."""
+    """A stream id we cannot serve; the message holds none of the peer's text (no password)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,22 +60,28 @@ def _parse_access_control(text: str) -> StreamRequest:
     items = text.split(",")
     if len(items) > MAX_FIELDS:
         raise InvalidStreamId(f"the access-control id has more than {MAX_FIELDS} fields")
+    key = ""
     for item in items:
         if len(item) > MAX_VALUE:
             raise InvalidStreamId(f"an access-control field is longer than {MAX_VALUE} characters")
-        key, equals, value = item.partition("=")
-        if not equals:
-            raise InvalidStreamId(f"access-control item {key!r} has no value")
-        fields[key.strip()] = value
+        name, equals, value = item.partition("=")
+        if equals:
+            key = name.strip()
+            fields[key] = value
+        elif key:
+            # A comma inside a value (`s=pass,word`): the item continues the previous field.
+            fields[key] += "," + item
+        else:
+            raise InvalidStreamId("the access-control id must start with a key=value field")
     mode_name = fields.get("m", "request")
     if mode_name == "request":
         mode = Mode.WATCH
     elif mode_name == "publish":
         mode = Mode.PUBLISH
     else:
-        raise InvalidStreamId(f"mode {mode_name!r} is not supported (request or publish)")
+        raise InvalidStreamId("only the modes request and publish are supported")
     if fields.get("t", "stream") != "stream":
-        raise InvalidStreamId(f"type {fields['t']!r} is not supported (stream)")
+        raise InvalidStreamId("only the type stream is supported")
     return _checked(StreamRequest(mode, fields.get("r", "").lower(), fields.get("s", "")))
 
 
@@ -83,7 +89,7 @@ def _checked(request: StreamRequest) -> StreamRequest:
     if request.mode is Mode.WATCH and not request.stream_id:
         return request
     if not STREAM_ID.fullmatch(request.stream_id):
-        raise InvalidStreamId(f"stream id {request.stream_id!r} must be 1-128 of a-z 0-9 _ . @ -")
+        raise InvalidStreamId("a stream id must be 1-128 of a-z 0-9 _ . @ -")
     if request.mode is Mode.PUBLISH and "@" in request.stream_id:
         raise InvalidStreamId("ids with @ are quality variants made by the server")
     return request

@@ -78,8 +78,11 @@ def whep_routes(webrtc: WebRtcOutput, stream_path: str, valid_id) -> list[Route]
             uid = request.query_params.get("uid", "")
             session, answer = await webrtc.answer(stream_id, sdp, peer, uid)
         except WebRtcError as exc:
-            if exc.status >= 500 or exc.status == 400:
+            if exc.status >= 500:
                 log.warning("WHEP offer for %s from %s refused: %s", stream_id, peer, exc)
+            elif exc.status == 400:
+                # The parser's message may quote the offer: the client hears it, the log does not.
+                log.warning("WHEP offer for %s from %s refused: malformed offer", stream_id, peer)
             return _error(exc.status, str(exc))
         location = f"/{stream_id}/whep/{session.id}"
         return Response(

@@ -19,6 +19,7 @@ from ghostream.streamid import InvalidStreamId, Mode, StreamRequest, parse_strea
         ("#!::r=demo,m=request", StreamRequest(Mode.WATCH, "demo")),
         ("#!::r=demo", StreamRequest(Mode.WATCH, "demo")),
         ("#!::r=demo,m=publish,u=demo,s=pw", StreamRequest(Mode.PUBLISH, "demo", "pw")),
+        ("#!::r=demo,m=publish,s=pass,word", StreamRequest(Mode.PUBLISH, "demo", "pass,word")),
     ],
 )
 def test_forms_users_send(raw: str, expected: StreamRequest) -> None:
@@ -60,3 +61,13 @@ def test_empty_id_watches_the_default_stream() -> None:
 def test_oversized_ids_are_refused(raw: str) -> None:
     with pytest.raises(InvalidStreamId):
         parse_stream_id(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["#!::r=demo,m=x-pass,s=word", "#!::r=UPPER-pass word,m=publish", "#!::pass,r=demo"],
+)
+def test_refusals_do_not_quote_the_peer(raw: str) -> None:
+    with pytest.raises(InvalidStreamId) as refused:
+        parse_stream_id(raw)
+    assert "pass" not in str(refused.value).lower()
