@@ -14,6 +14,9 @@ were live in this run (at most MAX_STREAM_LABELS), otherwise "other"; the
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 from prometheus_client import (
@@ -26,6 +29,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,6 +43,7 @@ from ghostream.broker.events import (
     Rejected,
     ViewerJoined,
     ViewerLeft,
+    ViewerSkipped,
 )
 from ghostream.config import ListenAddress
 from ghostream.http.serving import serve_asgi
@@ -103,24 +108,6 @@ PlatformCollector(registry=REGISTRY)
 BUILD_INFO = Info("ghostream_build", "Ghostream version and Python runtime", registry=REGISTRY)
 BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
 
-SRT_CONNECTIONS = Gauge(
-    "ghostream_srt_connections", "Open SRT connections (publishers and viewers)", registry=REGISTRY
-)
-SRT_PACKETS_RETRANSMITTED = Counter(
-    "ghostream_srt_packets_retransmitted_total",
-    "SRT data packets sent again after a loss report",
-    registry=REGISTRY,
-)
-SRT_PACKETS_DROPPED = Counter(
-    "ghostream_srt_packets_dropped_total",
-    "SRT data packets that arrived too late or never (skipped at play time)",
-    registry=REGISTRY,
-)
-SRT_DATAGRAMS_INVALID = Counter(
-    "ghostream_srt_datagrams_invalid_total",
-    "Malformed or unroutable SRT datagrams dropped",
-    registry=REGISTRY,
-)
 STREAMS_LIVE = Gauge("ghostream_streams_live", "Streams with a publisher", registry=REGISTRY)
 VIEWERS = StreamGauge(
     "ghostream_viewers",
@@ -150,7 +137,7 @@ REJECTIONS = Counter(
 )
 VIEWERS_SKIPPED = StreamCounter(
     "ghostream_viewer_skips_total",
-    "Times a slow viewer was moved ahead to the latest keyframe",
+    "Times a slow viewer was moved ahead to the latest keyframe or dropped",
     ["stream", "protocol"],
     registry=REGISTRY,
 )
@@ -189,6 +176,89 @@ WEBRTC_SESSIONS = Gauge(
 )
 
 
+SRT_ROLES = ("publish", "watch")
+
+
+@dataclass
+class SrtFigures:
+    """What the SRT stack counted for the connections of one role."""
+
+    connections: int = 0
+    retransmitted: int = 0
+    lost: int = 0
+    dropped: int = 0
+    rtt_total: float = 0.0
+
+
+class SrtSource(Protocol):
+    def srt_figures(self) -> dict[str, SrtFigures]: ...
+
+    def srt_invalid_datagrams(self) -> int: ...
+
+
+class SrtCollector:
+    """SRT statistics read from the SRT service at scrape time.
+
+    The stack counts retransmissions, losses, drops and RTT per connection
+    anyway; reading them on demand costs nothing per packet.  `role` is
+    publish (the server receives) or watch (the server sends).
+    """
+
+    def __init__(self) -> None:
+        self.source: SrtSource | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        figures = self.source.srt_figures() if self.source else {}
+        by_role = [(role, figures.get(role, SrtFigures())) for role in SRT_ROLES]
+        families = [
+            (GaugeMetricFamily, "ghostream_srt_connections", "Open SRT connections", "connections"),
+            (
+                CounterMetricFamily,
+                "ghostream_srt_packets_retransmitted",
+                "SRT data packets retransmitted: received again from publishers, sent again to "
+                "viewers",
+                "retransmitted",
+            ),
+            (
+                CounterMetricFamily,
+                "ghostream_srt_packets_lost",
+                "SRT data packets the server found missing as a receiver (then asked for again)",
+                "lost",
+            ),
+            (
+                CounterMetricFamily,
+                "ghostream_srt_packets_dropped",
+                "SRT data packets given up: arrived too late or never, or too late to send",
+                "dropped",
+            ),
+        ]
+        for family_type, name, documentation, field in families:
+            family = family_type(name, documentation, labels=["role"])
+            for role, figure in by_role:
+                family.add_metric([role], getattr(figure, field))
+            yield family
+        rtt = GaugeMetricFamily(
+            "ghostream_srt_rtt_seconds",
+            "Mean smoothed round-trip time of open SRT connections",
+            labels=["role"],
+        )
+        for role, figure in by_role:
+            rtt.add_metric(
+                [role], figure.rtt_total / figure.connections if figure.connections else 0
+            )
+        yield rtt
+        invalid = self.source.srt_invalid_datagrams() if self.source else 0
+        yield CounterMetricFamily(
+            "ghostream_srt_datagrams_invalid",
+            "Malformed, undecryptable or unroutable SRT datagrams dropped",
+            value=invalid,
+        )
+
+
+SRT = SrtCollector()
+REGISTRY.register(SRT)
+
+
 async def serve_metrics(
     address: ListenAddress, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -213,6 +283,8 @@ def observe(event: Event) -> None:
             VIEWERS_SERVED.labels(event.stream_id, event.protocol).inc()
         case ViewerLeft():
             VIEWERS.labels(event.stream_id, event.protocol).dec()
+        case ViewerSkipped():
+            VIEWERS_SKIPPED.labels(event.stream_id, event.protocol).inc()
         case Rejected():
             kind = REJECTION_KINDS.get(event.detail.get("code", 0), OTHER)
             REJECTIONS.labels(event.protocol, kind).inc()

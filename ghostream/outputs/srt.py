@@ -4,11 +4,16 @@ Everything is decided at handshake time, so that a refused peer hears why
 (ffmpeg prints the reject reason) instead of timing out: the stream id says
 publish or watch; publishing needs the auth backend's approval and a free
 stream; watching needs a live stream (or, with an empty id, the default one).
+
+The service is also the source of the SRT metrics: it knows each open
+connection's role and keeps the totals of those that closed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import trio
 from prometheus_client import Counter
@@ -17,6 +22,7 @@ from ghostream import monitoring
 from ghostream.broker.registry import StreamBusy, StreamNotFound
 from ghostream.broker.stream import StreamEnded, StreamState, Subscription
 from ghostream.context import ServerContext
+from ghostream.srt.connection import Stats
 from ghostream.srt.endpoint import Handler, Reject, SrtClosed, SrtListener, SrtSocket, peer_text
 from ghostream.srt.handshake import ConnectionRequest
 from ghostream.srt.packet import RejectReason
@@ -43,6 +49,41 @@ class SrtService:
             max_clients=settings.max_clients,
             on_overload=self._overloaded,
         )
+        self._open: dict[SrtSocket, str] = {}
+        self._closed = {role: monitoring.SrtFigures() for role in monitoring.SRT_ROLES}
+        self._closed_invalid = 0
+        monitoring.SRT.source = self
+
+    def srt_figures(self) -> dict[str, monitoring.SrtFigures]:
+        figures = {
+            role: monitoring.SrtFigures(0, closed.retransmitted, closed.lost, closed.dropped, 0.0)
+            for role, closed in self._closed.items()
+        }
+        for sock, role in self._open.items():
+            _add(figures[role], sock.connection.stats)
+            figures[role].connections += 1
+            figures[role].rtt_total += sock.connection.rtt
+        return figures
+
+    def srt_invalid_datagrams(self) -> int:
+        stats = self.listener.stats
+        open_invalid = sum(_invalid(sock.connection.stats) for sock in self._open)
+        return (
+            stats.datagrams_invalid
+            + stats.datagrams_unroutable
+            + self._closed_invalid
+            + open_invalid
+        )
+
+    @contextmanager
+    def _counted(self, sock: SrtSocket, role: str) -> Iterator[None]:
+        self._open[sock] = role
+        try:
+            yield
+        finally:
+            del self._open[sock]
+            _add(self._closed[role], sock.connection.stats)
+            self._closed_invalid += _invalid(sock.connection.stats)
 
     def _overloaded(self, request: ConnectionRequest, why: str) -> None:
         self._refuse(request, _requested_id(request.stream_id), RejectReason.OVERLOAD, why)
@@ -80,7 +121,8 @@ class SrtService:
             )
 
         async def publish(sock: SrtSocket) -> None:
-            await self._publish(sock, stream_id, peer)
+            with self._counted(sock, "publish"):
+                await self._publish(sock, stream_id, peer)
 
         return publish
 
@@ -102,7 +144,8 @@ class SrtService:
         peer = peer_text(request.peer)
 
         async def watch(sock: SrtSocket) -> None:
-            await self._watch(sock, stream_id, peer)
+            with self._counted(sock, "watch"):
+                await self._watch(sock, stream_id, peer)
 
         return watch
 
@@ -140,6 +183,16 @@ class SrtService:
             pass
         finally:
             log.info("%s stopped watching %s: %s", peer, stream_id, reason)
+
+
+def _add(figures: monitoring.SrtFigures, stats: Stats) -> None:
+    figures.retransmitted += stats.packets_retransmitted + stats.packets_retransmit_received
+    figures.lost += stats.packets_lost
+    figures.dropped += stats.packets_dropped
+
+
+def _invalid(stats: Stats) -> int:
+    return stats.packets_invalid + stats.packets_undecryptable
 
 
 def _requested_id(raw: str) -> str:
