@@ -191,6 +191,15 @@ class SrtSettings:
         secret=True,
         default="",
     )
+    passphrases: dict[str, str] = _key(
+        "passphrases",
+        doc=(
+            "Stream id or user (`u=` of a `#!::` stream id) → its own SRT passphrase, used instead "
+            "of `srt.passphrase` by that stream's publisher and viewers."
+        ),
+        secret=True,
+        default_factory=dict,
+    )
     default_stream: str = _key(
         "defaultStream",
         doc=(
@@ -668,6 +677,9 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         fail(("srt", "passphrase"), "must have 10 to 79 characters")
     if not 0 <= settings.auth.failure_delay <= settings.auth.max_failure_delay:
         fail(("auth", "failureDelay"), "must be between 0 and auth.maxFailureDelay")
+    for name, phrase in settings.srt.passphrases.items():
+        if not 10 <= len(phrase) <= 79:
+            fail(("srt", "passphrases"), f"of {name!r} must have 10 to 79 characters")
     if settings.history.retention < 0:
         fail(("history", "retention"), "must not be negative")
     if not 1 <= settings.srt.max_clients <= 100_000:

@@ -36,6 +36,7 @@ class StreamRequest:
     mode: Mode
     stream_id: str
     password: str = ""
+    user: str = ""
 
     @property
     def is_default(self) -> bool:
@@ -82,7 +83,8 @@ def _parse_access_control(text: str) -> StreamRequest:
         raise InvalidStreamId("only the modes request and publish are supported")
     if fields.get("t", "stream") != "stream":
         raise InvalidStreamId("only the type stream is supported")
-    return _checked(StreamRequest(mode, fields.get("r", "").lower(), fields.get("s", "")))
+    stream_id, password = fields.get("r", "").lower(), fields.get("s", "")
+    return _checked(StreamRequest(mode, stream_id, password, fields.get("u", "")))
 
 
 def _checked(request: StreamRequest) -> StreamRequest:

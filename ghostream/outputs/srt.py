@@ -4,6 +4,9 @@ Everything is decided at handshake time, so that a refused peer hears why
 (ffmpeg prints the reject reason) instead of timing out: the stream id says
 publish or watch; publishing needs the auth backend's approval and a free
 stream; watching needs a live stream (or, with an empty id, the default one).
+The passphrase is chosen from the stream id too: `srt.passphrases` names
+streams (and their variants) or users with their own, others use
+`srt.passphrase`.
 
 The service is also the source of the SRT metrics: it knows each open
 connection's role and keeps the totals of those that closed.
@@ -48,7 +51,9 @@ class SrtService:
             passphrase=settings.passphrase,
             max_clients=settings.max_clients,
             on_overload=self._overloaded,
+            passphrase_for=self._passphrase_for,
         )
+        self._passphrases = {name.lower(): phrase for name, phrase in settings.passphrases.items()}
         self._open: dict[SrtSocket, str] = {}
         self._closed = {role: monitoring.SrtFigures() for role in monitoring.SRT_ROLES}
         self._closed_invalid = 0
@@ -84,6 +89,19 @@ class SrtService:
             del self._open[sock]
             _add(self._closed[role], sock.connection.stats)
             self._closed_invalid += _invalid(sock.connection.stats)
+
+    def _passphrase_for(self, raw_stream_id: str) -> str:
+        default = self.context.settings.srt.passphrase
+        if not self._passphrases:
+            return default
+        try:
+            wanted = parse_stream_id(raw_stream_id)
+        except InvalidStreamId:
+            return default
+        for name in (wanted.user.lower(), wanted.stream_id, wanted.stream_id.partition("@")[0]):
+            if name and name in self._passphrases:
+                return self._passphrases[name]
+        return default
 
     def _overloaded(self, request: ConnectionRequest, why: str) -> None:
         self._refuse(request, _requested_id(request.stream_id), RejectReason.OVERLOAD, why)

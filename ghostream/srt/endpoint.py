@@ -258,6 +258,7 @@ class SrtListener:
         key_length: int = 16,
         max_clients: int = 64,
         on_overload: OverloadCallback | None = None,
+        passphrase_for: Callable[[str], str] | None = None,
     ) -> None:
         self.host = host
         self.on_overload = on_overload
@@ -266,7 +267,10 @@ class SrtListener:
         self.stats = ListenerStats()
         self._accept = accept
         self._handshake = ListenerHandshake(
-            latency=latency, passphrase=passphrase, key_length=key_length
+            latency=latency,
+            passphrase=passphrase,
+            key_length=key_length,
+            passphrase_for=passphrase_for,
         )
         self._connections: dict[int, SrtSocket] = {}
         self._pending: dict[str, int] = {}

@@ -18,7 +18,7 @@ from ghostream.streamid import InvalidStreamId, Mode, StreamRequest, parse_strea
         ("", StreamRequest(Mode.WATCH, "")),
         ("#!::r=demo,m=request", StreamRequest(Mode.WATCH, "demo")),
         ("#!::r=demo", StreamRequest(Mode.WATCH, "demo")),
-        ("#!::r=demo,m=publish,u=demo,s=pw", StreamRequest(Mode.PUBLISH, "demo", "pw")),
+        ("#!::r=demo,m=publish,u=ann,s=pw", StreamRequest(Mode.PUBLISH, "demo", "pw", "ann")),
         ("#!::r=demo,m=publish,s=pass,word", StreamRequest(Mode.PUBLISH, "demo", "pass,word")),
     ],
 )
