@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 import trio
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -27,6 +28,7 @@ from starlette.routing import Route
 from ghostream.broker.registry import StreamSummary
 from ghostream.context import ServerContext, failure_throttle
 from ghostream.http.admin import AdminAuth, admin_only
+from ghostream.http.headers import SecurityHeaders
 from ghostream.http.pages import page_routes
 from ghostream.http.serving import serve_asgi
 from ghostream.outputs.llhls import HlsAnswer
@@ -211,7 +213,9 @@ def create_app(context: ServerContext) -> Starlette:
         routes += whep_routes(context.webrtc, STREAM_PATH, _valid_id)
     # Pages last: `/ID` must not shadow any other route.
     routes += page_routes(context, _valid_id)
-    return Starlette(routes=routes)
+    return Starlette(
+        routes=routes, middleware=[Middleware(SecurityHeaders, settings=context.settings)]
+    )
 
 
 async def serve_web(
