@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -33,7 +34,9 @@ def basic(user: str, password: str) -> str:
 def server(require_program, ghostream_server) -> ServerProcess:
     require_program("ffmpeg")
     token_hash = bcrypt.hashpw(TOKEN.encode(), bcrypt.gensalt(rounds=4)).decode()
-    return ghostream_server({"admin": {"token": token_hash}})
+    return ghostream_server(
+        {"admin": {"token": token_hash}, "auth": {"failureDelay": 100, "maxFailureDelay": 400}}
+    )
 
 
 def test_public_answers_hold_no_address_and_admin_ones_do(server: ServerProcess) -> None:
@@ -54,11 +57,16 @@ def test_public_answers_hold_no_address_and_admin_ones_do(server: ServerProcess)
             assert status == 200, path
             assert "127.0.0.1" not in body, path
             assert "wrong password" not in body, path
+        waited = []
         for authorization in ("", basic(ADMIN_USER, "guess"), basic("root", ADMIN_PASSWORD),
                               "Bearer guess", "Digest x"):  # fmt: skip
+            start = time.monotonic()
             status, body = fetch(server, "/api/admin/streams/demo", authorization)
+            waited.append(time.monotonic() - start)
             assert status == 401, authorization
             assert "127.0.0.1" not in body
+        # Each refusal of this client waits longer: 0, .1, .2, .4, .4 s.
+        assert [w >= least for w, least in zip(waited, (0, 0.1, 0.2, 0.4, 0.4))] == [True] * 5
         for authorization in (basic(ADMIN_USER, ADMIN_PASSWORD), f"Bearer {TOKEN}"):
             status, body = fetch(server, "/api/admin/streams/demo", authorization)
             assert status == 200
