@@ -52,6 +52,7 @@ class SrtService:
             max_clients=settings.max_clients,
             on_overload=self._overloaded,
             passphrase_for=self._passphrase_for,
+            on_rejected=self._handshake_refused,
         )
         self._passphrases = {name.lower(): phrase for name, phrase in settings.passphrases.items()}
         self._open: dict[SrtSocket, str] = {}
@@ -109,10 +110,17 @@ class SrtService:
     def _refuse(
         self, request: ConnectionRequest, stream_id: str, code: RejectReason, reason: str
     ) -> Reject:
-        peer = peer_text(request.peer)
-        log.warning("SRT %s from %s refused: %s", stream_id or "(no stream id)", peer, reason)
-        self.broker.reject(stream_id, peer, PROTOCOL, reason, code=int(code))
+        self._record_refusal(request.peer, stream_id, code, reason)
         return Reject(code, reason)
+
+    def _handshake_refused(self, peer: tuple, raw_stream_id: str, code: int, reason: str) -> None:
+        """A refusal by the handshake itself (passphrase, version, file mode)."""
+        self._record_refusal(peer, _requested_id(raw_stream_id), code, reason)
+
+    def _record_refusal(self, peer: tuple, stream_id: str, code: int, reason: str) -> None:
+        text = peer_text(peer)
+        log.warning("SRT %s from %s refused: %s", stream_id or "(no stream id)", text, reason)
+        self.broker.reject(stream_id, text, PROTOCOL, reason, code=int(code))
 
     async def accept(self, request: ConnectionRequest) -> Handler | Reject:
         try:

@@ -259,6 +259,7 @@ class SrtListener:
         max_clients: int = 64,
         on_overload: OverloadCallback | None = None,
         passphrase_for: Callable[[str], str] | None = None,
+        on_rejected: Callable[[tuple, str, int, str], None] | None = None,
     ) -> None:
         self.host = host
         self.on_overload = on_overload
@@ -271,6 +272,7 @@ class SrtListener:
             passphrase=passphrase,
             key_length=key_length,
             passphrase_for=passphrase_for,
+            on_rejected=on_rejected,
         )
         self._connections: dict[int, SrtSocket] = {}
         self._pending: dict[str, int] = {}

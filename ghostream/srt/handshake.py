@@ -101,10 +101,13 @@ class ListenerHandshake:
         key_length: int = 16,
         listener_id: int | None = None,
         passphrase_for: Callable[[str], str] | None = None,
+        on_rejected: Callable[[Address, str, int, str], None] | None = None,
     ) -> None:
         self.latency = latency
         self.passphrase = passphrase
         self.passphrase_for = passphrase_for
+        # Told of each conclusion refused here (peer, raw stream id, code, reason), once.
+        self.on_rejected = on_rejected
         self.key_length = key_length
         self.listener_id = listener_id or (int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF) or 1
         self._secret = os.urandom(16)
@@ -142,6 +145,10 @@ class ListenerHandshake:
         try:
             request = self._check_conclusion(hs, packet.timestamp, peer, now)
         except HandshakeRejected as rejection:
+            if self.on_rejected is not None:
+                sid = hs.extension(ExtensionType.SID)
+                raw_id = decode_string(sid)[:MAX_STREAM_ID] if sid is not None else ""
+                self.on_rejected(peer, raw_id, rejection.code, rejection.reason)
             return self.reject_conclusion(peer, hs.socket_id, rejection.code, now)
         self._pending.add(key)
         return request

@@ -66,7 +66,9 @@ def test_public_answers_hold_no_address_and_admin_ones_do(server: ServerProcess)
             assert status == 401, authorization
             assert "127.0.0.1" not in body
         # Each refusal of this client waits longer: 0, .1, .2, .4, .4 s.
-        assert [w >= least for w, least in zip(waited, (0, 0.1, 0.2, 0.4, 0.4))] == [True] * 5
+        assert [w >= least for w, least in zip(waited, (0, 0.1, 0.2, 0.4, 0.4), strict=True)] == [
+            True
+        ] * 5
         for authorization in (basic(ADMIN_USER, ADMIN_PASSWORD), f"Bearer {TOKEN}"):
             status, body = fetch(server, "/api/admin/streams/demo", authorization)
             assert status == 200

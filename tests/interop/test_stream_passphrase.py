@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import urllib.request
 
 import pytest
 from harness.publisher import signal_source
@@ -48,6 +49,8 @@ def test_a_stream_passphrase_admits_its_peers_only(server: ServerProcess) -> Non
         assert wrong.returncode != 0
         assert b"Incorrect passphrase" in wrong.stderr
         assert view(server, "").returncode != 0
+        server.wait_for_log("SRT demo from .* refused: wrong passphrase")
+        server.wait_for_log("SRT demo from .* refused: caller has no passphrase")
         # Streams without their own passphrase need none.
         other = view(server, "", streamid="nobody")
         assert other.returncode != 0
@@ -58,3 +61,6 @@ def test_a_stream_passphrase_admits_its_peers_only(server: ServerProcess) -> Non
             process.kill()
             process.wait()
     assert STREAM_PASSPHRASE not in server.log
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        metrics = response.read().decode()
+    assert 'ghostream_rejections_total{protocol="srt",reason="bad_secret"} 1.0' in metrics
