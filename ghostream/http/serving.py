@@ -2,7 +2,9 @@
 
 Whatever a client sends is bounded before the app sees it: the request
 line and headers (bytes and count), and how long a connection may stay
-silent while a request is read or between requests.
+silent.  Hypercorn's read timeout counts while an answer is being sent too,
+so no route may take longer than READ_TIMEOUT to answer a silent client
+(LL-HLS holds a playlist request for a few seconds at most).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from ghostream.errors import sole_error
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
-# Seconds a client may stay silent mid-request, and between requests.
-READ_TIMEOUT = 30
+# Seconds a client may stay silent on a connection, and between two requests.
+READ_TIMEOUT = 60
 KEEP_ALIVE_TIMEOUT = 30
 
 
