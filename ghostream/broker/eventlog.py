@@ -14,6 +14,12 @@ the crashed one left open, at its last known moment, so the history stays
 truthful about durations.  Viewers are kept as anonymised ids (a keyed hash
 of their address, the key kept in this database), enough to count unique
 viewers without keeping who they are in the projections.
+
+Peers' addresses are personal data: events and the projections' rows older
+than the retention are deleted (at start, then hourly; the log of a session
+still open stays), and with `truncate_peers` only the peer's network is
+stored in the first place, and viewer ids are keyed by a secret that lives
+only as long as the run (unique viewers are then counted within a run).
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from ghostream.broker.events import (
     ViewerJoined,
     ViewerLeft,
 )
-from ghostream.peers import peer_host
+from ghostream.peers import peer_host, truncated_peer
 from ghostream.resources import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,8 @@ FLUSH_INTERVAL = 0.25
 HEARTBEAT_INTERVAL = 5.0
 CRASH_REASON = "server stopped unexpectedly"
 STOP_REASON = "server stopped"
+PRUNE_INTERVAL = 3600.0
+DAY = 86400.0
 # The newest migration's number.
 SCHEMA_VERSION = 2
 T = TypeVar("T")
@@ -125,8 +133,18 @@ def rebuild_projections(path: Path) -> int:
 
 
 class EventLog:
-    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        path: Path,
+        *,
+        retention_days: int = 0,
+        truncate_peers: bool = False,
+    ) -> None:
         self.path = path
+        self.retention_days = retention_days
+        self.truncate_peers = truncate_peers
+        self._pruned = 0.0
         self._db = db
         self._lock = threading.Lock()
         self._pending: list[Event] = []
@@ -137,18 +155,19 @@ class EventLog:
         self.run_id: int | None = None
         now = time.time()
         with self._lock, db.atomic():
-            self._salt = _viewer_salt(db)
+            self._salt = secrets.token_bytes(16) if truncate_peers else _viewer_salt(db)
             self._projector = p.Projector.load(db)
             self.recovered = self._close_crashed_run()
             self.run_id = db["runs"].insert({"started": now, "alive": now}).last_pk
             self._append({"at": now, "kind": p.RUN_STARTED})
+            self._prune(now)
 
     @classmethod
-    def open(cls, path: Path) -> EventLog:
+    def open(cls, path: Path, *, retention_days: int = 0, truncate_peers: bool = False) -> EventLog:
         """Open (creating and migrating) the database; OSError if impossible."""
         db = open_database(path)
         try:
-            return cls(db, path)
+            return cls(db, path, retention_days=retention_days, truncate_peers=truncate_peers)
         except sqlite3.Error as exc:
             db.conn.close()
             raise OSError(f"{path}: {exc}") from exc
@@ -264,10 +283,42 @@ class EventLog:
                     if row is not None:
                         self._append(row)
                 self._db["runs"].update(self.run_id, {"alive": now})
+                if now - self._pruned >= PRUNE_INTERVAL:
+                    self._prune(now)
         except sqlite3.Error:
             self._projector = p.Projector.load(self._db)
             self._projector.early_leaves = early_leaves
             raise
+
+    def _prune(self, now: float) -> None:
+        """Delete what ended before the retention period (what is still open stays)."""
+        self._pruned = now
+        if not self.retention_days:
+            return
+        cutoff = now - self.retention_days * DAY
+        execute = self._db.execute
+        events = execute(
+            "DELETE FROM events WHERE at < ? AND (session IS NULL OR session NOT IN "
+            "(SELECT id FROM sessions WHERE ended IS NULL))",
+            [cutoff],
+        ).rowcount
+        sessions = execute("DELETE FROM sessions WHERE ended < ?", [cutoff]).rowcount
+        execute(
+            "DELETE FROM show_viewers WHERE show_id IN (SELECT id FROM shows WHERE ended < ?)",
+            [cutoff],
+        )
+        execute("DELETE FROM shows WHERE ended < ?", [cutoff])
+        execute("DELETE FROM viewers_per_minute WHERE minute < ?", [int(cutoff // 60)])
+        if sessions or events:
+            log.info(
+                "history: deleted %d session(s) and %d event(s) older than %d days",
+                sessions,
+                events,
+                self.retention_days,
+            )
+
+    def _peer(self, peer: str) -> str:
+        return truncated_peer(peer) if self.truncate_peers else peer
 
     def _append(self, row: Row) -> None:
         event = {
@@ -281,6 +332,8 @@ class EventLog:
             "reason": "",
             "detail": "{}",
         } | row
+        if event["peer"] and event["kind"] not in p.FORWARD_KINDS:
+            event["peer"] = self._peer(event["peer"])
         event["id"] = self._db["events"].insert(event).last_pk
         self._projector.apply(event)
 

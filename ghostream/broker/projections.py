@@ -40,6 +40,7 @@ STREAM_ENDED = "stream ended"
 BYTES = "bytes"
 REJECTED = "rejected"
 FORWARD_PREFIX = "forward "
+FORWARD_KINDS = {FORWARD_PREFIX + state for state in ("started", "failed", "stopped")}
 
 STARTS = {PUBLISH_STARTED: "publish", VARIANT_STARTED: "publish", VIEWER_JOINED: "view"}
 ENDS = {PUBLISH_ENDED, VARIANT_STOPPED, VIEWER_LEFT}

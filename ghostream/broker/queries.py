@@ -185,7 +185,7 @@ def viewer_series(
         values.append(level)
         if any(values):
             series[protocol] = values
-    times = [minute * MINUTE for minute in minutes] + [round(end, 3)]
+    times = [max(minute * MINUTE, started) for minute in minutes] + [round(end, 3)]
     return {"stream": base, "times": times, "viewers": series}
 
 

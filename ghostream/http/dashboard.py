@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.templating import Jinja2Templates
 
 from ghostream.broker import queries
 from ghostream.broker.projections import base_stream
 from ghostream.context import ServerContext
+from ghostream.http.pages import site_templates
 
 Handler = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Handler], Handler]
@@ -28,11 +28,10 @@ MAX_SHOWS = 500
 REFUSALS_SHOWN = 20
 
 
-def dashboard_routes(
-    context: ServerContext, guard: Guard, templates: Jinja2Templates, site: dict
-) -> list[Route]:
+def dashboard_routes(context: ServerContext, guard: Guard) -> list[Route]:
     broker = context.broker
     history = context.history
+    templates, site = site_templates(context.settings.web)
 
     async def page(request: Request) -> Response:
         return templates.TemplateResponse(

@@ -18,15 +18,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ghostream import monitoring
+from ghostream.config import WebSettings
 from ghostream.context import ServerContext
 from ghostream.resources import PACKAGE, VENDOR, on_disk
 
 WEB = on_disk(PACKAGE / "web")
 
 
-def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list:
-    settings = context.settings.web
-    templates = Jinja2Templates(directory=str(WEB / "templates"))
+def site_templates(settings: WebSettings) -> tuple[Jinja2Templates, dict]:
+    """The templates, and what every page shows of the site (name, host, favicon...)."""
     site = {
         "name": settings.name,
         "hostname": settings.hostname,
@@ -34,6 +34,12 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
         "custom_css": settings.custom_css,
         "player_poster": settings.player_poster,
     }
+    return Jinja2Templates(directory=str(WEB / "templates")), site
+
+
+def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list:
+    settings = context.settings.web
+    templates, site = site_templates(settings)
 
     transcoding = context.settings.transcoding
     offered_profiles = transcoding.parsed_profiles if context.transcoder is not None else []

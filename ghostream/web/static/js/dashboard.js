@@ -18,9 +18,9 @@ function el(tag, attributes = {}, ...children) {
 
 function table(headers, rows) {
   if (!rows.length) return el("p", {class: "empty"}, "None.");
-  return el("table", {},
+  return el("div", {class: "table-wrap"}, el("table", {},
     el("thead", {}, el("tr", {}, ...headers.map((h) => el("th", {scope: "col"}, h)))),
-    el("tbody", {}, ...rows.map((row) => el("tr", {}, ...row.map((cell) => el("td", {}, cell))))));
+    el("tbody", {}, ...rows.map((row) => el("tr", {}, ...row.map((cell) => el("td", {}, cell)))))));
 }
 
 function counts(byProtocol) {
