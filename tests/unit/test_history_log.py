@@ -136,6 +136,12 @@ def test_projections_made_as_events_come_equal_a_rebuild_from_the_log(tmp_path: 
     stats = queries.stream_stats(db, "demo")
     assert (stats.total_views, stats.unique_viewers, stats.peak_viewers) == (10, 3, 6)
     assert stats.bytes_in == 2 * (60_000 + 80_000 + 7)
+    [forward] = queries.forwards(db, "demo")
+    assert (forward["target"], forward["state"], forward["reason"]) == (
+        "rtmp://example.net/live",
+        "failed",
+        "refused",
+    )
     series = queries.viewer_series(db, "demo", found[1]["started"], found[1]["ended"])
     assert set(series["viewers"]) == {"srt", "webrtc", "llhls"}
     assert max(series["viewers"]["srt"]) == 2
