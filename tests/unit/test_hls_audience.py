@@ -9,7 +9,7 @@ from ghostream.broker.registry import Broker
 from ghostream.outputs.llhls.audience import ACTIVE_WINDOW, HlsAudience, client_key
 
 
-async def test_distinct_clients_count_until_they_stop_fetching() -> None:
+async def test_distinct_clients_count_until_they_stop_fetching(autojump_clock) -> None:
     broker = Broker()
     events: list = []
     broker.on_event.append(events.append)
