@@ -1,4 +1,4 @@
-"""The history of a real server session: publishes with a reconnect, SRT and LL-HLS viewers.
+"""The history of a real server session: publishes with a reconnect, SRT, WebRTC, LL-HLS viewers.
 
 The projections the server kept while it ran must equal those that
 `ghostream history rebuild` makes from its log alone; `history shows` tells
@@ -17,12 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlite_utils
+from harness.browser import wait_for
 from harness.cli import ghostream
 from harness.publisher import publishing
 from harness.server_process import ServerProcess
 
 from ghostream.broker import projections
 
+WHEP_PAGE = Path(__file__).parent / "pages" / "whep.html"
 PART = re.compile(r'URI="(part-[^"]+\.m4s)"')
 
 
@@ -55,7 +57,7 @@ def fetch_parts(server: ServerProcess, user_agent: str, count: int) -> None:
 
 
 def test_projections_of_a_real_session_equal_a_rebuild(
-    peers, ghostream_server, tmp_path: Path
+    peers, ghostream_server, chromium, tmp_path: Path
 ) -> None:
     server = ghostream_server({"auth": {"enabled": False}, "streams": {"reconnectGrace": 3}})
     srt_viewers: list[subprocess.Popen] = []
@@ -71,16 +73,27 @@ def test_projections_of_a_real_session_equal_a_rebuild(
                     )
                 )
             wait_until(lambda: viewer_count(server) == 2, 20, "two SRT viewers")
+            chromium.get(f"{WHEP_PAGE.as_uri()}?whep={server.web_url}/demo/whep&kinds=video,audio")
+            result = wait_for(
+                chromium,
+                "return window.result",
+                lambda r: r and r.get("state") not in (None, "starting"),
+                20,
+                "WHEP negotiation",
+            )
+            assert result["status"] == 201, result
+            server.wait_for_log("watching demo over WebRTC")
             fetch_parts(server, "VLC/3.0", 3)
             fetch_parts(server, "Safari/17", 3)
-            assert viewer_count(server) == 4
+            assert viewer_count(server) == 5
             first.terminate()
             first.wait(10)
         # The publisher comes back within the grace: the same show goes on.
         with publishing(server, "demo:demo", seconds=30):
             fetch_parts(server, "VLC/3.0", 2)
             srt_viewers.pop().terminate()
-            wait_until(lambda: viewer_count(server) == 3, 20, "one SRT viewer left")
+            chromium.get("about:blank")
+            wait_until(lambda: viewer_count(server) == 2, 20, "one SRT viewer and WebRTC left")
         # LL-HLS players that stop fetching leave after 10 s; the stream ends after the grace.
         wait_until(lambda: viewer_count(server) <= 1, 30, "LL-HLS players gone")
         server.wait_for_log("stopped watching demo", 30)
@@ -99,16 +112,16 @@ def test_projections_of_a_real_session_equal_a_rebuild(
     db = sqlite_utils.Database(sqlite3.connect(server.history_path))
     assert projections.dump(db) == incremental
     protocols = {p for (p,) in db.execute("SELECT protocol FROM sessions WHERE kind = 'view'")}
-    assert protocols == {"srt", "llhls"}
+    assert protocols == {"srt", "webrtc", "llhls"}
     assert db.execute("SELECT count(*) FROM sessions WHERE ended IS NULL").fetchone() == (0,)
 
     shows = ghostream("--config", config, "history", "shows", "--json", home=tmp_path)
     assert shows.returncode == 0, shows.stderr
     [show] = [json.loads(line) for line in shows.stdout.splitlines()]
     assert show["stream"] == "demo" and show["publishes"] == 2 and not show["live"]
-    # Two SRT viewers and two LL-HLS players at once; one LL-HLS player came back.
-    assert show["peak_viewers"] == 4
-    assert show["views"] in (4, 5)
+    # Two SRT viewers, one WebRTC and two LL-HLS players at once; one LL-HLS player came back.
+    assert show["peak_viewers"] == 5
+    assert show["views"] in (5, 6)
     assert show["unique_viewers"] == 1  # all from 127.0.0.1
     table = ghostream("--config", config, "history", "shows", home=tmp_path)
     assert table.stdout.splitlines()[0].split()[:3] == ["STARTED", "DURATION", "STREAM"]
