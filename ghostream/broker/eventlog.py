@@ -183,11 +183,8 @@ class EventLog:
         last_alive = max(alive.values())
         closed = 0
         for session in list(self._projector.sessions.values()):
-            run_id = self._db.execute(
-                "SELECT run_id FROM sessions WHERE id = ?", [session.key]
-            ).fetchone()[0]
-            at = max(session.started, alive.get(run_id, last_alive))
-            self._append(self._session_end(session, at, CRASH_REASON) | {"run_id": run_id})
+            at = max(session.started, alive.get(session.run_id, last_alive))
+            self._append(self._session_end(session, at, CRASH_REASON) | {"run_id": session.run_id})
             closed += 1
         for stream in list(self._projector.shows):
             self._append({"at": last_alive, "kind": p.STREAM_ENDED, "stream": stream})

@@ -65,6 +65,7 @@ def base_stream(stream: str) -> str:
 @dataclass(slots=True)
 class OpenSession:
     key: str
+    run_id: int | None
     kind: str
     stream: str
     protocol: str
@@ -88,6 +89,8 @@ class Projector:
         self.shows: dict[str, int] = {}
         # Open view sessions per base stream, (base, protocol) and show.
         self.levels: Counter[object] = Counter()
+        # Stream → its open publish session (one publisher at a time).
+        self.publishes: dict[str, OpenSession] = {}
         self.early_leaves: dict[str, Mapping[str, Any]] = {}
 
     @classmethod
@@ -95,26 +98,37 @@ class Projector:
         """A projector that goes on from the tables as they are (what the log made so far)."""
         projector = cls(db)
         rows = db.execute(
-            "SELECT id, kind, stream, protocol, started, coalesce(viewer, ''), show_id, bytes "
-            "FROM sessions WHERE ended IS NULL ORDER BY started"
+            "SELECT id, run_id, kind, stream, protocol, started, coalesce(viewer, ''), show_id, "
+            "bytes FROM sessions WHERE ended IS NULL ORDER BY started"
         )
         for row in rows.fetchall():
-            session = projector.sessions[row[0]] = OpenSession(*row)
-            projector._count(session, 1)
+            projector._opened(OpenSession(*row))
         for show_id, stream in db.execute("SELECT id, stream FROM shows WHERE ended IS NULL"):
             projector.shows[stream] = show_id
         return projector
 
     def open_publish(self, stream: str) -> OpenSession | None:
-        for session in self.sessions.values():
-            if session.kind == "publish" and session.stream == stream:
-                return session
-        return None
+        return self.publishes.get(stream)
 
-    def _count(self, session: OpenSession, delta: int) -> None:
-        if session.kind == "view":
+    def _opened(self, session: OpenSession) -> None:
+        self.sessions[session.key] = session
+        if session.kind == "publish":
+            self.publishes[session.stream] = session
+        else:
             for key in _level_keys(session):
-                self.levels[key] += delta
+                self.levels[key] += 1
+
+    def _closed(self, key: str) -> OpenSession | None:
+        session = self.sessions.pop(key, None)
+        if session is None:
+            return None
+        if session.kind == "publish":
+            if self.publishes.get(session.stream) is session:
+                del self.publishes[session.stream]
+        else:
+            for level in _level_keys(session):
+                self.levels[level] -= 1
+        return session
 
     def apply(self, event: Mapping[str, Any]) -> None:
         kind = event["kind"]
@@ -150,8 +164,10 @@ class Projector:
             self._execute(
                 "INSERT INTO shows (id, stream, started) VALUES (?, ?, ?)", show_id, base, at
             )
-        session = OpenSession(key, kind, stream, event["protocol"], at, viewer, show_id)
-        self.sessions[key] = session
+        session = OpenSession(
+            key, event["run_id"], kind, stream, event["protocol"], at, viewer, show_id
+        )
+        self._opened(session)
         self._execute(
             "INSERT OR REPLACE INTO sessions (id, run_id, kind, stream, protocol, peer, viewer, "
             "show_id, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -177,7 +193,6 @@ class Projector:
             if event["kind"] == PUBLISH_STARTED:
                 self._execute("UPDATE shows SET publishes = publishes + 1 WHERE id = ?", show_id)
         else:
-            self._count(session, 1)
             self._joined(session)
         early = self.early_leaves.pop(key, None)
         if early is not None:
@@ -225,7 +240,9 @@ class Projector:
 
     def _end(self, event: Mapping[str, Any]) -> None:
         key, at = event["session"], event["at"]
-        session = self.sessions.pop(key, None)
+        if key is None:
+            return
+        session = self._closed(key)
         if session is None:
             if len(self.early_leaves) < MAX_EARLY_LEAVES:
                 self.early_leaves[key] = event
@@ -233,7 +250,6 @@ class Projector:
         at = max(at, session.started)
         # A session's total never goes below what a checkpoint already counted.
         total = max(event["bytes"], session.bytes)
-        self._count(session, -1)
         self._execute(
             "UPDATE sessions SET ended = ?, bytes = ?, end_reason = ? WHERE id = ?",
             at,
