@@ -36,7 +36,7 @@ def ensure_npm_assets() -> None:
     if npm is None or not (WEB / "package-lock.json").is_file():
         names = ", ".join(str(path.relative_to(WEB)) for path in missing_assets())
         raise SystemExit(
-            f"error: the player's npm assets are missing ({names}) and npm is not installed: "
+            f"error: the pages' npm assets are missing ({names}) and npm is not installed: "
             "install Node.js, or run `npm ci --prefix ghostream/web` where npm is, then build again"
         )
     print("installing the player's npm assets: npm ci --prefix ghostream/web", file=sys.stderr)

@@ -109,7 +109,7 @@ def test_wheel_is_not_built_without_the_players_npm_assets(tmp_path: Path) -> No
     env = {**os.environ, "PATH": str(no_npm)}
     result = build(source, tmp_path / "dist", "--wheel", env=env)
     assert result.returncode != 0
-    message = "npm assets are missing (node_modules/hls.js/dist/hls.min.js)"
+    message = "npm assets are missing (node_modules/hls.js/dist/hls.min.js, node_modules/uplot"
     assert message in result.stdout + result.stderr, result.stderr
     assert not list((tmp_path / "dist").glob("*.whl"))
 
@@ -186,6 +186,11 @@ def test_installed_wheel_runs_from_another_directory(
         kind, hls = fetch(server.web_url + "/static/vendor/hls.min.js")
         assert kind.startswith("text/javascript")
         assert hls == (WEB / "node_modules" / "hls.js" / "dist" / "hls.min.js").read_bytes()
+        kind, charts = fetch(server.web_url + "/static/vendor/uPlot.iife.min.js")
+        assert kind.startswith("text/javascript")
+        assert (
+            charts == (WEB / "node_modules" / "uplot" / "dist" / "uPlot.iife.min.js").read_bytes()
+        )
         _, metrics = fetch(server.metrics_url)
         assert f'version="{version}"'.encode() in next(
             line for line in metrics.splitlines() if line.startswith(b"ghostream_build_info{")

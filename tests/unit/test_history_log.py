@@ -227,6 +227,9 @@ def test_a_version_1_history_keeps_every_session_and_stat(tmp_path: Path) -> Non
     refusals = before.execute("SELECT count(*) FROM events WHERE kind = 'rejected'").fetchone()
     before.conn.close()
 
+    # `ghostream history` reads without writing: it asks for the migration instead.
+    with pytest.raises(OSError, match="older version"):
+        open_database(path, read_only=True)
     open_database(path).conn.close()
     after = sqlite_utils.Database(sqlite3.connect(path))
     assert after.execute("PRAGMA user_version").fetchone() == (2,)
