@@ -16,6 +16,7 @@ starts at the first publish and ends when the broker gives up waiting
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -157,7 +158,7 @@ class Projector:
     def _start(self, event: Mapping[str, Any], kind: str) -> None:
         key, at, stream = event["session"], event["at"], event["stream"]
         base = base_stream(stream)
-        viewer = event["viewer"] or peer_host(event["peer"])
+        viewer = event["viewer"] or _viewer_of_peer(event["peer"])
         show_id = self.shows.get(base)
         if event["kind"] == PUBLISH_STARTED and show_id is None:
             show_id = self.shows[base] = event["id"]
@@ -309,6 +310,11 @@ class Projector:
 
     def _execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
         return self.db.execute(sql, args)
+
+
+def _viewer_of_peer(peer: str) -> str:
+    """An id for a viewer logged without one (by version 1): a hash, never the address."""
+    return "peer-" + hashlib.sha256(peer_host(peer).encode()).hexdigest()[:16]
 
 
 def _level_keys(session: OpenSession) -> list[object]:
