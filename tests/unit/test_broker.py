@@ -11,6 +11,7 @@ from harness.programs import require
 
 from ghostream import monitoring
 from ghostream.broker.events import (
+    BytesCheckpoint,
     PublishStarted,
     PublishStopped,
     StreamClosed,
@@ -256,3 +257,33 @@ async def test_a_slow_viewer_skipping_is_an_event_and_a_metric(media, autojump_c
     ]
     after = monitoring.REGISTRY.get_sample_value("ghostream_viewer_skips_total", labels)
     assert after - before == 3
+
+
+async def test_open_sessions_report_their_bytes_periodically(media, autojump_clock) -> None:
+    _, data, _ = media
+    broker = Broker(checkpoint_interval=60)
+    events: list = []
+    broker.on_event.append(events.append)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(broker.run)
+        with (
+            broker.publish("show", "a:1", "srt") as stream,
+            broker.watch("show", "v:1", "srt") as sub,
+        ):
+            viewer = broker.join("show", "v:2", "llhls")
+            viewer.bytes_sent = 1234
+            for chunk in chunks(data):
+                stream.publish(chunk)
+            await sub.receive()
+            await trio.sleep(61)
+            broker.leave(viewer, "v:2", "stopped fetching")
+            assert broker.audience() == {"show": {"srt": 1}}
+        nursery.cancel_scope.cancel()
+    checkpoints = [e for e in events if isinstance(e, BytesCheckpoint)]
+    assert {(e.viewer_id is None, e.bytes > 0) for e in checkpoints} == {
+        (True, True),
+        (False, True),
+    }
+    assert len(checkpoints) == 3
+    assert [e.bytes for e in checkpoints if e.viewer_id == viewer.id] == [1234]
+    assert next(e for e in checkpoints if e.viewer_id is None).bytes == len(data)
