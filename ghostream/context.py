@@ -53,6 +53,7 @@ class ServerContext:
             ldap_aliases=auth.ldap.aliases,
         )
         packets = PacketHub(broker)
+        broker.on_event.append(packets.observe)
         transcoding = settings.transcoding
         variant_names = [p.name for p in transcoding.parsed_profiles] if transcoding.enabled else []
         hls = LlHls(packets, broker, variant_names)

@@ -33,6 +33,7 @@ from ghostream.broker.stream import (
     StreamState,
     Subscription,
 )
+from ghostream.media.properties import VideoProperties
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class StreamSummary:
     bytes_in: int
     video_codec: str | None
     audio_codecs: tuple[str, ...]
+    video: VideoProperties | None = None
 
 
 class Broker:
@@ -72,6 +74,8 @@ class Broker:
         self.on_event: list[Callable[[Event], None]] = []
         # Asked for a stream that is not live; one may start it (a quality variant).
         self.providers: list[Callable[[str], Awaitable[bool]]] = []
+        # Told a stream's video properties when a publish's video is described or changes.
+        self.on_described: list[Callable[[str, VideoProperties], None]] = []
         self._streams: dict[str, Stream] = {}
         self._deadlines: dict[str, float] = {}
         self._changed = trio.Event()
@@ -143,6 +147,19 @@ class Broker:
         stream = self._streams.pop(stream_id, None)
         if stream is not None:
             stream.end()
+
+    def describe(self, stream_id: str, video: VideoProperties) -> None:
+        """A live stream's video was described (from its packets) or changed."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        stream.video = video
+        log.info("%s: video %s", stream_id, video.describe())
+        for listener in self.on_described:
+            try:
+                listener(stream_id, video)
+            except Exception:
+                log.exception("video description listener failed for %s", stream_id)
 
     # Watching.
 
@@ -230,6 +247,7 @@ class Broker:
                 bytes_in=stream.bytes_in,
                 video_codec=stream.inspector.video_codec,
                 audio_codecs=tuple(stream.inspector.audio_codecs),
+                video=stream.video,
             )
             for stream in self._streams.values()
         ]

@@ -104,6 +104,7 @@ def _summary(summary: StreamSummary) -> dict:
         "bytes_in": summary.bytes_in,
         "video_codec": summary.video_codec,
         "audio_codecs": list(summary.audio_codecs),
+        "video": summary.video.as_dict() if summary.video else None,
     }
 
 
