@@ -31,6 +31,7 @@ ENV_PREFIX = "GHOSTREAM_"
 DEMO_USER = "demo"
 DEMO_HASH = "$2b$10$ie94Nv5Qx6B2.KXfJMbFtOwOdWGNIR96ACPMADPEhWMzqe.3kcgsS"
 MASK = "********"
+WEBRTC_TRANSCODE_MODES = ("auto", "always", "never")
 
 
 class ConfigError(Exception):
@@ -342,6 +343,16 @@ class WebrtcSettings:
         doc="STUN servers given to browsers and used to find the server's public address.",
         default_factory=lambda: ["stun:stun.l.google.com:19302"],
     )
+    transcode: str = _key(
+        "transcode",
+        doc=(
+            "Re-encode a stream for WebRTC viewers (once per stream, H.264 without B-frames): "
+            "`auto` when browsers cannot take it as it is (B-frames, HEVC, 10-bit, 4:2:2), "
+            "`always`, or `never` (such streams are then refused over WebRTC and players use "
+            "LL-HLS)."
+        ),
+        default="auto",
+    )
 
 
 @dataclass(frozen=True)
@@ -625,6 +636,11 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         fail(("srt", "latency"), "must be between 20 and 10000 (milliseconds)")
     if settings.webrtc.min_port_udp > settings.webrtc.max_port_udp:
         fail(("webrtc", "minPortUDP"), "must not be above webrtc.maxPortUDP")
+    if settings.webrtc.transcode not in WEBRTC_TRANSCODE_MODES:
+        fail(
+            ("webrtc", "transcode"),
+            f"must be auto, always or never, not {settings.webrtc.transcode!r}",
+        )
     if settings.streams.reconnect_grace < 0:
         fail(("streams", "reconnectGrace"), "must not be negative")
     for text in settings.transcoding.profiles:

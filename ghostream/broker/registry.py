@@ -93,14 +93,22 @@ class Broker:
     # Publishing.
 
     @contextmanager
-    def publish(self, stream_id: str, peer: str, protocol: str) -> Iterator[Stream]:
-        """Hold the publisher slot of a stream for the duration of the block."""
+    def publish(
+        self, stream_id: str, peer: str, protocol: str, *, internal: bool = False
+    ) -> Iterator[Stream]:
+        """Hold the publisher slot of a stream for the duration of the block.
+
+        An internal stream (the server's own copy of another, such as the one
+        WebRTC viewers get) is served like any other but emits no events and
+        is not listed: it is not a stream anyone published.
+        """
         stream = self._streams.get(stream_id)
         if stream is not None and stream.state is StreamState.LIVE:
             raise StreamBusy(stream_id)
         if stream is None:
             options = {"ring_bytes": self.ring_bytes} if self.ring_bytes else {}
             stream = Stream(stream_id, **options)
+            stream.internal = internal
             stream.on_skip.append(self._note_skip)
             self._streams[stream_id] = stream
         else:
@@ -108,7 +116,8 @@ class Broker:
             self._deadlines.pop(stream_id, None)
         started = time.time()
         bytes_before = stream.bytes_in
-        self.emit(PublishStarted(stream_id, peer, protocol, started))
+        if not internal:
+            self.emit(PublishStarted(stream_id, peer, protocol, started))
         reason = "publisher disconnected"
         try:
             yield stream
@@ -119,11 +128,17 @@ class Broker:
             stream.publisher_left()
             self._deadlines[stream_id] = trio.current_time() + self.reconnect_grace
             self._changed.set()
-            self.emit(
-                PublishStopped(
-                    stream_id, peer, protocol, time.time(), stream.bytes_in - bytes_before, reason
+            if not internal:
+                self.emit(
+                    PublishStopped(
+                        stream_id,
+                        peer,
+                        protocol,
+                        time.time(),
+                        stream.bytes_in - bytes_before,
+                        reason,
+                    )
                 )
-            )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """End streams whose publisher did not return within the grace period."""
@@ -250,6 +265,7 @@ class Broker:
                 video=stream.video,
             )
             for stream in self._streams.values()
+            if not stream.internal
         ]
 
     def _note_skip(self, stream: Stream, subscription: Subscription, *, dropped: bool) -> None:

@@ -125,6 +125,8 @@ class Stream:
         self.gop_start: int | None = None
         # The current publisher's video, once its packets have described it.
         self.video: VideoProperties | None = None
+        # The server's own copy of another stream: served, but not listed (see Broker.publish).
+        self.internal = False
         self.on_skip: list = []
         self._chunks: deque[bytes] = deque()
         self._first = 0
