@@ -91,6 +91,8 @@ def test_a_b_frame_stream_is_re_encoded_once_for_browsers_and_left_as_is_elsewhe
         decoded = after["framesDecoded"] - before["framesDecoded"]
         dropped = after["framesDropped"] - before["framesDropped"]
         assert decoded >= 0.9 * RATE * SECONDS and dropped <= 0.1 * decoded, (before, after)
+        codec = chromium.execute_script("return await stats()")[after["codecId"]]
+        assert "profile-level-id=42e0" in codec, codec  # constrained baseline: no B-frames
         server.wait_for_log(r"gets demo re-encoded for WebRTC: B-frames")
         # The copy is the server's own: not a live stream of its own, its viewer counts for demo.
         assert [s["id"] for s in api(server, "/api/streams")["streams"]] == ["demo"]
