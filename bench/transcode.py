@@ -1,6 +1,7 @@
 """Quality variants and the WebRTC copy: CPU and encode speed as a multiple of real time.
 
 Run: .venv/bin/python bench/transcode.py [--seconds 10] [--source 1280x720] [--copy 720,1080]
+                                         [--latency]
 
 A source like OBS sends (H.264 High, 25 fps, with AAC) is made by ffmpeg,
 demuxed by the server's demuxer, decoded once, then fed to the server's own
@@ -16,11 +17,19 @@ settings make it (preset veryfast, B-frames) is decoded and re-encoded at
 its own size and rate, as fast as it goes; printed: the share of one core
 it costs while live (decode and encode, every thread counted) and its speed
 against real time.  The copy runs once per stream, whatever its viewers.
+
+With `--latency`, the latency the copy adds: bench/webrtc.py's numbered
+frames (320x180, 25 fps) are watched glass to glass in Chromium from a
+server that passes them through (`webrtc.transcode: auto`) and, in the same
+run, from one that re-encodes them (`always`).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +40,7 @@ from pathlib import Path
 import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from ghostream.config import TranscodingSettings  # noqa: E402
 from ghostream.media.demux import TsDemuxer  # noqa: E402
@@ -98,11 +108,43 @@ def webrtc_copy(height: int, seconds: float) -> None:
     )
 
 
+def copy_latency(seconds: float) -> None:
+    """Glass-to-glass latency over WebRTC, passed through and re-encoded, one after the other."""
+    from harness.browser import open_chromium
+    from harness.server_process import free_port, start_server
+    from webrtc import latency
+
+    print("Glass-to-glass latency over WebRTC, 320x180 at 25 fps (drawn -> shown in Chromium):")
+    medians = {}
+    for mode in ("auto", "always"):
+        port = free_port(socket.SOCK_DGRAM)
+        overrides = {"webrtc": {"transcode": mode, "minPortUDP": port, "maxPortUDP": port}}
+        with tempfile.TemporaryDirectory() as work:
+            server = start_server(Path(work), overrides)
+            try:
+                with open_chromium(shutil.which("chromium"), shutil.which("chromedriver")) as page:
+                    values = sorted(latency(server, page, seconds))
+            finally:
+                server.stop()
+        label = "passed through" if mode == "auto" else "re-encoded"
+        if not values:
+            print(f"  {label}: no numbered frame was displayed")
+            continue
+        medians[mode] = statistics.median(values)
+        print(
+            f"  {label:>14}: {len(values)} frames, p50 {medians[mode]:.0f} ms, "
+            f"p95 {values[int(len(values) * 0.95)]:.0f} ms"
+        )
+    if len(medians) == 2:
+        print(f"  the copy adds {medians['always'] - medians['auto']:.0f} ms (p50)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--source", default="1280x720")
     parser.add_argument("--copy", default="720,1080", help="heights of WebRTC copies to time")
+    parser.add_argument("--latency", action="store_true", help="also the latency the copy adds")
     args = parser.parse_args()
     width, height = (int(n) for n in args.source.split("x"))
     with tempfile.TemporaryDirectory() as work:
@@ -135,6 +177,8 @@ def main() -> None:
     print("WebRTC copy of a B-frame source (H.264 constrained baseline, source size, 30 fps):")
     for height in (int(h) for h in args.copy.split(",") if h):
         webrtc_copy(height, args.seconds)
+    if args.latency:
+        copy_latency(args.seconds)
 
 
 if __name__ == "__main__":
