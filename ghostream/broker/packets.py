@@ -181,11 +181,16 @@ class PacketHub(TaskOwner):
         self._demuxes: dict[str, StreamDemux] = {}
 
     def observe(self, event: Event) -> None:
-        """A broker listener: each publish is demuxed until its video is described."""
+        """A broker listener: each publish is demuxed until its video is described.
+
+        Later changes (new parameter sets, B-frames appearing) are described
+        while any output reads the stream's packets.
+        """
         if isinstance(event, PublishStarted) and "@" not in event.stream_id and self._nursery:
             self._nursery.start_soon(self._probe, event.stream_id)
 
     async def _probe(self, stream_id: str) -> None:
+        """Read a new publish, without counting as a viewer, until its video is described."""
         stream = self.broker.get(stream_id)
         if stream is None:
             return

@@ -245,10 +245,11 @@ class SourceTranscoder:
         )
 
     def _expire_idle(self) -> None:
-        if self.always:
-            return
         now = trio.current_time()
         for name in list(self.wanted):
+            # With onDemand false variants last as long as the source; the WebRTC copy never does.
+            if self.always and name != WEBRTC_PROFILE.name:
+                continue
             variant = self.variants.get(name)
             # Watched: counted viewers (SRT, WebRTC) or frame readers (LL-HLS packagers).
             readers = self.hub.reader_count(f"{self.stream_id}@{name}")
@@ -326,7 +327,8 @@ class Transcoder:
 
     async def ensure(self, source_id: str, profile: Profile) -> bool:
         """Make `SOURCE@PROFILE` (configured, or the WebRTC copy) while it is read."""
-        stream_id, name = f"{source_id}@{profile.name}", profile.name
+        name = profile.name
+        stream_id = f"{source_id}@{name}"
         if self.broker.get(source_id) is None:
             return False
         self._want(source_id, profile)
