@@ -34,6 +34,9 @@ MASK = "********"
 WEBRTC_TRANSCODE_MODES = ("auto", "always", "never")
 
 
+BCRYPT_HASH = re.compile(r"\$2[aby]?\$[0-9]{2}\$[./A-Za-z0-9]{53}")
+
+
 class ConfigError(Exception):
     """A configuration the server cannot run with; the message names the key and source."""
 
@@ -529,10 +532,10 @@ def _from_text(text: str, tp: Any, source: str, key: str) -> Any:
             return False
         raise ConfigError(f"{source}: {key} must be true or false, not {text!r}")
     if tp is int:
-        try:
-            return int(text.strip())
-        except ValueError:
-            raise ConfigError(f"{source}: {key} must be an integer, not {text!r}") from None
+        # int() would also take "1_0" and non-ASCII digits, which no one means as a number.
+        if not re.fullmatch(r"[+-]?[0-9]+", text.strip(), flags=re.ASCII):
+            raise ConfigError(f"{source}: {key} must be an integer, not {text!r}")
+        return int(text.strip())
     if origin is list:
         return [item.strip() for item in text.split(",") if item.strip()]
     if origin is dict:
@@ -623,10 +626,22 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
 
 def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
     def fail(path: tuple[str, ...], message: str) -> typing.NoReturn:
-        raise ConfigError(f"{origins.get(path, 'configuration')}: {_dotted(path)} {message}")
+        # An entry of a map was set where its map was: name that file or variable.
+        source = next(
+            (origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origins),
+            "configuration",
+        )
+        raise ConfigError(f"{source}: {_dotted(path)} {message}")
 
     if settings.auth.backend not in ("basic", "ldap"):
         fail(("auth", "backend"), f"must be basic or ldap, not {settings.auth.backend!r}")
+    for user, hashed in settings.auth.basic.credentials.items():
+        if not BCRYPT_HASH.fullmatch(hashed):
+            # The hash itself is a secret: say what is wrong, never what was written.
+            fail(
+                ("auth", "basic", "credentials", user),
+                "is not a bcrypt hash; make one with `ghostream hash-password`",
+            )
     passphrase = settings.srt.passphrase
     if passphrase and not 10 <= len(passphrase) <= 79:
         fail(("srt", "passphrase"), "must have 10 to 79 characters")
@@ -634,6 +649,12 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         fail(("srt", "maxClients"), "must be between 1 and 100000")
     if not 20 <= settings.srt.latency <= 10_000:
         fail(("srt", "latency"), "must be between 20 and 10000 (milliseconds)")
+    for name, port in (
+        ("minPortUDP", settings.webrtc.min_port_udp),
+        ("maxPortUDP", settings.webrtc.max_port_udp),
+    ):
+        if not 1 <= port <= 65535:
+            fail(("webrtc", name), f"must be a UDP port from 1 to 65535, not {port}")
     if settings.webrtc.min_port_udp > settings.webrtc.max_port_udp:
         fail(("webrtc", "minPortUDP"), "must not be above webrtc.maxPortUDP")
     if settings.webrtc.transcode not in WEBRTC_TRANSCODE_MODES:

@@ -75,15 +75,21 @@ class ServerProcess:
         with self._changed:
             return "\n".join(self._lines)
 
-    def wait_for_log(self, pattern: str, timeout: float = 10.0, *, start: int = 0) -> str:
-        """The first log line (from line `start`) matching `pattern`; fails after `timeout`."""
+    def wait_for_log(
+        self, pattern: str, timeout: float = 10.0, *, start: int = 0, count: int = 1
+    ) -> str:
+        """The `count`-th log line (from line `start`) matching `pattern`; fails after `timeout`.
+
+        `count` waits for an event that happens again (a second viewer leaving)
+        without guessing where the first one's line is.
+        """
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                for line in self._lines[start:]:
-                    if regex.search(line):
-                        return line
+                matches = [line for line in self._lines[start:] if regex.search(line)]
+                if len(matches) >= count:
+                    return matches[count - 1]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.process.poll() is not None and self._reader_done()):
                     raise AssertionError(

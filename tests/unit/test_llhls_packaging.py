@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import itertools
 import re
-import shutil
 import struct
 import subprocess
 
-import pytest
+from harness.programs import require
 
 from ghostream.media.bitstream import sample_units, video_config
 from ghostream.media.demux import MediaPacket, Track, TsDemuxer
@@ -181,8 +180,8 @@ def test_multivariant_playlist_lists_variants_by_bandwidth() -> None:
 
 def test_b_frames_keep_their_presentation_times(tmp_path) -> None:
     """x264's default B-frames through the packager: ffprobe reads back every frame's time."""
-    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
-        pytest.skip("ffmpeg is not installed (scripts/test installs it)")
+    require("ffmpeg")
+    require("ffprobe")
     source = tmp_path / "source.ts"
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",

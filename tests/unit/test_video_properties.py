@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from harness.programs import require
 
 from ghostream.media.demux import TsDemuxer
 from ghostream.media.properties import PropertiesTracker, VideoProperties
 
 
 def encode(tmp_path: Path, *video: str, rate: int = 30, size: str = "320x180") -> bytes:
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg is not installed (scripts/test installs it)")
+    require("ffmpeg")
     path = tmp_path / "source.ts"
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
