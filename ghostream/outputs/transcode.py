@@ -80,9 +80,10 @@ class VariantEncoder:
     ) -> None:
         self.profile = profile
         copy = profile == WEBRTC_PROFILE
-        self.height = source_height if copy else profile.height
+        # 4:2:0 needs even sizes; a source cropped to an odd one loses a column or a row.
+        self.height = source_height // 2 * 2 if copy else profile.height
         self.width = (
-            source_width
+            source_width // 2 * 2
             if copy
             else max(2, round(source_width * self.height / source_height / 2) * 2)
         )
