@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 PROTOCOL = "transcode"
 IDLE_STOP = 10.0
+# The WebRTC copy costs the most and its viewers reconnect at once (a reload), so it goes sooner.
+COPY_IDLE_STOP = 4.0
 START_TIMEOUT = 2.5
 MAX_LAG = 1.5
 PACKET_SIZE = 188
@@ -256,7 +258,9 @@ class SourceTranscoder:
             readers = self.hub.reader_count(f"{self.stream_id}@{name}")
             if variant is not None and (variant.stream.viewers > 0 or readers > 0):
                 self._last_watched[name] = now
-            elif now - self._last_watched.get(name, now) > IDLE_STOP:
+            elif now - self._last_watched.get(name, now) > (
+                COPY_IDLE_STOP if name == WEBRTC_PROFILE.name else IDLE_STOP
+            ):
                 self.wanted.discard(name)
                 if variant is not None:
                     self.variants.pop(name).stop()

@@ -86,6 +86,12 @@ def test_a_b_frame_stream_is_re_encoded_once_for_browsers_and_left_as_is_elsewhe
         assert live["video"]["b_frames"] and live["video"]["frame_rate"] == 30
         assert live["webrtc"]["mode"] == "re-encoded" and live["webrtc"]["reason"] == "B-frames"
 
+        # SRT viewers still get the publisher's bytes, B-frames and all (probed meanwhile).
+        probe = subprocess.Popen(
+            [ffprobe, "-v", "error", "-select_streams", "v", "-show_entries",
+             "stream=codec_name,profile,has_b_frames", "-of", "json", server.srt_url("demo")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
         open_viewer(chromium, server, "demo")
         before, after = decodes_in_real_time(chromium)
         decoded = after["framesDecoded"] - before["framesDecoded"]
@@ -94,21 +100,16 @@ def test_a_b_frame_stream_is_re_encoded_once_for_browsers_and_left_as_is_elsewhe
         codec = chromium.execute_script("return await stats()")[after["codecId"]]
         assert "profile-level-id=42e0" in codec, codec  # constrained baseline: no B-frames
         server.wait_for_log(r"gets demo re-encoded for WebRTC: B-frames")
+        [stream] = json.loads(probe.communicate(timeout=30)[0])["streams"]
+        assert stream["profile"] == "High" and stream["has_b_frames"] > 0, stream
+        server.wait_for_log(r"stopped watching demo: ")  # ffprobe, over SRT
+
         # The copy is the server's own: not a live stream of its own, its viewer counts for demo.
         assert [s["id"] for s in api(server, "/api/streams")["streams"]] == ["demo"]
         assert api(server, "/_stats/demo/") == {"ConnectedViewers": 1}
 
-        # SRT viewers still get the publisher's bytes, B-frames and all.
-        probe = subprocess.run(
-            [ffprobe, "-v", "error", "-select_streams", "v", "-show_entries",
-             "stream=codec_name,profile,has_b_frames", "-of", "json", server.srt_url("demo")],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-        [stream] = json.loads(probe.stdout)["streams"]
-        assert stream["profile"] == "High" and stream["has_b_frames"] > 0, stream
-
         chromium.get("about:blank")
-        server.wait_for_log("demo: webrtc variant stopped: nobody watched it", 40)
+        server.wait_for_log("demo: webrtc variant stopped: nobody watched it", 20)
 
 
 def test_hevc_plays_over_whep_and_is_named_in_the_hls_playlist(
@@ -149,3 +150,13 @@ def test_never_refuses_with_the_reason_and_the_player_uses_llhls_without_stalls(
         ended = chromium.execute_script(PLAYER)
         # hls.js plays the reordered frames at the pace of the clock, never waiting for data.
         assert ended["stalls"] == 0 and ended["time"] - started["time"] > SECONDS - 1, ended
+
+
+def test_always_re_encodes_even_what_could_pass_through(ffmpeg, chromium, ghostream_server) -> None:
+    server = ghostream_server({"webrtc": {"transcode": "always"}})
+    with publishing(server, "demo:demo"):
+        open_viewer(chromium, server, "demo")
+        wait_for(chromium, "return (await stats()).video", lambda v: v and v["framesDecoded"] > 25,
+                 20, "decoded video")  # fmt: skip
+        server.wait_for_log("gets demo re-encoded for WebRTC: webrtc.transcode is always")
+        assert api(server, "/api/streams/demo")["live"]["webrtc"]["mode"] == "re-encoded"
