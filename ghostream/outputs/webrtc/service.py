@@ -185,7 +185,7 @@ class WebRtcOutput:
                 async with self.hub.read(session.stream_id, max_lag=MAX_VIDEO_LAG) as reader:
                     with trio.fail_after(NEGOTIATION_TIMEOUT):
                         tracks = await reader.tracks()
-                        reason = await self._copy_reason(session, reader, tracks, offer_sdp)
+                        reason = await self._copy_reason(session, reader, tracks, offer_sdp, kinds)
                     if reason is None:
                         await self._watch(
                             session, viewer, offer_sdp, kinds, reader, tracks, task_status
@@ -216,14 +216,19 @@ class WebRtcOutput:
                 )
 
     async def _copy_reason(
-        self, session: Session, reader: PacketReader, tracks: list[Track], offer_sdp: str
+        self,
+        session: Session,
+        reader: PacketReader,
+        tracks: list[Track],
+        offer_sdp: str,
+        kinds: set[str],
     ) -> str | None:
         """Why this viewer needs the re-encoded copy (None: the video as it is will do).
 
         WebRtcError 415 when it would and `webrtc.transcode` is never.
         """
         track = next((t for t in tracks if t.kind == "video"), None)
-        if track is None:
+        if track is None or "video" not in kinds:
             return None
         if self.settings.transcode == "always":
             return "webrtc.transcode is always"
@@ -313,10 +318,7 @@ class WebRtcOutput:
         video = audio = None
         video_track = next((t for t in tracks if t.kind == "video"), None)
         if video_track is not None and "video" in kinds:
-            if video_track.codec != "h264":
-                raise WebRtcError(
-                    415, f"the stream's video is {video_track.codec}; browsers need H.264"
-                )
+            # Never anything but H.264 here: `_copy_reason` sent other codecs to the copy.
             video = PacketTrack("video")
             transceiver = pc.addTransceiver(video, direction="sendonly")
             transceiver.setCodecPreferences(h264_preferences(video_track, offer_sdp))
