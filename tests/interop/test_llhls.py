@@ -21,7 +21,12 @@ from harness.browser import wait_for
 from harness.publisher import publishing, signal_source
 from harness.server_process import ServerProcess, free_port
 
-HLS_JS = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "hls.js" / "dist" / "hls.js"
+HLS_JS = (
+    Path(__file__)
+    .resolve()
+    .parents[2]
+    .joinpath("ghostream", "web", "node_modules", "hls.js", "dist", "hls.js")
+)
 SOURCE = signal_source("320x180", "-tune", "zerolatency")
 PART = re.compile(r'#EXT-X-PART:DURATION=([0-9.]+),URI="([^"]+)"')
 HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-[0-9a-f]+-(\d+)-(\d+)\.m4s"')
@@ -220,7 +225,7 @@ def player_page(directory: Path, source: str) -> str:
 def test_hls_js_plays_in_low_latency_mode_from_parts(
     live: ServerProcess, chromium, tmp_path: Path
 ) -> None:
-    assert HLS_JS.exists(), "npm install --prefix web installs hls.js"
+    assert HLS_JS.exists(), "npm install --prefix ghostream/web installs hls.js"
     chromium.get(player_page(tmp_path, f"{live.web_url}/demo/index.m3u8"))
     started = wait_for(
         chromium, "return document.getElementById('video').currentTime", lambda t: t > 0.5, 20,
