@@ -129,6 +129,12 @@ TRANSCODE_BEHIND = Counter(
 WEBRTC_SESSIONS = Gauge(
     "ghostream_webrtc_connected_sessions", "Connected WebRTC sessions", registry=REGISTRY
 )
+WEBRTC_DROPPED = Counter(
+    "ghostream_webrtc_dropped_packets_total",
+    "Packets on the shared WebRTC ports that belong to no session, by why",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 
 async def serve_metrics(

@@ -35,8 +35,8 @@ from ghostream.config import WebrtcSettings
 from ghostream.media.demux import Track
 from ghostream.outputs.webrtc.codecs import h264_preferences
 from ghostream.outputs.webrtc.errors import WebRtcError
+from ghostream.outputs.webrtc.icemux import IceMux
 from ghostream.outputs.webrtc.opus import OpusFeed
-from ghostream.outputs.webrtc.ports import PortRange
 from ghostream.outputs.webrtc.tracks import PacketTrack
 from ghostream.tasks import start_registered
 
@@ -73,7 +73,13 @@ class WebRtcOutput:
         self.broker = broker
         self.hub = hub
         self.sessions: dict[str, Session] = {}
-        self._ports = PortRange(settings.min_port_udp, settings.max_port_udp)
+        tcp = settings.tcp_listen_address
+        self._ice = IceMux(
+            range(settings.min_port_udp, settings.max_port_udp + 1),
+            (tcp.host, tcp.port) if tcp.port else None,
+            settings.public_ips,
+            lambda reason: monitoring.WEBRTC_DROPPED.labels(reason).inc(),
+        )
         self._opus: dict[str, OpusFeed] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nursery: trio.Nursery | None = None
@@ -84,12 +90,16 @@ class WebRtcOutput:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio_asyncio.open_loop() as loop:
-            self._ports.install(loop)
             self._loop = loop
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
+            await trio_asyncio.aio_as_trio(self._ice.start)()
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    task_status.started()
+                    await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio_asyncio.aio_as_trio(self._ice.stop)()
 
     def page_uids(self) -> set[str]:
         return {s.page_uid for s in self.sessions.values() if s.page_uid}
@@ -98,7 +108,7 @@ class WebRtcOutput:
         self, stream_id: str, offer_sdp: str, peer: str, page_uid: str = ""
     ) -> tuple[Session, str]:
         """Negotiate a viewer's session; the answer SDP, or WebRtcError with its status."""
-        if self._nursery is None:
+        if self._nursery is None or not self._ice.ready:
             raise WebRtcError(503, "WebRTC is not running")
         if not await self.broker.provide(stream_id):
             raise WebRtcError(404, f"no live stream {stream_id!r}")
@@ -153,7 +163,7 @@ class WebRtcOutput:
                             audio.sent if audio else 0
                         )
                         viewer.left_because = session.reason
-                        await _close(pc)
+                        await self._close(pc)
         except StreamNotFound as exc:
             raise WebRtcError(404, f"no live stream {session.stream_id!r}") from exc
         except StreamEnded as ended:
@@ -177,7 +187,7 @@ class WebRtcOutput:
         try:
             return await self._set_up(session, pc, offer_sdp, kinds, tracks)
         except BaseException:
-            await _close(pc)
+            await self._close(pc)
             raise
 
     async def _set_up(
@@ -214,22 +224,15 @@ class WebRtcOutput:
         except (ValueError, KeyError, IndexError, AttributeError) as exc:
             raise WebRtcError(400, f"malformed SDP offer: {exc}") from exc
         try:
+            await trio_asyncio.aio_as_trio(self._ice.attach)(pc)
+        except ValueError as exc:
+            raise WebRtcError(400, f"unsupported offer: {exc}") from exc
+        try:
             answer = await trio_asyncio.aio_as_trio(pc.createAnswer)()
         except (ValueError, RuntimeError) as exc:
             raise WebRtcError(406, f"no common codec with the offer: {exc}") from exc
         await trio_asyncio.aio_as_trio(pc.setLocalDescription)(answer)
-        sdp = pc.localDescription.sdp
-        if "a=candidate" not in sdp:
-            log.warning(
-                "WebRTC viewer of %s from %s refused: no free UDP port in %d-%d "
-                "(raise webrtc.maxPortUDP to serve more viewers)",
-                session.stream_id,
-                session.peer,
-                self.settings.min_port_udp,
-                self.settings.max_port_udp,
-            )
-            raise WebRtcError(503, "no free WebRTC port; try again later")
-        return pc, video, audio, sdp
+        return pc, video, audio, pc.localDescription.sdp
 
     async def _serve(
         self,
@@ -251,6 +254,12 @@ class WebRtcOutput:
                 nursery.cancel_scope.cancel()
         finally:
             gauge.dec()
+
+    async def _close(self, pc: RTCPeerConnection) -> None:
+        """Close a peer connection even while the session is being cancelled, but never hang."""
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await trio_asyncio.aio_as_trio(pc.close)()
+        self._ice.release(pc)
 
     async def _share_audio(self, stream_id: str, track: PacketTrack) -> None:
         feed = self._opus.get(stream_id)
@@ -276,12 +285,6 @@ def _offered_kinds(offer_sdp: str) -> set[str]:
     if not parsed.media or any(not media.rtp.codecs for media in parsed.media):
         raise WebRtcError(400, "malformed SDP offer: a media section lists no codec")
     return {media.kind for media in parsed.media}
-
-
-async def _close(pc: RTCPeerConnection) -> None:
-    """Close a peer connection even while the session is being cancelled, but never hang."""
-    with trio.CancelScope(shield=True), trio.move_on_after(2):
-        await trio_asyncio.aio_as_trio(pc.close)()
 
 
 async def _feed_video(reader: PacketReader, track: PacketTrack, session: Session) -> None:

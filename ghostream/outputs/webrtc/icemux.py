@@ -1,0 +1,395 @@
+"""The one reach into aioice and aiortc internals: every session's ICE on shared ports.
+
+aioice opens sockets of its own for each peer connection.  Here a peer
+connection's aioice `Connection` is instead handed, before it gathers,
+endpoints on the server's shared sockets: one per UDP port of the range and
+one on the ICE-TCP port (RFC 6544 passive, RFC 4571 framing).  Incoming
+datagrams reach the right endpoint through `IceRoutes`.
+
+What this relies on in aioice 0.13 / aiortc 1.16 (pinned by
+tests/unit/test_webrtc_icemux.py):
+- an `RTCIceGatherer` keeps its aioice `Connection` in `_connection`, and
+  `Connection.gather_candidates` does nothing once `_local_candidates_start`
+  is set, so candidates put in `_local_candidates` are the ones answered;
+- a `Connection` checks and sends through the `StunProtocol`s in
+  `_protocols`: each has a `local_candidate`, sends with its transport's
+  `sendto`, takes datagrams in `datagram_received`, and closes by closing its
+  transport and waiting for `connection_lost`;
+- a check from an address no candidate announced becomes a peer-reflexive
+  candidate paired with the endpoint it came in on, so a browser's TCP
+  connection needs no signalling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import socket
+import struct
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aioice.ice import StunProtocol, get_host_addresses
+from aiortc import RTCPeerConnection
+
+from ghostream.outputs.webrtc.routes import Address, IceRoutes
+
+log = logging.getLogger(__name__)
+
+# Kernel receive buffer of a shared UDP socket: it carries every session's packets.
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+# A TCP connection must prove it belongs to a session this soon, and so many may wait.
+TCP_HANDSHAKE_TIMEOUT = 10.0
+MAX_TCP_CONNECTIONS = 4096
+# Bytes queued on a slow TCP viewer beyond which packets are dropped, as UDP would.
+TCP_SEND_BUFFER = 1024 * 1024
+# ICE-TCP candidates rank below UDP (RFC 6544 section 4.2), so UDP wins when both work.
+TCP_LOCAL_PREFERENCE = 8191
+
+Drop = Callable[[str], None]
+
+
+class Endpoint(asyncio.DatagramTransport):
+    """A session's piece of a shared port; aioice takes it for a socket of its own."""
+
+    def __init__(self, port: UdpPort | TcpPort, protocol: StunProtocol) -> None:
+        super().__init__()
+        self._port = port
+        self._protocol = protocol
+        self._closed = False
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        if not self._closed:
+            self._port.send(self._protocol, data, addr[:2])
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._port.detach(self._protocol)
+            self._protocol.connection_lost(None)
+
+    def abort(self) -> None:
+        self.close()
+
+
+class UdpPort(asyncio.DatagramProtocol):
+    """One UDP socket of the range, shared by every session given it."""
+
+    def __init__(self, on_drop: Drop) -> None:
+        self.routes: IceRoutes[StunProtocol] = IceRoutes(on_drop)
+        self.transport: asyncio.DatagramTransport | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return self.transport.get_extra_info("sockname")[1]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        address = (addr[0], addr[1])
+        target = self.routes.route(data, address)
+        if target is not None:
+            _deliver(target, data, address, self.routes)
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP errors of one browser's path must not touch the others."""
+
+    def send(self, protocol: StunProtocol, data: bytes, addr: Address) -> None:
+        assert self.transport is not None
+        self.routes.sent(protocol, data, addr)
+        self.transport.sendto(data, addr)
+
+    def detach(self, protocol: StunProtocol) -> None:
+        self.routes.remove(protocol)
+
+
+class TcpPort:
+    """The ICE-TCP listening port: each browser connection carries one session's frames."""
+
+    def __init__(self, host: str, on_drop: Drop) -> None:
+        self.host = host
+        self.routes: IceRoutes[StunProtocol] = IceRoutes(on_drop)
+        self.connections: dict[Address, TcpConnection] = {}
+        self.server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    def send(self, protocol: StunProtocol, data: bytes, addr: Address) -> None:
+        connection = self.connections.get(addr)
+        # Checks aioice sends to a browser's `tcptype active` candidates go nowhere: those
+        # browsers connect to us.
+        if connection is not None and connection.owner is protocol:
+            self.routes.sent(protocol, data, addr)
+            connection.send_frame(data)
+
+    def detach(self, protocol: StunProtocol) -> None:
+        self.routes.remove(protocol)
+        for connection in [c for c in self.connections.values() if c.owner is protocol]:
+            connection.close()
+
+    def frame_received(self, connection: TcpConnection, frame: bytes) -> None:
+        target = self.routes.route(frame, connection.peer)
+        if target is None:
+            if connection.owner is None:
+                connection.close()
+            return
+        connection.owner = target
+        _deliver(target, frame, connection.peer, self.routes)
+
+    def lost(self, connection: TcpConnection) -> None:
+        if self.connections.get(connection.peer) is connection:
+            del self.connections[connection.peer]
+            self.routes.forget(connection.peer)
+
+
+class TcpConnection(asyncio.Protocol):
+    """One browser's ICE-TCP connection, framed by RFC 4571 (a 16-bit length per packet)."""
+
+    def __init__(self, port: TcpPort) -> None:
+        self._port = port
+        self._buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.peer: Address = ("", 0)
+        self.owner: StunProtocol | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0], peer[1])
+        if len(self._port.connections) >= MAX_TCP_CONNECTIONS:
+            transport.close()
+            return
+        self._port.connections[self.peer] = self
+        asyncio.get_running_loop().call_later(TCP_HANDSHAKE_TIMEOUT, self._expire)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= 2:
+            (size,) = struct.unpack_from("!H", buffer, start)
+            if len(buffer) - start - 2 < size:
+                break
+            frame = bytes(buffer[start + 2 : start + 2 + size])
+            start += 2 + size
+            self._port.frame_received(self, frame)
+            if self.transport is None or self.transport.is_closing():
+                return
+        del buffer[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._port.lost(self)
+
+    def send_frame(self, data: bytes) -> None:
+        assert self.transport is not None
+        if self.transport.get_write_buffer_size() > TCP_SEND_BUFFER:
+            return
+        self.transport.write(struct.pack("!H", len(data)) + data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _expire(self) -> None:
+        if self.owner is None:
+            self.close()
+
+
+class IceMux:
+    """The server's shared ICE ports, and each peer connection's endpoints on them.
+
+    `public_ips` are announced in candidates before the interfaces' own
+    addresses, for servers behind NAT or in a container.
+    """
+
+    def __init__(
+        self,
+        udp_ports: Iterable[int],
+        tcp_address: tuple[str, int] | None,
+        public_ips: Iterable[str] = (),
+        on_drop: Drop = lambda reason: None,
+    ) -> None:
+        self._udp_wanted = list(udp_ports)
+        self._tcp_address = tcp_address
+        self._public_ips = list(public_ips)
+        self._on_drop = on_drop
+        # Per port of the range: its IPv4 socket, then its IPv6 one when the host has IPv6.
+        self.udp: list[list[UdpPort]] = []
+        self.tcp: TcpPort | None = None
+        self._turn = itertools.count()
+        self._endpoints: dict[RTCPeerConnection, list[Endpoint]] = {}
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.udp or self.tcp)
+
+    async def start(self) -> None:
+        """Bind the shared sockets; a port already in use is skipped with a warning."""
+        loop = asyncio.get_running_loop()
+        for number in self._udp_wanted:
+            bound = []
+            for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+                sock = _udp_socket(family, host, number)
+                if sock is None:
+                    continue
+                _, port = await loop.create_datagram_endpoint(
+                    lambda: UdpPort(self._on_drop), sock=sock
+                )
+                bound.append(port)
+            if bound:
+                self.udp.append(bound)
+            else:
+                log.warning("WebRTC UDP port %d is in use by another program; skipped", number)
+        if not self.udp:
+            log.error("no WebRTC UDP port of %s could be opened", self._udp_wanted)
+        if self._tcp_address is not None:
+            host, number = self._tcp_address
+            tcp = TcpPort(host, self._on_drop)
+            try:
+                tcp.server = await loop.create_server(
+                    lambda: TcpConnection(tcp), host or None, number
+                )
+            except OSError as exc:
+                log.error("ICE-TCP port %s:%d cannot be opened: %s", host, number, exc.strerror)
+            else:
+                self.tcp = tcp
+
+    async def stop(self) -> None:
+        for family_ports in self.udp:
+            for port in family_ports:
+                assert port.transport is not None
+                port.transport.close()
+        self.udp.clear()
+        if self.tcp is not None and self.tcp.server is not None:
+            self.tcp.server.close()
+            for connection in list(self.tcp.connections.values()):
+                connection.close()
+            self.tcp = None
+
+    async def attach(self, pc: RTCPeerConnection) -> None:
+        """Give a peer connection's ICE agents endpoints on the shared ports, before it gathers.
+
+        Call after setRemoteDescription (bundling has left one ICE transport)
+        and before setLocalDescription (which gathers).
+        """
+        connections = _ice_connections(pc)
+        if len(connections) != 1:
+            raise ValueError("the offer must bundle its media on one transport (a=group:BUNDLE)")
+        (connection,) = connections
+        endpoints = self._endpoints.setdefault(pc, [])
+        hosts = [*self._public_ips, *get_host_addresses(use_ipv4=True, use_ipv6=True)]
+        ports: list[UdpPort | TcpPort] = []
+        if self.udp:
+            ports += self.udp[next(self._turn) % len(self.udp)]
+        if self.tcp is not None:
+            ports.append(self.tcp)
+        for port in ports:
+            if isinstance(port, TcpPort) and port.host:
+                hosts = [*self._public_ips, port.host]
+            announced = [_candidate(port, host) for host in hosts if _fits(port, host)]
+            if not announced:
+                continue
+            protocol = StunProtocol(connection)
+            endpoint = Endpoint(port, protocol)
+            port.routes.add(connection.local_username, connection.local_password, protocol)
+            protocol.connection_made(endpoint)
+            protocol.local_candidate = announced[0]
+            endpoints.append(endpoint)
+            connection._protocols.append(protocol)
+            connection._local_candidates += announced
+        connection._local_candidates_start = True
+        connection._local_candidates_end = True
+
+    def release(self, pc: RTCPeerConnection) -> None:
+        """Free a peer connection's routes, even if aiortc did not close it."""
+        for endpoint in self._endpoints.pop(pc, []):
+            endpoint.close()
+
+
+def _deliver(target: StunProtocol, data: bytes, address: Address, routes: IceRoutes) -> None:
+    """Hand a datagram to its session; what it chokes on must not reach the shared socket.
+
+    aioice raises on some authenticated but malformed requests (a binding
+    request without PRIORITY); on a shared socket that would stop every
+    session's traffic, so it is dropped and counted like other refused input.
+    """
+    try:
+        target.datagram_received(data, address)
+    except Exception as exc:  # noqa: BLE001 - any session's failure stays in that session
+        log.debug("datagram from %s refused by its session: %r", address, exc)
+        routes.refused()
+
+
+def _ice_connections(pc: RTCPeerConnection) -> list:
+    """The aioice connections of a peer connection's (bundled) ICE transports."""
+    seen: dict[int, Any] = {}
+    for transceiver in pc.getTransceivers():
+        gatherer = transceiver.receiver.transport.transport.iceGatherer
+        seen.setdefault(id(gatherer), gatherer._connection)
+    return list(seen.values())
+
+
+def _udp_socket(family: int, host: str, number: int) -> socket.socket | None:
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError:
+        return None
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+        sock.bind((host, number))
+    except OSError:
+        sock.close()
+        return None
+    sock.setblocking(False)
+    return sock
+
+
+def _fits(port: UdpPort | TcpPort, host: str) -> bool:
+    """Whether a browser can reach `host` on this socket (same address family)."""
+    version = ipaddress.ip_address(host.split("%")[0]).version
+    if isinstance(port, TcpPort):
+        assert port.server is not None
+        families = {s.family for s in port.server.sockets}
+    else:
+        assert port.transport is not None
+        families = {port.transport.get_extra_info("socket").family}
+    return (socket.AF_INET6 if version == 6 else socket.AF_INET) in families
+
+
+def _candidate(port: UdpPort | TcpPort, host: str) -> Candidate:
+    if isinstance(port, TcpPort):
+        return Candidate(
+            foundation=candidate_foundation("host", "tcp", host),
+            component=1,
+            transport="tcp",
+            priority=candidate_priority(1, "host", TCP_LOCAL_PREFERENCE),
+            host=host,
+            port=port.port,
+            type="host",
+            tcptype="passive",
+        )
+    return Candidate(
+        foundation=candidate_foundation("host", "udp", host),
+        component=1,
+        transport="udp",
+        priority=candidate_priority(1, "host"),
+        host=host,
+        port=port.port,
+        type="host",
+    )
