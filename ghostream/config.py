@@ -359,7 +359,10 @@ class WebrtcSettings:
     )
     stun_servers: list[str] = _key(
         "STUNServers",
-        doc="STUN servers given to browsers (the server announces `webrtc.publicIPs` instead).",
+        doc=(
+            "STUN servers given to browsers; the first `stun:` one also tells the server the "
+            "public address of its UDP ports, announced besides `webrtc.publicIPs`."
+        ),
         default_factory=lambda: ["stun:stun.l.google.com:19302"],
     )
 

@@ -159,3 +159,43 @@ def test_what_chokes_aioice_stays_out_of_the_shared_socket() -> None:
         await mux.stop()
 
     run(main)
+
+
+def test_a_stun_server_tells_each_port_its_public_address() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        class StunServer(asyncio.DatagramProtocol):
+            def connection_made(self, transport) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr) -> None:
+                asked = stun.parse_message(data)
+                reply = stun.Message(
+                    stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=asked.transaction_id
+                )
+                reply.attributes["XOR-MAPPED-ADDRESS"] = ("203.0.113.9", 40000)
+                self.transport.sendto(bytes(reply), addr)
+
+        server_transport, _ = await loop.create_datagram_endpoint(
+            StunServer, local_addr=(LOOPBACK, 0)
+        )
+        stun_port = server_transport.get_extra_info("sockname")[1]
+        mux = IceMux([0], None, [LOOPBACK])
+        await mux.start()
+        await mux.discover(f"stun:{LOOPBACK}:{stun_port}")
+        assert mux.udp[0][0].reflexive == ("203.0.113.9", 40000)
+        assert len(mux.udp[0][0].routes) == 0  # the probe is gone
+        browser = await offer_from_browser()
+        server = await answer_through(mux, browser)
+        assert ["203.0.113.9", "40000", "typ", "srflx"] == next(
+            c[4:8] for c in candidates(server.localDescription.sdp) if c[7] == "srflx"
+        )
+        await mux.discover("turn:nothing")  # not a STUN URL: said, and ignored
+        for pc in (server, browser):
+            await pc.close()
+        mux.release(server)
+        await mux.stop()
+        server_transport.close()
+
+    run(main)

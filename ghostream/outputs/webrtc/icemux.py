@@ -32,8 +32,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aioice.ice import StunProtocol, get_host_addresses
+from aioice.ice import StunProtocol, get_host_addresses, server_reflexive_candidate
 from aiortc import RTCPeerConnection
+from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from ghostream.outputs.webrtc.routes import Address, IceRoutes
 
@@ -48,6 +49,8 @@ MAX_TCP_CONNECTIONS = 4096
 TCP_SEND_BUFFER = 1024 * 1024
 # ICE-TCP candidates rank below UDP (RFC 6544 section 4.2), so UDP wins when both work.
 TCP_LOCAL_PREFERENCE = 8191
+# How long a STUN server may take to tell a shared port's public address.
+STUN_TIMEOUT = 10.0
 
 Drop = Callable[[str], None]
 
@@ -87,6 +90,8 @@ class UdpPort(asyncio.DatagramProtocol):
     def __init__(self, on_drop: Drop) -> None:
         self.routes: IceRoutes[StunProtocol] = IceRoutes(on_drop)
         self.transport: asyncio.DatagramTransport | None = None
+        # This socket's address and port as a STUN server saw them (a NAT's outside).
+        self.reflexive: Address | None = None
 
     @property
     def port(self) -> int:
@@ -280,6 +285,47 @@ class IceMux:
                 connection.close()
             self.tcp = None
 
+    async def discover(self, stun_url: str) -> None:
+        """Ask a STUN server each IPv4 port's public address, to announce it as well."""
+        try:
+            parsed = parse_stun_turn_uri(stun_url)
+        except ValueError as exc:
+            log.warning("webrtc.STUNServers: %r is not a STUN URL (%s); not used", stun_url, exc)
+            return
+        hosts = [*self._public_ips, *get_host_addresses(use_ipv4=True, use_ipv6=False)]
+        ports = [p for family_ports in self.udp for p in family_ports if _fits(p, "0.0.0.0")]
+        if not hosts:
+            return
+        found = await asyncio.gather(
+            *(self._reflexive(port, hosts[0], (parsed["host"], parsed["port"])) for port in ports),
+            return_exceptions=True,
+        )
+        for port, result in zip(ports, found, strict=True):
+            if isinstance(result, BaseException):
+                log.warning(
+                    "STUN server %s did not tell the public address of WebRTC port %d (%s); "
+                    "behind NAT, set webrtc.publicIPs",
+                    stun_url,
+                    port.port,
+                    result.__class__.__name__,
+                )
+            else:
+                port.reflexive = result
+                log.info("WebRTC port %d is reached at %s:%d", port.port, *result)
+
+    async def _reflexive(self, port: UdpPort, host: str, server: Address) -> Address:
+        # A probe with no ICE agent behind it: only the STUN server's reply is routed to it.
+        probe = StunProtocol(None)
+        port.routes.add(f"stun-{id(probe)}", "", probe)
+        probe.connection_made(Endpoint(port, probe))
+        probe.local_candidate = _candidate(port, host)
+        try:
+            async with asyncio.timeout(STUN_TIMEOUT):
+                candidate, _ = await server_reflexive_candidate(probe, server)
+            return candidate.host, candidate.port
+        finally:
+            port.detach(probe)
+
     async def attach(self, pc: RTCPeerConnection) -> None:
         """Give a peer connection's ICE agents endpoints on the shared ports, before it gathers.
 
@@ -303,6 +349,8 @@ class IceMux:
             announced = [_candidate(port, host) for host in hosts if _fits(port, host)]
             if not announced:
                 continue
+            if isinstance(port, UdpPort) and port.reflexive is not None:
+                announced.append(_reflexive_candidate(port.reflexive, announced[0]))
             protocol = StunProtocol(connection)
             endpoint = Endpoint(port, protocol)
             port.routes.add(connection.local_username, connection.local_password, protocol)
@@ -370,6 +418,20 @@ def _fits(port: UdpPort | TcpPort, host: str) -> bool:
         assert port.transport is not None
         families = {port.transport.get_extra_info("socket").family}
     return (socket.AF_INET6 if version == 6 else socket.AF_INET) in families
+
+
+def _reflexive_candidate(address: Address, base: Candidate) -> Candidate:
+    return Candidate(
+        foundation=candidate_foundation("srflx", "udp", base.host),
+        component=1,
+        transport="udp",
+        priority=candidate_priority(1, "srflx"),
+        host=address[0],
+        port=address[1],
+        type="srflx",
+        related_address=base.host,
+        related_port=base.port,
+    )
 
 
 def _candidate(port: UdpPort | TcpPort, host: str) -> Candidate:

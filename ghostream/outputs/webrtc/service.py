@@ -24,7 +24,7 @@ from functools import partial
 
 import trio
 import trio_asyncio
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 
 from ghostream import monitoring
@@ -95,6 +95,9 @@ class WebRtcOutput:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    stun = [url for url in self.settings.stun_servers if url.startswith("stun:")]
+                    if stun:
+                        nursery.start_soon(trio_asyncio.aio_as_trio(self._ice.discover), stun[0])
                     task_status.started()
                     await trio.sleep_forever()
             finally:
@@ -182,8 +185,7 @@ class WebRtcOutput:
     async def _negotiate(
         self, session: Session, offer_sdp: str, kinds: set[str], tracks: list[Track]
     ) -> tuple[RTCPeerConnection, PacketTrack | None, PacketTrack | None, str]:
-        servers = [RTCIceServer(urls=url) for url in self.settings.stun_servers]
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        pc = RTCPeerConnection()
         try:
             return await self._set_up(session, pc, offer_sdp, kinds, tracks)
         except BaseException:
