@@ -198,7 +198,7 @@ def print_profile(spy: subprocess.Popen, top: int = 15) -> None:
     samples = 0
     for line in stacks.splitlines():
         stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
+        if line.startswith("py-spy>") or not count.isdigit():
             continue
         frames = [_function(frame) for frame in stack.split(";")]
         samples += int(count)
@@ -208,8 +208,9 @@ def print_profile(spy: subprocess.Popen, top: int = 15) -> None:
     print(f"  py-spy, {samples} samples; own time:")
     for frame, count in sorted(own.items(), key=lambda item: -item[1])[:top]:
         print(f"    {count / samples * 100:5.1f} %  {frame}")
-    print("  with callees:")
-    for frame, count in sorted(total.items(), key=lambda item: -item[1])[:top]:
+    print("  with callees (below the event loops):")
+    inner = {frame: count for frame, count in total.items() if count < samples / 2}
+    for frame, count in sorted(inner.items(), key=lambda item: -item[1])[:top]:
         print(f"    {count / samples * 100:5.1f} %  {frame}")
 
 

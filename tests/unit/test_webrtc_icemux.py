@@ -1,7 +1,8 @@
-"""The aioice/aiortc behaviour `icemux` relies on, pinned with real aiortc peers over loopback.
+"""ICE on shared ports, and the aioice/aiortc behaviour it relies on, with real aiortc peers.
 
-If an aioice or aiortc upgrade changes what these tests see, `icemux.py`
-(the one module that reaches into their internals) must change with it.
+If an aioice or aiortc upgrade changes what these tests see,
+`ghostream/outputs/webrtc/internals.py` (the one module that reaches into
+their internals) must change with it.
 They run in a trio-asyncio loop, as the server does.
 """
 
@@ -43,7 +44,7 @@ async def answer_through(mux: IceMux, browser: RTCPeerConnection) -> RTCPeerConn
 
 
 async def connected(*pcs: RTCPeerConnection) -> None:
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         while any(pc.connectionState != "connected" for pc in pcs):
             await asyncio.sleep(0.05)
 

@@ -1,23 +1,11 @@
-"""The one reach into aioice and aiortc internals: every session's ICE on shared ports.
+"""Every session's ICE on the server's shared ports.
 
 aioice opens sockets of its own for each peer connection.  Here a peer
 connection's aioice `Connection` is instead handed, before it gathers,
 endpoints on the server's shared sockets: one per UDP port of the range and
 one on the ICE-TCP port (RFC 6544 passive, RFC 4571 framing).  Incoming
-datagrams reach the right endpoint through `IceRoutes`.
-
-What this relies on in aioice 0.13 / aiortc 1.16 (pinned by
-tests/unit/test_webrtc_icemux.py):
-- an `RTCIceGatherer` keeps its aioice `Connection` in `_connection`, and
-  `Connection.gather_candidates` does nothing once `_local_candidates_start`
-  is set, so candidates put in `_local_candidates` are the ones answered;
-- a `Connection` checks and sends through the `StunProtocol`s in
-  `_protocols`: each has a `local_candidate`, sends with its transport's
-  `sendto`, takes datagrams in `datagram_received`, and closes by closing its
-  transport and waiting for `connection_lost`;
-- a check from an address no candidate announced becomes a peer-reflexive
-  candidate paired with the endpoint it came in on, so a browser's TCP
-  connection needs no signalling.
+datagrams reach the right endpoint through `IceRoutes`.  What this needs of
+aioice's internals goes through `internals`.
 """
 
 from __future__ import annotations
@@ -32,10 +20,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-from aioice.ice import StunProtocol, get_host_addresses, server_reflexive_candidate
 from aiortc import RTCPeerConnection
-from aiortc.rtcicetransport import parse_stun_turn_uri
 
+from ghostream.outputs.webrtc import internals
+from ghostream.outputs.webrtc.internals import StunProtocol
 from ghostream.outputs.webrtc.routes import Address, IceRoutes
 
 log = logging.getLogger(__name__)
@@ -58,15 +46,16 @@ Drop = Callable[[str], None]
 class Endpoint(asyncio.DatagramTransport):
     """A session's piece of a shared port; aioice takes it for a socket of its own."""
 
-    def __init__(self, port: UdpPort | TcpPort, protocol: StunProtocol) -> None:
+    protocol: StunProtocol
+
+    def __init__(self, port: UdpPort | TcpPort) -> None:
         super().__init__()
         self._port = port
-        self._protocol = protocol
         self._closed = False
 
     def sendto(self, data: bytes, addr: Any = None) -> None:
         if not self._closed:
-            self._port.send(self._protocol, data, addr[:2])
+            self._port.send(self.protocol, data, addr[:2])
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default
@@ -77,8 +66,8 @@ class Endpoint(asyncio.DatagramTransport):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._port.detach(self._protocol)
-            self._protocol.connection_lost(None)
+            self._port.detach(self.protocol)
+            self.protocol.connection_lost(None)
 
     def abort(self) -> None:
         self.close()
@@ -288,17 +277,16 @@ class IceMux:
     async def discover(self, stun_url: str) -> None:
         """Ask a STUN server each IPv4 port's public address, to announce it as well."""
         try:
-            parsed = parse_stun_turn_uri(stun_url)
+            server = internals.stun_server(stun_url)
         except ValueError as exc:
             log.warning("webrtc.STUNServers: %r is not a STUN URL (%s); not used", stun_url, exc)
             return
-        hosts = [*self._public_ips, *get_host_addresses(use_ipv4=True, use_ipv6=False)]
+        hosts = [*self._public_ips, *internals.host_addresses(ipv6=False)]
         ports = [p for family_ports in self.udp for p in family_ports if _fits(p, "0.0.0.0")]
         if not hosts:
             return
         found = await asyncio.gather(
-            *(self._reflexive(port, hosts[0], (parsed["host"], parsed["port"])) for port in ports),
-            return_exceptions=True,
+            *(self._reflexive(port, hosts[0], server) for port in ports), return_exceptions=True
         )
         for port, result in zip(ports, found, strict=True):
             if isinstance(result, BaseException):
@@ -315,34 +303,32 @@ class IceMux:
 
     async def _reflexive(self, port: UdpPort, host: str, server: Address) -> Address:
         # A probe with no ICE agent behind it: only the STUN server's reply is routed to it.
-        probe = StunProtocol(None)
+        endpoint = Endpoint(port)
+        probe = internals.new_protocol(None, endpoint, _candidate(port, host))
+        endpoint.protocol = probe
         port.routes.add(f"stun-{id(probe)}", "", probe)
-        probe.connection_made(Endpoint(port, probe))
-        probe.local_candidate = _candidate(port, host)
         try:
             async with asyncio.timeout(STUN_TIMEOUT):
-                candidate, _ = await server_reflexive_candidate(probe, server)
-            return candidate.host, candidate.port
+                return await internals.public_address(probe, server)
         finally:
             port.detach(probe)
 
     async def attach(self, pc: RTCPeerConnection) -> None:
-        """Give a peer connection's ICE agents endpoints on the shared ports, before it gathers.
+        """Give a peer connection's ICE agent endpoints on the shared ports, before it gathers.
 
         Call after setRemoteDescription (bundling has left one ICE transport)
-        and before setLocalDescription (which gathers).
+        and before setLocalDescription (which gathers).  ValueError when the
+        offer did not bundle its media.
         """
-        connections = _ice_connections(pc)
-        if len(connections) != 1:
-            raise ValueError("the offer must bundle its media on one transport (a=group:BUNDLE)")
-        (connection,) = connections
+        connection = internals.bundled_connection(pc)
         endpoints = self._endpoints.setdefault(pc, [])
-        hosts = [*self._public_ips, *get_host_addresses(use_ipv4=True, use_ipv6=True)]
+        hosts = [*self._public_ips, *internals.host_addresses()]
         ports: list[UdpPort | TcpPort] = []
         if self.udp:
             ports += self.udp[next(self._turn) % len(self.udp)]
         if self.tcp is not None:
             ports.append(self.tcp)
+        protocols, candidates = [], []
         for port in ports:
             if isinstance(port, TcpPort) and port.host:
                 hosts = [*self._public_ips, port.host]
@@ -351,16 +337,13 @@ class IceMux:
                 continue
             if isinstance(port, UdpPort) and port.reflexive is not None:
                 announced.append(_reflexive_candidate(port.reflexive, announced[0]))
-            protocol = StunProtocol(connection)
-            endpoint = Endpoint(port, protocol)
-            port.routes.add(connection.local_username, connection.local_password, protocol)
-            protocol.connection_made(endpoint)
-            protocol.local_candidate = announced[0]
+            endpoint = Endpoint(port)
+            endpoint.protocol = internals.new_protocol(connection, endpoint, announced[0])
+            port.routes.add(connection.local_username, connection.local_password, endpoint.protocol)
             endpoints.append(endpoint)
-            connection._protocols.append(protocol)
-            connection._local_candidates += announced
-        connection._local_candidates_start = True
-        connection._local_candidates_end = True
+            protocols.append(endpoint.protocol)
+            candidates += announced
+        internals.adopt(connection, protocols, candidates)
 
     def release(self, pc: RTCPeerConnection) -> None:
         """Free a peer connection's routes, even if aiortc did not close it."""
@@ -380,15 +363,6 @@ def _deliver(target: StunProtocol, data: bytes, address: Address, routes: IceRou
     except Exception as exc:  # noqa: BLE001 - any session's failure stays in that session
         log.debug("datagram from %s refused by its session: %r", address, exc)
         routes.refused()
-
-
-def _ice_connections(pc: RTCPeerConnection) -> list:
-    """The aioice connections of a peer connection's (bundled) ICE transports."""
-    seen: dict[int, Any] = {}
-    for transceiver in pc.getTransceivers():
-        gatherer = transceiver.receiver.transport.transport.iceGatherer
-        seen.setdefault(id(gatherer), gatherer._connection)
-    return list(seen.values())
 
 
 def _udp_socket(family: int, host: str, number: int) -> socket.socket | None:

@@ -8,9 +8,10 @@ other connection of the server.
 
 Video is passed through: each viewer reads the stream's demuxed H.264 access
 units with its own cursor (`PacketHub`), so a viewer that falls behind skips
-to the next keyframe without touching anyone else.  Audio must become Opus,
-and that is done once per stream by `OpusFeed`, whose packets every viewer
-of the stream shares.
+to the next keyframe without touching anyone else; each access unit is cut
+into RTP payloads once (`SharedPayloads`) for all of them.  Audio must become
+Opus, and that is done once per stream by `OpusFeed`, whose packets every
+viewer of the stream shares.  Per viewer only RTP headers and SRTP remain.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass, field
-from fractions import Fraction
 from functools import partial
 
 import trio
@@ -33,17 +33,18 @@ from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import WebrtcSettings
 from ghostream.media.demux import Track
+from ghostream.outputs.webrtc import internals
 from ghostream.outputs.webrtc.codecs import h264_preferences
 from ghostream.outputs.webrtc.errors import WebRtcError
 from ghostream.outputs.webrtc.icemux import IceMux
 from ghostream.outputs.webrtc.opus import OpusFeed
-from ghostream.outputs.webrtc.tracks import PacketTrack
+from ghostream.outputs.webrtc.packetize import SharedPayloads
+from ghostream.outputs.webrtc.tracks import PacketTrack, RtpFrame
 from ghostream.tasks import start_registered
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = "webrtc"
-VIDEO_TIME_BASE = Fraction(1, 90000)
 # How far (seconds of media) a viewer may lag before it jumps to the latest keyframe.
 MAX_VIDEO_LAG = 1.0
 NEGOTIATION_TIMEOUT = 10.0
@@ -81,6 +82,7 @@ class WebRtcOutput:
             lambda reason: monitoring.WEBRTC_DROPPED.labels(reason).inc(),
         )
         self._opus: dict[str, OpusFeed] = {}
+        self._payloads = SharedPayloads()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -215,9 +217,10 @@ class WebRtcOutput:
             video = PacketTrack("video")
             transceiver = pc.addTransceiver(video, direction="sendonly")
             transceiver.setCodecPreferences(h264_preferences(video_track, offer_sdp))
+            internals.send_prepacketized(transceiver.sender)
         if any(t.kind == "audio" for t in tracks) and "audio" in kinds:
             audio = PacketTrack("audio")
-            pc.addTransceiver(audio, direction="sendonly")
+            internals.send_prepacketized(pc.addTransceiver(audio, direction="sendonly").sender)
         if video is None and audio is None:
             raise WebRtcError(400, "the offer asks for no media this stream has")
         try:
@@ -251,7 +254,7 @@ class WebRtcOutput:
                 if audio is not None:
                     nursery.start_soon(self._share_audio, session.stream_id, audio)
                 if video is not None:
-                    nursery.start_soon(_feed_video, reader, video, session)
+                    nursery.start_soon(_feed_video, reader, video, session, self._payloads)
                 await session.closed.wait()
                 nursery.cancel_scope.cancel()
         finally:
@@ -289,7 +292,9 @@ def _offered_kinds(offer_sdp: str) -> set[str]:
     return {media.kind for media in parsed.media}
 
 
-async def _feed_video(reader: PacketReader, track: PacketTrack, session: Session) -> None:
+async def _feed_video(
+    reader: PacketReader, track: PacketTrack, session: Session, payloads: SharedPayloads
+) -> None:
     """Send the video, the cached GOP first, squeezed in time so the browser catches up.
 
     A browser plays frames at the pace their timestamps say; the GOP a viewer
@@ -307,6 +312,8 @@ async def _feed_video(reader: PacketReader, track: PacketTrack, session: Session
             pts = packet.pts
             if edge is not None and pts < edge:
                 pts = edge - (edge - pts) // CATCH_UP_SPEED
-            track.offer(packet.data, pts, VIDEO_TIME_BASE, packet.keyframe)
+            # MPEG-TS timestamps tick at 90 kHz, the H.264 RTP clock.
+            frame = RtpFrame(payloads.of(packet), pts, len(packet.data))
+            track.offer(frame, packet.keyframe)
     except StreamEnded as ended:
         session.close(ended.reason)
