@@ -364,6 +364,7 @@ def test_bad_listen_address_in_file_names_the_key(tmp_path: Path) -> None:
         ("srt:\n  passphrase: short\n", "srt.passphrase"),
         ("srt:\n  latency: 5\n", "srt.latency"),
         ("webrtc:\n  minPortUDP: 10010\n", "webrtc.minPortUDP"),
+        ("webrtc:\n  publicIPs: [stream.example.com]\n", "webrtc.publicIPs"),
         ("streams:\n  reconnectGrace: -1\n", "streams.reconnectGrace"),
         ("transcoding:\n  profiles: [big:1200:96]\n", "transcoding.profiles"),
         ("transcoding:\n  profiles: [480p:fast:96]\n", "transcoding.profiles"),
