@@ -61,6 +61,9 @@ def plan_services(context: ServerContext) -> list[Service]:
         if settings.webrtc.tcp_listen_address.port:
             ports += f" {settings.webrtc.tcp_listen_address}/tcp"
         services.append(Service("WebRTC", ports, context.webrtc.run))
+    if context.telnet is not None:
+        address = f"{settings.telnet.listen_address}/tcp"
+        services.append(Service("telnet", address, context.telnet.run))
     if settings.web.enabled:
         services.append(
             Service("web", f"{settings.web.listen_address}/tcp", partial(serve_web, context))

@@ -255,6 +255,8 @@ class WebRtcOutput:
                     nursery.start_soon(self._share_audio, session.stream_id, audio)
                 if video is not None:
                     nursery.start_soon(_feed_video, reader, video, session, self._payloads)
+                else:
+                    nursery.start_soon(_follow_end, reader, session)
                 await session.closed.wait()
                 nursery.cancel_scope.cancel()
         finally:
@@ -290,6 +292,15 @@ def _offered_kinds(offer_sdp: str) -> set[str]:
     if not parsed.media or any(not media.rtp.codecs for media in parsed.media):
         raise WebRtcError(400, "malformed SDP offer: a media section lists no codec")
     return {media.kind for media in parsed.media}
+
+
+async def _follow_end(reader: PacketReader, session: Session) -> None:
+    """Close a session without video when its stream ends, as the video feed would."""
+    try:
+        while True:
+            await reader.receive()
+    except StreamEnded as ended:
+        session.close(ended.reason)
 
 
 async def _feed_video(
