@@ -128,6 +128,13 @@ def test_a_browser_on_ice_tcp_is_learned_from_its_first_check() -> None:
                 frame = await reader.readexactly(size)
                 seen.add(struct.unpack_from("!H", frame)[0])
         writer.close()
+        # Frames longer than a browser sends, and frames naming no session, end the connection.
+        for junk in (b"\xff\xff" + bytes(100), struct.pack("!H", 20) + bytes(20)):
+            reader, writer = await asyncio.open_connection(LOOPBACK, mux.tcp.port)
+            writer.write(junk)
+            async with asyncio.timeout(5):
+                assert await reader.read() == b""
+            writer.close()
         for pc in (server, browser):
             await pc.close()
         mux.release(server)

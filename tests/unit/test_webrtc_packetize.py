@@ -50,6 +50,16 @@ def test_every_viewer_of_a_packet_shares_one_packetization() -> None:
     assert shared.made == 6
 
 
+def test_the_fast_clock_tells_the_time_aiortc_would() -> None:
+    from aiortc import clock
+
+    slow = clock.datetime_to_ntp(clock.current_datetime())
+    fast = internals._ntp_now()
+    assert abs(fast - slow) < (1 << 32) // 100  # 10 ms
+    slow_ms = int((clock.current_datetime() - clock.NTP_EPOCH).total_seconds() * 1000)
+    assert abs(internals._ms_now() - slow_ms) < 10
+
+
 def opus_packet() -> bytes:
     encoder = av.CodecContext.create("libopus", "w")
     encoder.sample_rate, encoder.layout, encoder.format = 48000, "stereo", "s16"

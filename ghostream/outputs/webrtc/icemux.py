@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 # A TCP connection must prove it belongs to a session this soon, and so many may wait.
 TCP_HANDSHAKE_TIMEOUT = 10.0
-MAX_TCP_CONNECTIONS = 4096
+MAX_TCP_CONNECTIONS = 1024
+# A browser sends STUN, DTLS and RTCP: small packets.  A longer frame closes the connection,
+# so that what one waits for stays small.
+MAX_TCP_FRAME = 8192
 # Bytes queued on a slow TCP viewer beyond which packets are dropped, as UDP would.
 TCP_SEND_BUFFER = 1024 * 1024
 # ICE-TCP candidates rank below UDP (RFC 6544 section 4.2), so UDP wins when both work.
@@ -176,6 +179,9 @@ class TcpConnection(asyncio.Protocol):
         start = 0
         while len(buffer) - start >= 2:
             (size,) = struct.unpack_from("!H", buffer, start)
+            if size > MAX_TCP_FRAME:
+                self.close()
+                return
             if len(buffer) - start - 2 < size:
                 break
             frame = bytes(buffer[start + 2 : start + 2 + size])

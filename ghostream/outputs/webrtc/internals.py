@@ -19,17 +19,20 @@ by tests/unit/test_webrtc_icemux.py and tests/unit/test_webrtc_packetize.py:
   has none, and sends whatever that encoder's `pack` returns for what its
   track gives, when that is not an `av.Frame`;
 - `H264Encoder._packetize(H264Encoder._split_bitstream(data))` makes the
-  FU-A / STAP-A payloads of an Annex B access unit.
+  FU-A / STAP-A payloads of an Annex B access unit;
+- aiortc reads the time through `aiortc.clock.current_ntp_time` and
+  `current_ms`, looked up at each call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aioice.candidate import Candidate
 from aioice.ice import Connection, StunProtocol, get_host_addresses, server_reflexive_candidate
-from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpSender, clock
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
@@ -44,7 +47,11 @@ __all__ = [
     "public_address",
     "send_prepacketized",
     "stun_server",
+    "use_fast_clock",
 ]
+
+# Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+NTP_TO_UNIX = 2_208_988_800
 
 
 def bundled_connection(pc: RTCPeerConnection) -> Connection:
@@ -114,3 +121,21 @@ def send_prepacketized(sender: RTCRtpSender) -> None:
 def h264_payloads(access_unit: bytes) -> list[bytes]:
     """The RTP payloads (FU-A, STAP-A, single NAL units) of an Annex B access unit."""
     return H264Encoder._packetize(H264Encoder._split_bitstream(access_unit))
+
+
+def _ntp_now() -> int:
+    """aiortc's NTP time (32.32 fixed point), from `time.time()` rather than through datetime."""
+    now = time.time() + NTP_TO_UNIX
+    seconds = int(now)
+    return seconds << 32 | int((now - seconds) * (1 << 32))
+
+
+def _ms_now() -> int:
+    return int((time.time() + NTP_TO_UNIX) * 1000)
+
+
+def use_fast_clock() -> None:
+    """Give aiortc the same clock, cheaper: a sender reads it twice per RTP packet, and
+    through datetime that is a large part of what sending costs per viewer."""
+    clock.current_ntp_time = _ntp_now
+    clock.current_ms = _ms_now

@@ -83,6 +83,7 @@ class WebRtcOutput:
         )
         self._opus: dict[str, OpusFeed] = {}
         self._payloads = SharedPayloads()
+        internals.use_fast_clock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nursery: trio.Nursery | None = None
 
