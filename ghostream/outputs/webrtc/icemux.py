@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 # A TCP connection must prove it belongs to a session this soon, and so many may wait.
 TCP_HANDSHAKE_TIMEOUT = 10.0
-MAX_TCP_CONNECTIONS = 1024
+MAX_TCP_WAITING = 1024
 # A browser sends STUN, DTLS and RTCP: small packets.  A longer frame closes the connection,
 # so that what one waits for stays small.
 MAX_TCP_FRAME = 8192
@@ -167,7 +167,8 @@ class TcpConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1])
-        if len(self._port.connections) >= MAX_TCP_CONNECTIONS:
+        waiting = sum(1 for c in self._port.connections.values() if c.owner is None)
+        if waiting >= MAX_TCP_WAITING:
             transport.close()
             return
         self._port.connections[self.peer] = self
