@@ -32,6 +32,7 @@ ENV_PREFIX = "GHOSTREAM_"
 DEMO_USER = "demo"
 DEMO_HASH = "$2b$10$ie94Nv5Qx6B2.KXfJMbFtOwOdWGNIR96ACPMADPEhWMzqe.3kcgsS"
 MASK = "********"
+WEBRTC_TRANSCODE_MODES = ("auto", "always", "never")
 
 
 BCRYPT_HASH = re.compile(r"\$2[aby]?\$[0-9]{2}\$[./A-Za-z0-9]{53}")
@@ -377,6 +378,16 @@ class WebrtcSettings:
         ),
         default_factory=lambda: ["stun:stun.l.google.com:19302"],
     )
+    transcode: str = _key(
+        "transcode",
+        doc=(
+            "Re-encode a stream for WebRTC viewers (once per stream, H.264 without B-frames): "
+            "`auto` when browsers cannot take it as it is (B-frames, HEVC, 10-bit, 4:2:2), "
+            "`always`, or `never` (such streams are then refused over WebRTC and players use "
+            "LL-HLS)."
+        ),
+        default="auto",
+    )
 
 
 @dataclass(frozen=True)
@@ -683,6 +694,11 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
             ipaddress.ip_address(address)
         except ValueError:
             fail(("webrtc", "publicIPs"), f"has {address!r}, which is not an IP address")
+    if settings.webrtc.transcode not in WEBRTC_TRANSCODE_MODES:
+        fail(
+            ("webrtc", "transcode"),
+            f"must be auto, always or never, not {settings.webrtc.transcode!r}",
+        )
     text = settings.transcoder.text
     for key, value, low, high in (
         ("width", text.width, 1, 1000),
