@@ -6,14 +6,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ghostream import monitoring
+from ghostream.audience import Audience
 from ghostream.auth import Gatekeeper, create_authenticator
 from ghostream.broker.eventlog import EventLog
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
-from ghostream.config import Settings
+from ghostream.config import Profile, Settings
 from ghostream.outputs.llhls import LlHls
 
 if TYPE_CHECKING:
+    from ghostream.edge.puller import EdgePuller
     from ghostream.outputs.forward import Forwarder
     from ghostream.outputs.transcode import Transcoder
     from ghostream.outputs.webrtc import WebRtcOutput
@@ -27,9 +29,11 @@ class ServerContext:
     history: EventLog | None
     packets: PacketHub
     hls: LlHls
+    audience: Audience
     webrtc: WebRtcOutput | None = None
     forwarder: Forwarder | None = None
     transcoder: Transcoder | None = None
+    edge: EdgePuller | None = None
     # Services listening so far, and whether all of them are (for /healthz).
     listening: list[str] = field(default_factory=list)
     ready: bool = False
@@ -68,15 +72,41 @@ class ServerContext:
             forwarder = Forwarder(settings.forwarding, broker, packets)
             broker.on_event.append(forwarder.observe)
         transcoder = None
-        if settings.transcoding.enabled and settings.transcoding.profiles:
+        edge = None
+        if settings.origin.url:
+            from ghostream.edge.puller import EdgePuller
+
+            # An edge's variants are made on the origin and pulled like any stream.
+            edge = EdgePuller(settings.origin, settings.srt.latency / 1000, broker, packets)
+        elif settings.transcoding.enabled and settings.transcoding.profiles:
             from ghostream.outputs.transcode import Transcoder
 
             transcoder = Transcoder(settings.transcoding, broker, packets)
             broker.on_event.append(transcoder.observe)
+        audience = Audience(broker, webrtc.page_uids if webrtc is not None else set)
+        monitoring.EDGE_VIEWERS.source = audience.edge_viewers
         gatekeeper = Gatekeeper(authenticator)
         return cls(
-            settings, broker, gatekeeper, history, packets, hls, webrtc, forwarder, transcoder
+            settings,
+            broker,
+            gatekeeper,
+            history,
+            packets,
+            hls,
+            audience,
+            webrtc,
+            forwarder,
+            transcoder,
+            edge,
         )
+
+    @property
+    def variant_profiles(self) -> list[Profile]:
+        """Variants offered to players: made here, or on the origin an edge pulls them from."""
+        transcoding = self.settings.transcoding
+        if not transcoding.enabled or (self.transcoder is None and self.edge is None):
+            return []
+        return transcoding.parsed_profiles
 
     def close(self) -> None:
         if self.history is not None:

@@ -9,6 +9,7 @@ Names keep the original server's where it had them
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Iterator
 
 import trio
 from prometheus_client import (
@@ -17,10 +18,12 @@ from prometheus_client import (
     Counter,
     Gauge,
     Info,
+    Metric,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -126,6 +129,31 @@ TRANSCODE_BEHIND = Counter(
     ["stream"],
     registry=REGISTRY,
 )
+
+
+class EdgeViewers:
+    """Viewers that edges report per stream, read from the audience at each scrape."""
+
+    _name = "ghostream_edge_viewers"
+    _labelnames = ("stream",)
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, int]] = dict
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            self._name,
+            "Viewers of a stream on the edge servers that pull it from this one",
+            labels=self._labelnames,
+        )
+        for stream, count in sorted(self.source().items()):
+            family.add_metric([stream], count)
+        yield family
+
+
+EDGE_VIEWERS = EdgeViewers()
+REGISTRY.register(EDGE_VIEWERS)
+
 WEBRTC_SESSIONS = Gauge(
     "ghostream_webrtc_connected_sessions", "Connected WebRTC sessions", registry=REGISTRY
 )

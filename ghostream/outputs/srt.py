@@ -9,6 +9,7 @@ stream; watching needs a live stream (or, with an empty id, the default one).
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 
 import trio
 from prometheus_client import Counter
@@ -17,6 +18,7 @@ from ghostream import monitoring
 from ghostream.broker.registry import StreamBusy, StreamNotFound
 from ghostream.broker.stream import StreamEnded, StreamState, Subscription
 from ghostream.context import ServerContext
+from ghostream.edge.access import is_edge_key
 from ghostream.srt.endpoint import Handler, Reject, SrtClosed, SrtListener, SrtSocket, peer_text
 from ghostream.srt.handshake import ConnectionRequest
 from ghostream.srt.packet import RejectReason
@@ -90,8 +92,18 @@ class SrtService:
         self, request: ConnectionRequest, wanted: StreamRequest
     ) -> Handler | Reject:
         stream_id = wanted.stream_id
+        settings = self.context.settings.srt
+        # An edge pulling the stream: counted through its own viewers' report, not as one.
+        edge = is_edge_key(settings.pull_keys, wanted.password)
+        if settings.pull_only and not edge:
+            return self._refuse(
+                request,
+                stream_id,
+                RejectReason.FORBIDDEN,
+                "only edges may watch over SRT here (srt.pullOnly): no valid pull key",
+            )
         if wanted.is_default:
-            stream_id = self.broker.default_stream(self.context.settings.srt.default_stream) or ""
+            stream_id = self.broker.default_stream(settings.default_stream) or ""
             if not stream_id:
                 return self._refuse(
                     request,
@@ -102,9 +114,11 @@ class SrtService:
         if not await self.broker.provide(stream_id):
             return self._refuse(request, stream_id, RejectReason.NOTFOUND, "no such live stream")
         peer = peer_text(request.peer)
+        audience = self.context.audience
 
         async def watch(sock: SrtSocket) -> None:
-            await self._watch(sock, stream_id, peer)
+            with audience.edge_pull(stream_id) if edge else nullcontext():
+                await self._watch(sock, stream_id, peer)
 
         return watch
 

@@ -207,9 +207,7 @@ class SourceTranscoder:
         now = trio.current_time()
         for name in list(self.wanted):
             variant = self.variants.get(name)
-            # Watched: counted viewers (SRT, WebRTC) or frame readers (LL-HLS packagers).
-            readers = self.hub.reader_count(f"{self.stream_id}@{name}")
-            if variant is not None and (variant.stream.viewers > 0 or readers > 0):
+            if variant is not None and self.hub.watched(f"{self.stream_id}@{name}"):
                 self._last_watched[name] = now
             elif now - self._last_watched.get(name, now) > IDLE_STOP:
                 self.wanted.discard(name)

@@ -1,0 +1,184 @@
+"""An edge's pulls: a stream a viewer asks for is fetched from the origin over SRT.
+
+`EdgePuller` is the first of the broker's providers: asked for a stream that
+is not live here, it starts one `Pull` for it (our own SRT caller, with the
+stream id of `pull_stream_id`) and answers once the first bytes are
+published here under the same id, or once the attempt failed, in which case
+the viewer gets the answer of an offline stream.  Every other viewer of the
+id reads that one local copy.  A pull retries with backoff while someone
+asks for or watches its stream, and lets go `origin.idleTimeout` after the
+last one left (`PacketHub.watched`, the rule on-demand variants follow).
+
+The origin's stream is mirrored gaps included: when the origin sends nothing
+for `STALL` seconds (its publisher left) or the connection drops, the local
+publication ends and the broker's reconnect grace keeps the viewers; the
+next bytes publish again, so readers resync as they do on the origin when a
+publisher returns.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from ghostream import monitoring
+from ghostream.broker.packets import PacketHub
+from ghostream.broker.registry import Broker, StreamBusy
+from ghostream.config import OriginSettings, srt_address
+from ghostream.edge.access import pull_stream_id
+from ghostream.srt.endpoint import SrtClosed, SrtRejected, SrtSocket, connect
+from ghostream.streamid import STREAM_ID
+from ghostream.tasks import TaskOwner, start_registered
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "pull"
+# How long a viewer's request waits for the first bytes from the origin.
+START_TIMEOUT = 2.5
+# A live stream sends several packets a second: this much silence means its publisher left.
+STALL = 1.5
+CHECK_PERIOD = 1.0
+FIRST_RETRY = 0.25
+MAX_RETRY = 4.0
+
+
+class Pull:
+    """One stream pulled from the origin for as long as it is wanted here."""
+
+    def __init__(self, stream_id: str, puller: EdgePuller) -> None:
+        self.stream_id = stream_id
+        self.puller = puller
+        # The last attempt ended without bringing the stream: viewers hear it is offline.
+        self.failed = False
+        self.stopping = False
+        self._retry = FIRST_RETRY
+        self._last_wanted = trio.current_time()
+        self._changed = trio.lowlevel.ParkingLot()
+
+    def ask(self) -> None:
+        self._last_wanted = trio.current_time()
+
+    def wanted(self) -> bool:
+        now = trio.current_time()
+        if self.puller.hub.watched(self.stream_id):
+            self._last_wanted = now
+        return now - self._last_wanted < self.puller.settings.idle_timeout
+
+    async def settled(self) -> None:
+        """Wait until the stream is here, or the current attempt failed."""
+        broker = self.puller.broker
+        while broker.get(self.stream_id) is None and not self.failed and not self.stopping:
+            await self._changed.park()
+
+    async def run(self) -> None:
+        try:
+            while self.wanted():
+                problem = await self._attempt()
+                if problem is None or not self.wanted():
+                    continue
+                # One line per outage, not one per retry.
+                (log.debug if self.failed else log.warning)(
+                    "%s: cannot pull from the origin: %s; retrying while it is asked for",
+                    self.stream_id,
+                    problem,
+                )
+                self._note(failed=True)
+                await trio.sleep(self._retry)
+                self._retry = min(self._retry * 2, MAX_RETRY)
+        finally:
+            self.stopping = True
+            self._changed.unpark_all()
+            self.puller.broker.end(self.stream_id)
+            log.info("%s: pull from the origin stopped", self.stream_id)
+
+    async def _attempt(self) -> str | None:
+        """One connection to the origin: None if it brought the stream, else what went wrong."""
+        puller = self.puller
+        host, port = puller.address
+        try:
+            async with connect(
+                host,
+                port,
+                streamid=pull_stream_id(self.stream_id, puller.settings.key),
+                passphrase=puller.settings.passphrase,
+                latency=puller.latency,
+            ) as sock:
+                received = False
+                while self.wanted():
+                    chunk = await _receive(sock)
+                    if chunk is not None:
+                        received = True
+                        await self._publish(sock, chunk)
+                return None if received else "the origin sent nothing"
+        except SrtRejected as exc:
+            return str(exc)
+        except SrtClosed as exc:
+            return f"connection closed ({exc.reason})"
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        except StreamBusy:
+            return "a local publisher has the stream id"
+
+    async def _publish(self, sock: SrtSocket, chunk: bytes) -> None:
+        """Publish what the origin sends until it stalls or nobody wants it."""
+        bytes_in = monitoring.BYTES_IN.labels(self.stream_id)
+        origin = self.puller.settings.url
+        with self.puller.broker.publish(self.stream_id, origin, PROTOCOL) as stream:
+            log.info("%s: pulling from the origin %s", self.stream_id, origin)
+            self._note(failed=False)
+            self._retry = FIRST_RETRY
+            checked = trio.current_time()
+            while chunk is not None:
+                stream.publish(chunk)
+                bytes_in.inc(len(chunk))
+                if trio.current_time() - checked >= CHECK_PERIOD:
+                    checked = trio.current_time()
+                    if not self.wanted():
+                        return
+                chunk = await _receive(sock)
+            log.info("%s: the origin's stream paused; its viewers wait", self.stream_id)
+
+    def _note(self, *, failed: bool) -> None:
+        self.failed = failed
+        self._changed.unpark_all()
+
+
+async def _receive(sock: SrtSocket) -> bytes | None:
+    """The next message, or None after `STALL` seconds of silence."""
+    with trio.move_on_after(STALL):
+        return await sock.receive()
+    return None
+
+
+class EdgePuller(TaskOwner):
+    """The `edge` service: a broker provider that owns one pull task per wanted stream."""
+
+    def __init__(
+        self, settings: OriginSettings, latency: float, broker: Broker, hub: PacketHub
+    ) -> None:
+        self.settings = settings
+        self.address = srt_address(settings.url)
+        self.latency = latency
+        self.broker = broker
+        self.hub = hub
+        self.pulls: dict[str, Pull] = {}
+        # Before the transcoder: an edge's variants are pulled, made on the origin.
+        broker.providers.insert(0, self.provide)
+
+    async def provide(self, stream_id: str) -> bool:
+        """Whether the stream is here after asking the origin; False as for an offline stream."""
+        if not STREAM_ID.fullmatch(stream_id) or self._nursery is None:
+            return False
+        pull = self.pulls.get(stream_id)
+        if pull is None or pull.stopping:
+            pull = Pull(stream_id, self)
+            start_registered(self._nursery, self.pulls, stream_id, pull, pull.run)
+        elif pull.failed:
+            # Retrying with backoff: answer at once, as for any offline stream.
+            pull.ask()
+            return self.broker.get(stream_id) is not None
+        pull.ask()
+        with trio.move_on_after(START_TIMEOUT):
+            await pull.settled()
+        return self.broker.get(stream_id) is not None
