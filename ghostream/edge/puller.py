@@ -75,7 +75,7 @@ class Pull:
         try:
             while self.wanted():
                 problem = await self._attempt()
-                if problem is None or not self.wanted():
+                if problem is None:
                     continue
                 # One line per outage, not one per retry.
                 (log.debug if self.failed else log.warning)(
@@ -84,8 +84,9 @@ class Pull:
                     problem,
                 )
                 self._note(failed=True)
-                await trio.sleep(self._retry)
-                self._retry = min(self._retry * 2, MAX_RETRY)
+                if self.wanted():
+                    await trio.sleep(self._retry)
+                    self._retry = min(self._retry * 2, MAX_RETRY)
         finally:
             self.stopping = True
             self._changed.unpark_all()

@@ -18,6 +18,8 @@ from ghostream.audience import Audience
 from ghostream.config import OriginSettings
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO: one line every few seconds says nothing.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 REPORT_PERIOD = 3.0
 REPORT_TIMEOUT = 5.0
