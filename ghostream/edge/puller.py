@@ -12,8 +12,9 @@ last one left (`PacketHub.watched`, the rule on-demand variants follow).
 The origin's stream is mirrored gaps included: when the origin sends nothing
 for `STALL` seconds (its publisher left) or the connection drops, the local
 publication ends and the broker's reconnect grace keeps the viewers; the
-next bytes publish again, so readers resync as they do on the origin when a
-publisher returns.
+next bytes publish again.  An origin closes an edge's pull when a new
+publisher takes over (see `outputs/srt.py`), so the edge publishes anew and
+its readers resync exactly as the origin's do.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Pull:
         self.failed = False
         self.stopping = False
         self._retry = FIRST_RETRY
+        self._brought = False
         self._last_wanted = trio.current_time()
         self._changed = trio.lowlevel.ParkingLot()
 
@@ -74,8 +76,14 @@ class Pull:
     async def run(self) -> None:
         try:
             while self.wanted():
+                self._brought = False
                 problem = await self._attempt()
                 if problem is None:
+                    continue
+                if self._brought:
+                    # The origin's publisher changed, or its stream ended: ask again.
+                    log.info("%s: the origin ended the pull (%s)", self.stream_id, problem)
+                    await trio.sleep(FIRST_RETRY)
                     continue
                 # One line per outage, not one per retry.
                 (log.debug if self.failed else log.warning)(
@@ -129,6 +137,7 @@ class Pull:
             log.info("%s: pulling from the origin %s", self.stream_id, origin)
             self._note(failed=False)
             self._retry = FIRST_RETRY
+            self._brought = True
             checked = trio.current_time()
             while chunk is not None:
                 stream.publish(chunk)

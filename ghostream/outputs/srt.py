@@ -118,7 +118,7 @@ class SrtService:
 
         async def watch(sock: SrtSocket) -> None:
             with audience.edge_pull(stream_id) if edge else nullcontext():
-                await self._watch(sock, stream_id, peer)
+                await self._watch(sock, stream_id, peer, edge)
 
         return watch
 
@@ -140,13 +140,13 @@ class SrtService:
         finally:
             log.info("%s stopped publishing %s: %s", peer, stream_id, sock.closed_reason or "")
 
-    async def _watch(self, sock: SrtSocket, stream_id: str, peer: str) -> None:
+    async def _watch(self, sock: SrtSocket, stream_id: str, peer: str, edge: bool) -> None:
         bytes_out = monitoring.BYTES_OUT.labels(stream_id, PROTOCOL)
         reason = "viewer left"
         try:
             with self.broker.watch(stream_id, peer, PROTOCOL) as subscription:
                 log.info("%s watching %s over SRT", peer, stream_id)
-                ended = await _serve_viewer(sock, subscription, bytes_out)
+                ended = await _serve_viewer(sock, subscription, bytes_out, edge=edge)
                 if ended is not None:
                     reason = ended.reason
                     raise ended
@@ -167,15 +167,24 @@ def _requested_id(raw: str) -> str:
 
 
 async def _serve_viewer(
-    sock: SrtSocket, subscription: Subscription, bytes_out: Counter
+    sock: SrtSocket, subscription: Subscription, bytes_out: Counter, *, edge: bool = False
 ) -> StreamEnded | None:
-    """Send the stream until it ends (returned) or the viewer hangs up (None)."""
+    """Send the stream until it ends (returned) or the viewer hangs up (None).
+
+    An edge's pull ends when a new publisher takes over: the edge pulls
+    again and publishes anew, so that its readers resync as they do here.
+    """
     ended = None
+    generation = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_until_closed, sock, nursery.cancel_scope)
         try:
             while True:
                 data = await subscription.receive()
+                if edge and generation not in (None, subscription.generation):
+                    ended = StreamEnded("a new publisher: the edge pulls again")
+                    break
+                generation = subscription.generation
                 for offset in range(0, len(data), MESSAGE_SIZE):
                     await sock.send(data[offset : offset + MESSAGE_SIZE])
                 bytes_out.inc(len(data))

@@ -186,6 +186,9 @@ def test_a_chain_of_edges_survives_the_publisher_reconnecting(
             decoded = frames_decoded(progress)
             eventually(lambda: frames_decoded(progress) > decoded + 25, True)
             assert viewer.poll() is None
+            # Each edge published the new publisher's stream anew, as the origin did.
+            first.wait_for_log("demo: the origin ended the pull")
+            second.wait_for_log("demo: the origin ended the pull")
             assert viewers_of(origin, "demo") == 1
             eventually(lambda: counter(origin, "demo"), 1)
             assert counter(first, "demo") == 1
