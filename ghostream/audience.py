@@ -4,7 +4,8 @@ Every number the streamer sees (the player's counter and `/_stats/ID/`, the
 `ghostream_edge_viewers` metric) comes from here, so they agree.  An edge's
 pull is a viewer of this server's stream but not a person: it is counted
 through the report of the edge's own audience instead, which in a chain of
-edges already holds the edges behind it.
+edges already holds the edges behind it.  The origin answers each report
+with its totals, so that a player served by an edge shows the same number.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class Audience:
         self._sessions = sessions
         self._pulls: Counter[str] = Counter()
         self._reports: dict[str, EdgeReport] = {}
+        # On an edge: the origin's totals, from its answer to the last report.
+        self._upstream = EdgeReport({}, float("-inf"))
 
     @contextmanager
     def edge_pull(self, stream_id: str) -> Iterator[None]:
@@ -96,6 +99,17 @@ class Audience:
     def count(self, stream_id: str) -> int:
         """People watching a stream or its variants, here and on every edge behind this server."""
         return self.here(stream_id) + self.on_edges(stream_id)
+
+    def total(self, stream_id: str) -> int:
+        """The number shown to viewers: the origin's total on an edge that has heard it lately."""
+        count = self.count(stream_id)
+        if time.monotonic() - self._upstream.received > REPORT_TTL:
+            return count
+        # Our own viewers may have come since the origin last heard of them.
+        return max(count, self._upstream.counts.get(stream_id, 0))
+
+    def heard_from_origin(self, totals: Mapping[str, int]) -> None:
+        self._upstream = EdgeReport(dict(totals), time.monotonic())
 
     def here(self, stream_id: str) -> int:
         viewers = sum(

@@ -6,8 +6,9 @@ stream id of `pull_stream_id`) and answers once the first bytes are
 published here under the same id, or once the attempt failed, in which case
 the viewer gets the answer of an offline stream.  Every other viewer of the
 id reads that one local copy.  A pull retries with backoff while someone
-asks for or watches its stream, and lets go `origin.idleTimeout` after the
-last one left (`PacketHub.watched`, the rule on-demand variants follow).
+asks for or watches its stream (a viewer asking cuts the wait short, at most
+once a second), and lets go `origin.idleTimeout` after the last one left
+(`PacketHub.watched`, the rule on-demand variants follow).
 
 The origin's stream is mirrored gaps included: when the origin sends nothing
 for `STALL` seconds (its publisher left) or the connection drops, the local
@@ -42,6 +43,8 @@ STALL = 1.5
 CHECK_PERIOD = 1.0
 FIRST_RETRY = 0.25
 MAX_RETRY = 4.0
+# A viewer asking cuts a backoff short, but the origin is asked at most this often per stream.
+ASKED_RETRY = 1.0
 
 
 class Pull:
@@ -50,16 +53,21 @@ class Pull:
     def __init__(self, stream_id: str, puller: EdgePuller) -> None:
         self.stream_id = stream_id
         self.puller = puller
-        # The last attempt ended without bringing the stream: viewers hear it is offline.
+        # The last attempt failed: the next failures of this outage are logged quietly.
         self.failed = False
         self.stopping = False
         self._retry = FIRST_RETRY
         self._brought = False
+        self._outcomes = 0
         self._last_wanted = trio.current_time()
         self._changed = trio.lowlevel.ParkingLot()
+        self._hurry = trio.Event()
 
-    def ask(self) -> None:
+    def ask(self) -> int:
+        """Someone wants the stream: retry soon if in backoff; the outcomes so far."""
         self._last_wanted = trio.current_time()
+        self._hurry.set()
+        return self._outcomes
 
     def wanted(self) -> bool:
         now = trio.current_time()
@@ -67,10 +75,12 @@ class Pull:
             self._last_wanted = now
         return now - self._last_wanted < self.puller.settings.idle_timeout
 
-    async def settled(self) -> None:
-        """Wait until the stream is here, or the current attempt failed."""
+    async def settled(self, outcomes: int) -> None:
+        """Wait until the stream is here, or an attempt after the first `outcomes` failed."""
         broker = self.puller.broker
-        while broker.get(self.stream_id) is None and not self.failed and not self.stopping:
+        while broker.get(self.stream_id) is None and self._outcomes <= outcomes:
+            if self.stopping:
+                return
             await self._changed.park()
 
     async def run(self) -> None:
@@ -93,13 +103,20 @@ class Pull:
                 )
                 self._note(failed=True)
                 if self.wanted():
-                    await trio.sleep(self._retry)
-                    self._retry = min(self._retry * 2, MAX_RETRY)
+                    await self._back_off()
         finally:
             self.stopping = True
             self._changed.unpark_all()
             self.puller.broker.end(self.stream_id)
             log.info("%s: pull from the origin stopped", self.stream_id)
+
+    async def _back_off(self) -> None:
+        failed_at = trio.current_time()
+        self._hurry = trio.Event()
+        with trio.move_on_after(self._retry):
+            await self._hurry.wait()
+        await trio.sleep_until(failed_at + min(self._retry, ASKED_RETRY))
+        self._retry = min(self._retry * 2, MAX_RETRY)
 
     async def _attempt(self) -> str | None:
         """One connection to the origin: None if it brought the stream, else what went wrong."""
@@ -151,6 +168,7 @@ class Pull:
 
     def _note(self, *, failed: bool) -> None:
         self.failed = failed
+        self._outcomes += 1
         self._changed.unpark_all()
 
 
@@ -184,11 +202,7 @@ class EdgePuller(TaskOwner):
         if pull is None or pull.stopping:
             pull = Pull(stream_id, self)
             start_registered(self._nursery, self.pulls, stream_id, pull, pull.run)
-        elif pull.failed:
-            # Retrying with backoff: answer at once, as for any offline stream.
-            pull.ask()
-            return self.broker.get(stream_id) is not None
-        pull.ask()
+        outcomes = pull.ask()
         with trio.move_on_after(START_TIMEOUT):
-            await pull.settled()
+            await pull.settled(outcomes)
         return self.broker.get(stream_id) is not None

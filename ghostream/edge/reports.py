@@ -1,7 +1,8 @@
 """An edge's viewer reports: every few seconds, its audience per stream goes to the origin.
 
-The origin adds them to its own counts (`Audience.receive`), so the
-streamer sees one number.  A report is a small JSON POST to
+The origin adds them to its own counts (`Audience.receive`) and answers
+with its totals (`Audience.heard_from_origin`), so the streamer and every
+viewer see one number.  A report is a small JSON POST to
 `/_edges/viewers` carrying the edge key as a bearer token; the edge's id is
 random per run, so a restarted edge's old report simply expires.
 """
@@ -56,6 +57,14 @@ class EdgeReporter:
             return str(exc) or type(exc).__name__
         if response.status_code == 403:
             return "refused: origin.key is not one of the origin's srt.pullKeys"
-        if response.status_code != 204:
+        if response.status_code != 200:
             return f"HTTP {response.status_code}"
+        try:
+            totals = response.json()["viewers"]
+        except (ValueError, KeyError, TypeError):
+            return "the origin's answer is not a viewer count"
+        if isinstance(totals, dict):
+            self.audience.heard_from_origin(
+                {k: v for k, v in totals.items() if isinstance(k, str) and type(v) is int}
+            )
         return ""

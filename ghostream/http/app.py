@@ -131,18 +131,23 @@ def create_app(context: ServerContext) -> Starlette:
         uid = request.query_params.get("uid", "")
         if uid:
             audience.pages.saw(uid[:64], stream_id)
-        return JSONResponse({"ConnectedViewers": audience.count(stream_id)})
+        return JSONResponse({"ConnectedViewers": audience.total(stream_id)})
 
     async def edge_report(request: Request) -> Response:
-        """An edge's viewers per stream, so that this server's counts include them."""
+        """An edge's viewers per stream, so that this server's counts include them.
+
+        The answer is the totals of those streams, for the edge's own counter.
+        """
         presented = request.headers.get("authorization", "").removeprefix("Bearer ")
         if not is_edge_key(context.settings.srt.pull_keys, presented):
             return JSONResponse({"error": "not an edge of this server"}, status_code=403)
         report = parse_report(await _bounded_body(request, MAX_REPORT_BYTES))
         if report is None:
             return JSONResponse({"error": "malformed report"}, status_code=400)
-        audience.receive(*report)
-        return Response(status_code=204)
+        edge, counts = report
+        audience.receive(edge, counts)
+        totals = {stream_id: audience.total(stream_id) for stream_id in counts}
+        return JSONResponse({"viewers": totals})
 
     async def streams(request: Request) -> JSONResponse:
         return JSONResponse({"streams": [_summary(s) for s in broker.summaries()]})

@@ -138,7 +138,8 @@ def test_two_edges_serve_srt_and_llhls_and_the_origin_counts_every_viewer(
             # The streamer's number: the three people, not the two edges.
             eventually(lambda: counter(origin, "demo"), 3)
             assert metric(origin, "ghostream_edge_viewers", 'stream="demo"') == 3
-            assert counter(edge_a, "demo") == 2
+            # A player served by an edge shows the same number, from the origin's answer.
+            eventually(lambda: counter(edge_a, "demo"), 3)
         # Everyone left: an edge lets go of the stream after its idle timeout (edge B's
         # LL-HLS packager keeps it a little longer, like any LL-HLS viewer).
         edge_a.wait_for_log("demo: pull from the origin stopped", IDLE + 10)
@@ -160,127 +161,6 @@ def test_chromium_plays_an_edge_over_whep(peers, chromium, ghostream_server) -> 
         )
         assert "demo: pulling from the origin" in edge.log
         eventually(lambda: counter(origin, "demo"), 1)
-
-
-def frames_decoded(progress: Path) -> int:
-    found = re.findall(r"^frame=([0-9]+)$", progress.read_text(), re.MULTILINE)
-    return int(found[-1]) if found else 0
-
-
-def test_a_chain_of_edges_survives_the_publisher_reconnecting(
-    peers, ghostream_server, tmp_path: Path
-) -> None:
-    origin = ghostream_server(origin_config())
-    first = ghostream_server(edge_config(origin))
-    second = ghostream_server(edge_config(first))
-    progress = tmp_path / "progress.txt"
-    with (
-        publishing(origin, "demo:demo") as publisher,
-        srt_viewer(second, "demo", progress) as viewer,
-    ):
-        publisher.terminate()
-        # The publisher is gone: the edges keep their viewers through the grace...
-        origin.wait_for_log("stopped publishing demo")
-        with publishing(origin, "demo:demo"):
-            # ...and the new publisher's pictures reach the end of the chain.
-            decoded = frames_decoded(progress)
-            eventually(lambda: frames_decoded(progress) > decoded + 25, True)
-            assert viewer.poll() is None
-            # Each edge published the new publisher's stream anew, as the origin did.
-            first.wait_for_log("demo: the origin ended the pull")
-            second.wait_for_log("demo: the origin ended the pull")
-            assert viewers_of(origin, "demo") == 1
-            eventually(lambda: counter(origin, "demo"), 1)
-            assert counter(first, "demo") == 1
-
-
-def test_after_an_origin_restart_viewers_end_with_the_grace_and_come_back(
-    peers, ghostream_server
-) -> None:
-    origin = ghostream_server(origin_config())
-    edge = ghostream_server(edge_config(origin))
-    with publishing(origin, "demo:demo"), srt_viewer(edge, "demo") as viewer:
-        origin.stop()
-        stopped = time.monotonic()
-        # The edge's viewer waits out the grace, then hears the stream ended.
-        viewer.wait(GRACE + 15)
-        assert time.monotonic() - stopped > GRACE - 1
-        edge.wait_for_log("stopped watching demo: stream ended")
-    origin = ghostream_server(config=origin.config)
-    with publishing(origin, "demo:demo"):
-        assert decoded_frames(edge.srt_url("demo")) == 25
-
-
-def test_offline_streams_and_an_unreachable_origin_answer_as_offline(
-    peers, ghostream_server
-) -> None:
-    origin = ghostream_server(origin_config())
-    edge = ghostream_server(edge_config(origin))
-    result = subprocess.run(
-        ["ffprobe", "-v", "info", edge.srt_url("nobody")],
-        capture_output=True, timeout=30, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert result.returncode != 0 and "rejection reason" in result.stderr, result.stderr
-    edge.wait_for_log("SRT nobody from .* refused: no such live stream")
-    with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(f"{edge.web_url}/nobody/index.m3u8", timeout=10)
-    assert error.value.code == 404
-    origin.stop()
-    start = edge.line_count()
-    with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(f"{edge.web_url}/demo/index.m3u8", timeout=10)
-    assert error.value.code == 404
-    edge.wait_for_log("demo: cannot pull from the origin: .*retrying", start=start)
-    # While no one asks any more, the edge stops trying.
-    edge.wait_for_log("demo: pull from the origin stopped", IDLE + 10, start=start)
-    # One line for the outage, not one per retry.
-    assert edge.log.count("demo: cannot pull from the origin") == 1
-
-
-def refusal(url: str) -> str:
-    result = subprocess.run(
-        ["ffprobe", "-v", "info", url],
-        capture_output=True, timeout=30, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert result.returncode != 0 and "rejection reason" in result.stderr, result.stderr
-    return result.stderr
-
-
-def post_report(server: ServerProcess, key: str) -> int:
-    request = urllib.request.Request(
-        server.web_url + "/_edges/viewers",
-        data=json.dumps({"edge": "e1", "viewers": {"demo": 5}}).encode(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
-def test_an_origin_reserved_to_its_edges_refuses_plain_srt_viewers_and_unknown_keys(
-    peers, ghostream_server
-) -> None:
-    origin = ghostream_server(origin_config(pullOnly=True))
-    edge = ghostream_server(edge_config(origin))
-    stranger = ghostream_server(edge_config(origin, key="not-the-edge-key"))
-    with publishing(origin, "demo:demo"):
-        refusal(origin.srt_url("demo"))
-        origin.wait_for_log("refused: only edges may watch over SRT here")
-        assert decoded_frames(edge.srt_url("demo")) == 25
-        refusal(stranger.srt_url("demo"))
-        stranger.wait_for_log("demo: cannot pull from the origin: connection rejected: forbidden")
-        # WebRTC and LL-HLS viewers of the origin are not affected.
-        assert decoded_frames(f"{origin.web_url}/demo/index.m3u8") == 25
-        assert post_report(origin, "not-the-edge-key") == 403
-        assert post_report(origin, KEY) == 204
-        # Added to the edge's own report, which drops to 0 once its viewer's exit is reported.
-        eventually(lambda: counter(origin, "demo"), 5, timeout=8)
-    # No key ever reaches a log.
-    for server in (origin, edge, stranger):
-        assert KEY not in server.log and "not-the-edge-key" not in server.log
 
 
 def test_variants_are_pulled_from_the_origin_that_makes_them(peers, ghostream_server) -> None:

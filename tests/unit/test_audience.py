@@ -82,3 +82,19 @@ def test_an_edge_key_travels_in_the_access_control_stream_id() -> None:
     assert is_edge_key(["other-key", "k3y-for.edges"], "k3y-for.edges")
     assert not is_edge_key(["k3y-for.edges"], "k3y-for.edge")
     assert not is_edge_key([], "")
+
+
+async def test_an_edge_shows_the_origin_total_while_it_hears_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = Broker()
+    audience = Audience(broker)
+    now = [1000.0]
+    monkeypatch.setattr(audience_module.time, "monotonic", lambda: now[0])
+    with broker.publish("demo", "origin", "pull"), broker.attend("demo", "a", "srt"):
+        assert audience.total("demo") == 1
+        audience.heard_from_origin({"demo": 7})
+        assert audience.total("demo") == 7
+        assert audience.report() == {"demo": 1}
+        now[0] += audience_module.REPORT_TTL + 1
+        assert audience.total("demo") == 1
