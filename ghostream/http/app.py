@@ -89,11 +89,13 @@ def parse_report(body: bytes | None) -> tuple[str, dict[str, int]] | None:
     return edge, counts
 
 
-def _summary(summary: StreamSummary) -> dict:
+def _summary(summary: StreamSummary, audience: int) -> dict:
+    """`viewers` are this server's connections (an edge is one); `audience` counts people."""
     return {
         "id": summary.id,
         "state": summary.state,
         "viewers": summary.viewers,
+        "audience": audience,
         "bytes_in": summary.bytes_in,
         "video_codec": summary.video_codec,
         "audio_codecs": list(summary.audio_codecs),
@@ -150,14 +152,16 @@ def create_app(context: ServerContext) -> Starlette:
         return JSONResponse({"viewers": totals})
 
     async def streams(request: Request) -> JSONResponse:
-        return JSONResponse({"streams": [_summary(s) for s in broker.summaries()]})
+        summaries = broker.summaries()
+        return JSONResponse({"streams": [_summary(s, audience.count(s.id)) for s in summaries]})
 
     async def stream_detail(request: Request) -> JSONResponse:
         stream_id = request.path_params["stream_id"]
         if not _valid_id(stream_id):
             return _not_found()
         live = next((s for s in broker.summaries() if s.id == stream_id), None)
-        body: dict = {"id": stream_id, "live": _summary(live) if live else None}
+        summary = _summary(live, audience.count(stream_id)) if live else None
+        body: dict = {"id": stream_id, "live": summary}
         history = context.history
         if history is not None:
             stats = await history.query(history.stream_stats, stream_id)

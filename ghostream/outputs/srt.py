@@ -74,6 +74,10 @@ class SrtService:
     ) -> Handler | Reject:
         stream_id = wanted.stream_id
         peer = peer_text(request.peer)
+        if self.context.edge is not None:
+            # An edge serves its origin's streams; a local one would shadow the origin's.
+            reason = "this server is an edge: publish to its origin"
+            return self._refuse(request, stream_id, RejectReason.FORBIDDEN, reason)
         result = await self.context.gatekeeper.admit(stream_id, wanted.password, peer)
         if not result.ok:
             return self._refuse(request, stream_id, RejectReason.FORBIDDEN, result.reason)

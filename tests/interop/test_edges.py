@@ -69,10 +69,10 @@ def eventually(read: Callable[[], object], expected: object, timeout: float = 15
         time.sleep(0.2)
 
 
-def viewers_of(server: ServerProcess, stream_id: str) -> int:
+def viewers_of(server: ServerProcess, stream_id: str, field: str = "viewers") -> int:
     """The server's own counted viewers of a stream (connections, edges included)."""
     streams = get_json(server.web_url + "/api/streams")["streams"]
-    return next((s["viewers"] for s in streams if s["id"] == stream_id), 0)
+    return next((s[field] for s in streams if s["id"] == stream_id), 0)
 
 
 def counter(server: ServerProcess, stream_id: str) -> int:
@@ -137,6 +137,7 @@ def test_two_edges_serve_srt_and_llhls_and_the_origin_counts_every_viewer(
             assert metric(origin, "ghostream_viewers", 'protocol="srt",stream="demo"') == 2
             # The streamer's number: the three people, not the two edges.
             eventually(lambda: counter(origin, "demo"), 3)
+            assert viewers_of(origin, "demo", "audience") == 3
             assert metric(origin, "ghostream_edge_viewers", 'stream="demo"') == 3
             # A player served by an edge shows the same number, from the origin's answer.
             eventually(lambda: counter(edge_a, "demo"), 3)

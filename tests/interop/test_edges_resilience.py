@@ -148,6 +148,9 @@ def test_an_origin_reserved_to_its_edges_refuses_plain_srt_viewers_and_unknown_k
         origin.wait_for_log("refused: only edges may watch over SRT here")
         assert decoded_frames(edge.srt_url("demo")) == 25
         refusal(stranger.srt_url("demo"))
+        # Publishers go to the origin; an edge would only shadow its stream.
+        refusal(edge.srt_url("demo:demo"))
+        edge.wait_for_log("refused: this server is an edge: publish to its origin")
         stranger.wait_for_log("demo: cannot pull from the origin: connection rejected: forbidden")
         # WebRTC and LL-HLS viewers of the origin are not affected.
         assert decoded_frames(f"{origin.web_url}/demo/index.m3u8") == 25
