@@ -273,13 +273,14 @@ class HistorySettings:
 class TelnetSettings:
     enabled: bool = _key(
         "enabled",
-        doc="Text-art output over telnet. Accepted for compatibility; not implemented.",
+        doc=(
+            "Show streams as colour text art to `telnet HOST 8023` (needs "
+            "`transcoder.text.enabled` too)."
+        ),
         default=False,
     )
     listen_address: ListenAddress = _key(
-        "listenAddress",
-        doc="Address of the telnet output (not implemented).",
-        default=ListenAddress("", 8023),
+        "listenAddress", doc="TCP address of the telnet output.", default=ListenAddress("", 8023)
     )
 
 
@@ -287,12 +288,20 @@ class TelnetSettings:
 class TextTranscoderSettings:
     enabled: bool = _key(
         "enabled",
-        doc="Text-art transcoder for telnet. Accepted for compatibility; not implemented.",
+        doc="Make text art for telnet viewers; when false the telnet output stays off.",
         default=False,
     )
-    width: int = _key("width", doc="Text-art width in characters (not implemented).", default=80)
-    height: int = _key("height", doc="Text-art height in characters (not implemented).", default=45)
-    framerate: int = _key("framerate", doc="Text-art frame rate (not implemented).", default=20)
+    width: int = _key(
+        "width",
+        doc="Text-art width in pixels, one character column each (smaller to fit a terminal).",
+        default=80,
+    )
+    height: int = _key(
+        "height",
+        doc="Text-art height in pixels, two per character row (the source's shape is kept).",
+        default=45,
+    )
+    framerate: int = _key("framerate", doc="Text-art frames per second, at most.", default=20)
 
 
 @dataclass(frozen=True)
@@ -735,6 +744,14 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         fail(("origin", "idleTimeout"), "must be at least 1 (second)")
     if origin.web_url and not re.fullmatch(r"https?://[^\s/]+/?", origin.web_url):
         fail(("origin", "webUrl"), "must be an address like http://origin:8080")
+    text = settings.transcoder.text
+    for key, value, low, high in (
+        ("width", text.width, 1, 1000),
+        ("height", text.height, 2, 1000),
+        ("framerate", text.framerate, 1, 60),
+    ):
+        if not low <= value <= high:
+            fail(("transcoder", "text", key), f"must be between {low} and {high}")
     if settings.streams.reconnect_grace < 0:
         fail(("streams", "reconnectGrace"), "must not be negative")
     for text in settings.transcoding.profiles:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,8 +18,11 @@ from ghostream.outputs.llhls import LlHls
 if TYPE_CHECKING:
     from ghostream.edge.puller import EdgePuller
     from ghostream.outputs.forward import Forwarder
+    from ghostream.outputs.telnet import TelnetOutput
     from ghostream.outputs.transcode import Transcoder
     from ghostream.outputs.webrtc import WebRtcOutput
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +38,7 @@ class ServerContext:
     forwarder: Forwarder | None = None
     transcoder: Transcoder | None = None
     edge: EdgePuller | None = None
+    telnet: TelnetOutput | None = None
     # Services listening so far, and whether all of them are (for /healthz).
     listening: list[str] = field(default_factory=list)
     ready: bool = False
@@ -86,7 +91,7 @@ class ServerContext:
         audience = Audience(broker, webrtc.page_uids if webrtc is not None else set)
         monitoring.EDGE_VIEWERS.source = audience.edge_viewers
         gatekeeper = Gatekeeper(authenticator)
-        return cls(
+        context = cls(
             settings,
             broker,
             gatekeeper,
@@ -99,6 +104,15 @@ class ServerContext:
             transcoder,
             edge,
         )
+        if settings.telnet.enabled and not settings.transcoder.text.enabled:
+            log.warning("telnet output off: it needs transcoder.text.enabled too")
+        elif settings.telnet.enabled:
+            from ghostream.outputs.telnet import TelnetOutput
+
+            context.telnet = TelnetOutput(
+                settings.telnet, settings.transcoder.text, broker, packets
+            )
+        return context
 
     @property
     def variant_profiles(self) -> list[Profile]:

@@ -154,6 +154,11 @@ class EdgeViewers:
 EDGE_VIEWERS = EdgeViewers()
 REGISTRY.register(EDGE_VIEWERS)
 
+TEXT_CONVERSIONS = Gauge(
+    "ghostream_text_conversions",
+    "Streams decoded and scaled to text art for telnet viewers (one per stream)",
+    registry=REGISTRY,
+)
 WEBRTC_SESSIONS = Gauge(
     "ghostream_webrtc_connected_sessions", "Connected WebRTC sessions", registry=REGISTRY
 )

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,10 +34,10 @@ from ghostream.broker.events import (
     ViewerJoined,
     ViewerLeft,
 )
+from ghostream.resources import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
 FLUSH_INTERVAL = 0.25
 HEARTBEAT_INTERVAL = 5.0
 CRASH_REASON = "server stopped unexpectedly"
@@ -59,10 +60,13 @@ class StreamStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def apply_migrations(db: sqlite_utils.Database, directory: Path = MIGRATIONS) -> int:
+def apply_migrations(db: sqlite_utils.Database, directory: Traversable = MIGRATIONS) -> int:
     """Apply the numbered SQL files newer than the database; returns its version."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
-    for path in sorted(directory.glob("*.sql")):
+    scripts = sorted(
+        (p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name
+    )
+    for path in scripts:
         number = int(path.name.split("_", 1)[0])
         if number <= version:
             continue

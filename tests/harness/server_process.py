@@ -144,19 +144,23 @@ def start_server(
     config: dict | None = None,
     env: dict[str, str] | None = None,
     wait: bool = True,
+    command: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> ServerProcess:
+    """Run `command` (default: `python -m ghostream` of this checkout) with a config file."""
     config = config or make_config(directory, overrides)
     config_path = directory / f"ghostream-{len(list(directory.glob('ghostream-*.yml')))}.yml"
     config_path.write_text(yaml.safe_dump(config))
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTREAM_")}
     environment |= {"PYTHONUNBUFFERED": "1", "HOME": str(directory)} | (env or {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "ghostream", "--config", str(config_path)],
+        [*(command or [sys.executable, "-m", "ghostream"]), "--config", str(config_path)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=environment,
+        cwd=cwd,
     )
     server = ServerProcess(process, config, config_path)
     if wait:
