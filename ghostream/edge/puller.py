@@ -26,7 +26,7 @@ import trio
 
 from ghostream import monitoring
 from ghostream.broker.packets import PacketHub
-from ghostream.broker.registry import Broker, StreamBusy
+from ghostream.broker.registry import Broker
 from ghostream.config import OriginSettings, srt_address
 from ghostream.edge.access import pull_stream_id
 from ghostream.srt.endpoint import SrtClosed, SrtRejected, SrtSocket, connect
@@ -130,21 +130,17 @@ class Pull:
                 passphrase=puller.settings.passphrase,
                 latency=puller.latency,
             ) as sock:
-                received = False
                 while self.wanted():
                     chunk = await _receive(sock)
                     if chunk is not None:
-                        received = True
                         await self._publish(sock, chunk)
-                return None if received else "the origin sent nothing"
+                return None if self._brought else "the origin sent nothing"
         except SrtRejected as exc:
             return str(exc)
         except SrtClosed as exc:
             return f"connection closed ({exc.reason})"
         except OSError as exc:
             return exc.strerror or str(exc)
-        except StreamBusy:
-            return "a local publisher has the stream id"
 
     async def _publish(self, sock: SrtSocket, chunk: bytes) -> None:
         """Publish what the origin sends until it stalls or nobody wants it."""
