@@ -98,8 +98,8 @@ class SrtService:
         stream_id = wanted.stream_id
         settings = self.context.settings.srt
         # An edge pulling the stream: counted through its own viewers' report, not as one.
-        edge = is_edge_key(settings.pull_keys, wanted.password)
-        if settings.pull_only and not edge:
+        edge_pull = is_edge_key(settings.pull_keys, wanted.password)
+        if settings.pull_only and not edge_pull:
             return self._refuse(
                 request,
                 stream_id,
@@ -121,8 +121,8 @@ class SrtService:
         audience = self.context.audience
 
         async def watch(sock: SrtSocket) -> None:
-            with audience.edge_pull(stream_id) if edge else nullcontext():
-                await self._watch(sock, stream_id, peer, edge)
+            with audience.edge_pull(stream_id) if edge_pull else nullcontext():
+                await self._watch(sock, stream_id, peer, edge_pull)
 
         return watch
 
@@ -144,13 +144,14 @@ class SrtService:
         finally:
             log.info("%s stopped publishing %s: %s", peer, stream_id, sock.closed_reason or "")
 
-    async def _watch(self, sock: SrtSocket, stream_id: str, peer: str, edge: bool) -> None:
+    async def _watch(self, sock: SrtSocket, stream_id: str, peer: str, edge_pull: bool) -> None:
         bytes_out = monitoring.BYTES_OUT.labels(stream_id, PROTOCOL)
         reason = "viewer left"
         try:
             with self.broker.watch(stream_id, peer, PROTOCOL) as subscription:
-                log.info("%s watching %s over SRT", peer, stream_id)
-                ended = await _serve_viewer(sock, subscription, bytes_out, edge=edge)
+                kind = " (an edge pulling it)" if edge_pull else ""
+                log.info("%s watching %s over SRT%s", peer, stream_id, kind)
+                ended = await _serve_viewer(sock, subscription, bytes_out, edge_pull=edge_pull)
                 if ended is not None:
                     reason = ended.reason
                     raise ended
@@ -171,7 +172,7 @@ def _requested_id(raw: str) -> str:
 
 
 async def _serve_viewer(
-    sock: SrtSocket, subscription: Subscription, bytes_out: Counter, *, edge: bool = False
+    sock: SrtSocket, subscription: Subscription, bytes_out: Counter, *, edge_pull: bool = False
 ) -> StreamEnded | None:
     """Send the stream until it ends (returned) or the viewer hangs up (None).
 
@@ -185,7 +186,7 @@ async def _serve_viewer(
         try:
             while True:
                 data = await subscription.receive()
-                if edge and generation not in (None, subscription.generation):
+                if edge_pull and generation not in (None, subscription.generation):
                     ended = StreamEnded("a new publisher: the edge pulls again")
                     break
                 generation = subscription.generation
