@@ -52,10 +52,6 @@ class PageViewers:
             if same_stream(stream, stream_id) and uid not in already_counted
         )
 
-    def streams(self) -> set[str]:
-        self._expire()
-        return {stream for stream, _ in self._seen.values()}
-
     def _expire(self, *, force_oldest: bool = False) -> None:
         limit = time.monotonic() - PAGE_VIEWER_TTL
         for uid, (_, seen) in list(self._seen.items()):
@@ -132,10 +128,13 @@ class Audience:
         return dict(totals)
 
     def report(self) -> dict[str, int]:
-        """What an edge tells its origin: the audience of every stream watched here."""
+        """What an edge tells its origin: the audience of every stream live here.
+
+        Pages of streams that are not live count nowhere else either, and
+        leaving them out keeps the report as small as the set of streams.
+        """
         self._expire()
-        ids = {s.id for s in self.broker.summaries()} | self.pages.streams()
-        ids |= {stream_id for report in self._reports.values() for stream_id in report.counts}
+        ids = {s.id for s in self.broker.summaries()}
         counts = {stream_id: self.count(stream_id) for stream_id in ids}
         return {stream_id: count for stream_id, count in counts.items() if count > 0}
 

@@ -32,6 +32,10 @@ async def test_edges_count_through_their_reports_not_as_viewers() -> None:
                 assert audience.count("demo") == 3
                 # What this server would report to its own origin, in a chain.
                 assert audience.report() == {"demo": 3, "demo@480p": 1}
+                # A player page (LL-HLS) counts; a page of a stream not live here is not reported.
+                audience.pages.saw("page-1", "demo")
+                audience.pages.saw("page-2", "offline")
+                assert audience.report() == {"demo": 4, "demo@480p": 1}
             assert audience.edges_pulling("demo") == 0
 
 
