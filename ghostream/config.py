@@ -31,6 +31,7 @@ ENV_PREFIX = "GHOSTREAM_"
 DEMO_USER = "demo"
 DEMO_HASH = "$2b$10$ie94Nv5Qx6B2.KXfJMbFtOwOdWGNIR96ACPMADPEhWMzqe.3kcgsS"
 MASK = "********"
+WEBRTC_TRANSCODE_MODES = ("auto", "always", "never")
 
 
 PULL_KEY = re.compile(r"[A-Za-z0-9_.~+/-]{8,128}")
@@ -424,6 +425,16 @@ class WebrtcSettings:
         doc="STUN servers given to browsers and used to find the server's public address.",
         default_factory=lambda: ["stun:stun.l.google.com:19302"],
     )
+    transcode: str = _key(
+        "transcode",
+        doc=(
+            "Re-encode a stream for WebRTC viewers (once per stream, H.264 without B-frames): "
+            "`auto` when browsers cannot take it as it is (B-frames, HEVC, 10-bit, 4:2:2), "
+            "`always`, or `never` (such streams are then refused over WebRTC and players use "
+            "LL-HLS)."
+        ),
+        default="auto",
+    )
 
 
 @dataclass(frozen=True)
@@ -744,6 +755,11 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         fail(("origin", "idleTimeout"), "must be at least 1 (second)")
     if origin.web_url and not re.fullmatch(r"https?://[^\s/]+/?", origin.web_url):
         fail(("origin", "webUrl"), "must be an address like http://origin:8080")
+    if settings.webrtc.transcode not in WEBRTC_TRANSCODE_MODES:
+        fail(
+            ("webrtc", "transcode"),
+            f"must be auto, always or never, not {settings.webrtc.transcode!r}",
+        )
     text = settings.transcoder.text
     for key, value, low, high in (
         ("width", text.width, 1, 1000),

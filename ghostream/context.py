@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -62,32 +63,35 @@ class ServerContext:
             ldap_aliases=auth.ldap.aliases,
         )
         packets = PacketHub(broker)
+        broker.on_event.append(packets.observe)
         transcoding = settings.transcoding
         variant_names = [p.name for p in transcoding.parsed_profiles] if transcoding.enabled else []
         hls = LlHls(packets, broker, variant_names)
+        edge = None
+        if settings.origin.url:
+            from ghostream.edge.puller import EdgePuller
+
+            edge = EdgePuller(settings.origin, settings.srt.latency / 1000, broker, packets)
+            # An edge pulls its variants, made on the origin; it makes only the WebRTC copy.
+            transcoding = dataclasses.replace(transcoding, profiles=[])
+        transcoder = None
+        copies_for_webrtc = settings.webrtc.enabled and settings.webrtc.transcode != "never"
+        if copies_for_webrtc or (transcoding.enabled and transcoding.profiles):
+            from ghostream.outputs.transcode import Transcoder
+
+            transcoder = Transcoder(transcoding, broker, packets)
+            broker.on_event.append(transcoder.observe)
         webrtc = None
         if settings.webrtc.enabled:
             from ghostream.outputs.webrtc import WebRtcOutput
 
-            webrtc = WebRtcOutput(settings.webrtc, broker, packets)
+            webrtc = WebRtcOutput(settings.webrtc, broker, packets, transcoder)
         forwarder = None
         if settings.forwarding:
             from ghostream.outputs.forward import Forwarder
 
             forwarder = Forwarder(settings.forwarding, broker, packets)
             broker.on_event.append(forwarder.observe)
-        transcoder = None
-        edge = None
-        if settings.origin.url:
-            from ghostream.edge.puller import EdgePuller
-
-            # An edge's variants are made on the origin and pulled like any stream.
-            edge = EdgePuller(settings.origin, settings.srt.latency / 1000, broker, packets)
-        elif settings.transcoding.enabled and settings.transcoding.profiles:
-            from ghostream.outputs.transcode import Transcoder
-
-            transcoder = Transcoder(settings.transcoding, broker, packets)
-            broker.on_event.append(transcoder.observe)
         audience = Audience(broker, webrtc.page_uids if webrtc is not None else set)
         monitoring.EDGE_VIEWERS.source = audience.edge_viewers
         gatekeeper = Gatekeeper(authenticator)
@@ -118,9 +122,9 @@ class ServerContext:
     def variant_profiles(self) -> list[Profile]:
         """Variants offered to players: made here, or on the origin an edge pulls them from."""
         transcoding = self.settings.transcoding
-        if not transcoding.enabled or (self.transcoder is None and self.edge is None):
-            return []
-        return transcoding.parsed_profiles
+        if self.edge is not None:
+            return transcoding.parsed_profiles if transcoding.enabled else []
+        return list(self.transcoder.profiles.values()) if self.transcoder is not None else []
 
     def close(self) -> None:
         if self.history is not None:

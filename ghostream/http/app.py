@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 from starlette.applications import Starlette
@@ -28,6 +29,9 @@ from ghostream.edge.access import is_edge_key
 from ghostream.http.pages import page_routes
 from ghostream.http.serving import serve_asgi
 from ghostream.outputs.llhls import HlsAnswer
+
+if TYPE_CHECKING:
+    from ghostream.outputs.webrtc import WebRtcOutput
 
 # Characters of a stream id in a URL; anything else is a 404 like any unknown page.
 STREAM_PATH = "{stream_id:str}"
@@ -89,8 +93,9 @@ def parse_report(body: bytes | None) -> tuple[str, dict[str, int]] | None:
     return edge, counts
 
 
-def _summary(summary: StreamSummary, audience: int) -> dict:
+def _summary(summary: StreamSummary, audience: int, webrtc: WebRtcOutput | None) -> dict:
     """`viewers` are this server's connections (an edge is one); `audience` counts people."""
+    delivery = webrtc.delivery(summary.video_codec, summary.video) if webrtc else None
     return {
         "id": summary.id,
         "state": summary.state,
@@ -99,6 +104,9 @@ def _summary(summary: StreamSummary, audience: int) -> dict:
         "bytes_in": summary.bytes_in,
         "video_codec": summary.video_codec,
         "audio_codecs": list(summary.audio_codecs),
+        "video": summary.video.as_dict() if summary.video else None,
+        # How WebRTC viewers get the video (passed through, re-encoded, refused) and why.
+        "webrtc": delivery,
     }
 
 
@@ -153,14 +161,16 @@ def create_app(context: ServerContext) -> Starlette:
 
     async def streams(request: Request) -> JSONResponse:
         summaries = broker.summaries()
-        return JSONResponse({"streams": [_summary(s, audience.count(s.id)) for s in summaries]})
+        return JSONResponse(
+            {"streams": [_summary(s, audience.count(s.id), context.webrtc) for s in summaries]}
+        )
 
     async def stream_detail(request: Request) -> JSONResponse:
         stream_id = request.path_params["stream_id"]
         if not _valid_id(stream_id):
             return _not_found()
         live = next((s for s in broker.summaries() if s.id == stream_id), None)
-        summary = _summary(live, audience.count(stream_id)) if live else None
+        summary = _summary(live, audience.count(stream_id), context.webrtc) if live else None
         body: dict = {"id": stream_id, "live": summary}
         history = context.history
         if history is not None:
