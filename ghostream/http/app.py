@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ghostream.auth.throttle import host_key
 from ghostream.broker.registry import StreamSummary
 from ghostream.context import ServerContext, failure_throttle
 from ghostream.edge.access import is_edge_key
@@ -129,6 +130,7 @@ def _hls_response(request: Request, answer: HlsAnswer) -> Response:
 def create_app(context: ServerContext) -> Starlette:
     broker = context.broker
     audience = context.audience
+    edge_throttle = failure_throttle(context.settings)
 
     async def health(request: Request) -> JSONResponse:
         """Ready (200) once every enabled service listens; a container's HEALTHCHECK asks."""
@@ -154,8 +156,12 @@ def create_app(context: ServerContext) -> Starlette:
         The answer is the totals of those streams, for the edge's own counter.
         """
         presented = request.headers.get("authorization", "").removeprefix("Bearer ")
+        client = host_key(request.client.host if request.client else "?")
         if not is_edge_key(context.settings.srt.pull_keys, presented):
+            # Guessing keys is slow, as for stream keys and the admin credential.
+            await trio.sleep(edge_throttle.failed(client))
             return JSONResponse({"error": "not an edge of this server"}, status_code=403)
+        edge_throttle.succeeded(client)
         report = parse_report(await _bounded_body(request, MAX_REPORT_BYTES))
         if report is None:
             return JSONResponse({"error": "malformed report"}, status_code=400)
