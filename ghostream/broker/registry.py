@@ -193,6 +193,17 @@ class Broker:
         for viewer, _ in self._viewers.values():
             self.emit(BytesCheckpoint(viewer.stream_id, viewer.id, now, viewer.sent()))
 
+    def end(self, stream_id: str) -> None:
+        """End a stream that has no publisher now, without waiting out the grace.
+
+        For a source that knows no publisher is coming back (an edge's pull
+        that let go of an unwatched stream); a stream with a live publisher
+        is left alone.
+        """
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.state is not StreamState.LIVE:
+            self._end(stream_id)
+
     def _end(self, stream_id: str) -> None:
         self._deadlines.pop(stream_id, None)
         stream = self._streams.pop(stream_id, None)
