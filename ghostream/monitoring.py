@@ -32,6 +32,7 @@ from ghostream.broker.events import (
     PublishStarted,
     PublishStopped,
     Rejected,
+    StreamFault,
     ViewerJoined,
     ViewerLeft,
 )
@@ -126,6 +127,13 @@ TRANSCODE_BEHIND = Counter(
     ["stream"],
     registry=REGISTRY,
 )
+STREAM_FAULTS = Counter(
+    "ghostream_stream_faults_total",
+    "Per-stream components (demux, llhls, opus, transcode, forward, srt) that failed on "
+    "a stream's data and were restarted or stopped for that stream only",
+    ["component"],
+    registry=REGISTRY,
+)
 WEBRTC_SESSIONS = Gauge(
     "ghostream_webrtc_connected_sessions", "Connected WebRTC sessions", registry=REGISTRY
 )
@@ -154,5 +162,7 @@ def observe(event: Event) -> None:
             VIEWERS_SERVED.labels(event.stream_id, event.protocol).inc()
         case ViewerLeft():
             VIEWERS.labels(event.stream_id, event.protocol).dec()
+        case StreamFault():
+            STREAM_FAULTS.labels(event.component).inc()
         case Rejected():
             REJECTIONS.labels(event.protocol, event.reason).inc()

@@ -65,4 +65,23 @@ class Forwarding:
     bytes: int = 0
 
 
-Event = PublishStarted | PublishStopped | ViewerJoined | ViewerLeft | Rejected | Forwarding
+@dataclass(frozen=True, slots=True)
+class StreamFault:
+    """A per-stream component failed on the stream's data; `action` says what was done."""
+
+    stream_id: str
+    component: str
+    at: float
+    reason: str
+    action: str
+
+
+Event = (
+    PublishStarted
+    | PublishStopped
+    | ViewerJoined
+    | ViewerLeft
+    | Rejected
+    | Forwarding
+    | StreamFault
+)

@@ -33,6 +33,7 @@ from ghostream.broker.stream import (
     StreamState,
     Subscription,
 )
+from ghostream.broker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Broker:
         self.reconnect_grace = reconnect_grace
         self.ring_bytes = ring_bytes
         self.on_event: list[Callable[[Event], None]] = []
+        # Every per-stream task runs under it: a failure stops that task, not the server.
+        self.supervisor = Supervisor(self.emit)
         # Asked for a stream that is not live; one may start it (a quality variant).
         self.providers: list[Callable[[str], Awaitable[bool]]] = []
         self._streams: dict[str, Stream] = {}

@@ -123,6 +123,8 @@ class Stream:
         self.inspector = TsInspector()
         self.gop_start: int | None = None
         self.on_skip: list = []
+        # Outputs that refused this publish's data, by component, with what they know of why.
+        self.unplayable: dict[str, object] = {}
         self._chunks: deque[bytes] = deque()
         self._first = 0
         self._buffered = 0
@@ -157,6 +159,7 @@ class Stream:
         self.generation += 1
         self.inspector = TsInspector()
         self.gop_start = None
+        self.unplayable.clear()
 
     def end(self) -> None:
         self.state = StreamState.ENDED

@@ -9,6 +9,7 @@ stream; watching needs a live stream (or, with an empty id, the default one).
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import trio
 from prometheus_client import Counter
@@ -25,6 +26,7 @@ from ghostream.streamid import InvalidStreamId, Mode, StreamRequest, parse_strea
 log = logging.getLogger(__name__)
 
 PROTOCOL = "srt"
+COMPONENT = "srt"
 # Seven TS packets: the payload every SRT live sender uses, and what players expect.
 MESSAGE_SIZE = 7 * 188
 
@@ -82,7 +84,8 @@ class SrtService:
             )
 
         async def publish(sock: SrtSocket) -> None:
-            await self._publish(sock, stream_id, peer)
+            run = partial(self._publish, sock, stream_id, peer)
+            await self.broker.supervisor.run(stream_id, COMPONENT, run)
 
         return publish
 
@@ -104,7 +107,9 @@ class SrtService:
         peer = peer_text(request.peer)
 
         async def watch(sock: SrtSocket) -> None:
-            await self._watch(sock, stream_id, peer)
+            await self.broker.supervisor.run(
+                stream_id, COMPONENT, partial(self._watch, sock, stream_id, peer)
+            )
 
         return watch
 

@@ -21,7 +21,7 @@ from fractions import Fraction
 import av
 import trio
 
-from ghostream import monitoring
+from ghostream import monitoring, threads
 from ghostream.broker.events import Event, PublishStarted
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
@@ -155,9 +155,6 @@ class SourceTranscoder:
                     self.variants.clear()
         except (StreamEnded, StreamNotFound):
             pass
-        except Exception:
-            # A bug in one source's variants must not stop the server or other streams.
-            log.exception("%s: transcoding failed; its variants stop", self.stream_id)
 
     async def _loop(self, reader: PacketReader) -> None:
         skips = 0
@@ -177,14 +174,18 @@ class SourceTranscoder:
             if not self.variants:
                 continue
             variants = list(self.variants.values())
-            chunks = await trio.to_thread.run_sync(self._transcode, packet, variants)
+            chunks = await trio.to_thread.run_sync(
+                self._transcode, packet, variants, limiter=threads.TRANSCODING
+            )
             for variant, parts in zip(variants, chunks, strict=True):
                 for chunk in parts:
                     variant.stream.publish(chunk)
 
     async def _start_variant(self, name: str, keyframe: MediaPacket) -> None:
         if self.source_size is None:
-            self.source_size = await trio.to_thread.run_sync(picture_size, keyframe)
+            self.source_size = await trio.to_thread.run_sync(
+                picture_size, keyframe, limiter=threads.TRANSCODING
+            )
         width, height = self.source_size
         profile = self.profiles[name]
         if not height or profile.height >= height:
@@ -295,5 +296,13 @@ class Transcoder:
         source = self.sources.get(source_id)
         if source is None:
             source = SourceTranscoder(source_id, self.broker, self.hub, not self.settings.on_demand)
-            start_registered(self._nursery, self.sources, source_id, source, source.run)
+            start_registered(
+                self._nursery,
+                self.sources,
+                source_id,
+                source,
+                source.run,
+                supervisor=self.broker.supervisor,
+                component="transcode",
+            )
         source.want(profile)

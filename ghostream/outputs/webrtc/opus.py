@@ -8,6 +8,7 @@ from fractions import Fraction
 import av
 import trio
 
+from ghostream import threads
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import StreamNotFound
 from ghostream.broker.stream import StreamEnded
@@ -37,13 +38,16 @@ class OpusFeed:
 
     async def run(self, hub: PacketHub) -> None:
         """Until the last viewer leaves or the stream ends."""
+        self._track = None  # after a failure, the next run starts with a fresh decoder
         try:
             async with hub.read(self.stream_id, max_lag=MAX_AUDIO_LAG) as reader:
                 while self.tracks:
                     packet = await reader.receive()
                     if packet.track.kind != "audio" or packet.track.codec != "aac":
                         continue
-                    encoded = await trio.to_thread.run_sync(self._transcode, packet)
+                    encoded = await trio.to_thread.run_sync(
+                        self._transcode, packet, limiter=threads.AUDIO
+                    )
                     for data, pts in encoded:
                         for track in self.tracks:
                             track.offer(data, pts, Fraction(1, OPUS_RATE), True)

@@ -33,6 +33,7 @@ from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import WebrtcSettings
 from ghostream.media.demux import Track
+from ghostream.media.errors import UnplayableStream
 from ghostream.outputs.webrtc.codecs import h264_preferences
 from ghostream.outputs.webrtc.errors import WebRtcError
 from ghostream.outputs.webrtc.opus import OpusFeed
@@ -160,6 +161,8 @@ class WebRtcOutput:
             session.reason = ended.reason
         except trio.TooSlowError as exc:
             raise WebRtcError(503, "the stream has not sent decodable video yet") from exc
+        except UnplayableStream as exc:
+            raise WebRtcError(415, f"this stream cannot be played in the browser: {exc}") from exc
         finally:
             if served:
                 log.info(
@@ -196,6 +199,8 @@ class WebRtcOutput:
         video = audio = None
         video_track = next((t for t in tracks if t.kind == "video"), None)
         if video_track is not None and "video" in kinds:
+            if video_track.problem:
+                raise UnplayableStream(video_track.problem)
             if video_track.codec != "h264":
                 raise WebRtcError(
                     415, f"the stream's video is {video_track.codec}; browsers need H.264"
@@ -258,7 +263,14 @@ class WebRtcOutput:
             feed = OpusFeed(stream_id)
             assert self._nursery is not None
             start_registered(
-                self._nursery, self._opus, stream_id, feed, partial(feed.run, self.hub)
+                self._nursery,
+                self._opus,
+                stream_id,
+                feed,
+                partial(feed.run, self.hub),
+                supervisor=self.broker.supervisor,
+                component="opus",
+                again=lambda: bool(feed.tracks) and self.broker.get(stream_id) is not None,
             )
         feed.tracks.add(track)
         try:
