@@ -31,7 +31,8 @@ from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import mask_url
-from ghostream.media.demux import Track
+from ghostream.media.continuity import Continuity
+from ghostream.media.demux import MediaPacket, Track
 from ghostream.media.errors import MalformedStream, UnplayableStream
 from ghostream.media.pictures import picture_size
 
@@ -52,6 +53,10 @@ _END = object()
 
 class TargetFailed(Exception):
     pass
+
+
+class TracksChanged(Exception):
+    """The publisher came back with other tracks: the target needs a new connection."""
 
 
 def expand(url: str, stream_id: str, started: float) -> str:
@@ -138,14 +143,14 @@ class Writer:
         except (av.error.FFmpegError, OSError) as exc:
             raise TargetFailed(f"cannot open: {exc}") from exc
         try:
-            streams = {id(track): self._add_stream(container, track) for track in self.tracks}
+            streams = {track.kind: self._add_stream(container, track) for track in self.tracks}
             self.progress = time.monotonic()
             while True:
                 packet = self.queue.get()
                 if packet is _END:
                     break
                 out = av.Packet(packet.data)
-                out.stream = streams[id(packet.track)]
+                out.stream = streams[packet.track.kind]
                 out.pts, out.dts, out.time_base = packet.pts, packet.dts, TIME_BASE
                 out.is_keyframe = packet.keyframe
                 container.mux(out)
@@ -222,6 +227,12 @@ class Forwarder:
                 began = trio.current_time()
                 try:
                     sent = await self._attempt(stream_id, resolved, shown)
+                except TracksChanged as exc:
+                    # Not the target's fault: connect again at once with the new tracks.
+                    log.info("forwarding %s to %s starts over: %s", stream_id, shown, exc)
+                    self._emit(stream_id, shown, "stopped", str(exc))
+                    delay = FIRST_RETRY
+                    continue
                 except UnplayableStream as exc:
                     # Nothing to retry until a publisher sends something else.
                     if isinstance(exc, MalformedStream):
@@ -272,48 +283,70 @@ class Forwarder:
                 await writer.start(threads.FORWARDING, shown)
                 log.info("forwarding %s to %s", stream_id, shown)
                 self._emit(stream_id, shown, "started")
-                failure: list[str] = []
+                failure: list[Exception] = []
                 try:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._watch, writer, failure, nursery.cancel_scope)
-                        outcome = await self._feed(reader, writer, tracks)
-                        if outcome is not None:
-                            failure.append(outcome)
+                        try:
+                            await self._feed(reader, writer, tracks)
+                        except TracksChanged as exc:
+                            failure.append(exc)
                         nursery.cancel_scope.cancel()
                 finally:
                     await writer.stop(stream_id, shown)
                 if writer.failure is not None:
-                    failure.insert(0, writer.failure)
+                    raise TargetFailed(writer.failure)
                 if failure:
-                    raise TargetFailed(failure[0])
+                    raise failure[0]
                 return writer.bytes
         except (StreamNotFound, StreamEnded):
             return 0
 
-    async def _watch(self, writer: Writer, failure: list[str], scope: trio.CancelScope) -> None:
+    async def _watch(
+        self, writer: Writer, failure: list[Exception], scope: trio.CancelScope
+    ) -> None:
         """End the attempt when the writer ends, or when it makes no progress (a stalled target)."""
         while not writer.done.is_set():
             with trio.move_on_after(1.0):
                 await writer.done.wait()
             if not writer.queue.empty() and time.monotonic() - writer.progress > STALL_TIMEOUT:
-                failure.append(f"stalled for {STALL_TIMEOUT:.0f} s")
+                failure.append(TargetFailed(f"stalled for {STALL_TIMEOUT:.0f} s"))
                 break
         scope.cancel()
 
-    async def _feed(self, reader: PacketReader, writer: Writer, tracks: list[Track]) -> str | None:
-        """Queue packets for the writer; None when the stream ended, else why to start over."""
+    async def _feed(self, reader: PacketReader, writer: Writer, tracks: list[Track]) -> None:
+        """Queue packets for the writer until the stream ends; TracksChanged to start over.
+
+        A publisher that comes back with the same tracks keeps the target's
+        connection: its timestamps, which start afresh, are shifted to go on
+        from where the previous publisher stopped.
+        """
         skipping = False
+        clock = Continuity()
+        current = {track.kind: track for track in tracks}
+        last_dts: dict[str, int] = {}
         while True:
             try:
                 packet = await reader.receive()
             except StreamEnded:
-                return None
-            if packet.track not in tracks:
-                return "the stream's tracks changed (new publisher or new settings)"
-            if skipping and not (packet.keyframe and packet.track.kind == "video"):
+                return
+            kind = packet.track.kind
+            if packet.track is not current.get(kind):
+                if packet.track != current.get(kind):
+                    raise TracksChanged("the stream's tracks changed (new publisher or settings)")
+                current[kind] = packet.track
+                clock.restart()
+            dts = clock(packet.dts)
+            if dts <= last_dts.get(kind, -1):
+                continue  # from before the change: the muxer needs each track's DTS to grow
+            if skipping and not (packet.keyframe and kind == "video"):
                 continue
+            retimed = MediaPacket(
+                packet.track, packet.data, packet.pts + clock.offset, dts, packet.keyframe
+            )
             try:
-                writer.queue.put_nowait(packet)
+                writer.queue.put_nowait(retimed)
+                last_dts[kind] = dts
                 skipping = False
             except queue.Full:
                 skipping = True

@@ -27,6 +27,7 @@ from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import Stream, StreamEnded
 from ghostream.config import Profile, TranscodingSettings
+from ghostream.media.continuity import Continuity
 from ghostream.media.demux import MediaPacket, Track
 from ghostream.media.pictures import picture_size
 from ghostream.tasks import start_registered
@@ -135,6 +136,7 @@ class SourceTranscoder:
         self.source_size: tuple[int, int] | None = None
         self.tracks: list[Track] = []
         self._decoders: dict[str, tuple[Track, av.CodecContext]] = {}
+        self._clock = Continuity()
         self._last_watched: dict[str, float] = {}
 
     def want(self, profile: Profile) -> None:
@@ -222,6 +224,8 @@ class SourceTranscoder:
         """Decode once, encode for every variant; each variant's TS chunks, in order."""
         track, decoder = self._decoders.get(packet.track.kind, (None, None))
         if track is not packet.track or decoder is None:
+            if track is not None:
+                self._clock.restart()  # a new publisher: the variants' clock goes on
             decoder = av.CodecContext.create(packet.track.codec, "r")
             decoder.extradata = packet.track.extradata
             self._decoders[packet.track.kind] = (packet.track, decoder)
@@ -232,7 +236,7 @@ class SourceTranscoder:
         except av.error.FFmpegError:
             return [[] for _ in variants]
         for frame in frames:
-            frame.pts = frame.pts if frame.pts is not None else packet.pts
+            frame.pts = self._clock(frame.pts if frame.pts is not None else packet.pts)
             frame.time_base = TIME_BASE
             for variant in variants:
                 if packet.track.kind == "video":

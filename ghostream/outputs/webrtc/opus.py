@@ -77,7 +77,7 @@ class OpusFeed:
         return out
 
     def _start(self, packet: MediaPacket) -> None:
-        """A new (or first) audio track: fresh decoder and encoder, timeline from its pts."""
+        """A new (or first) audio track: fresh decoder and encoder; the Opus clock goes on."""
         self._track = packet.track
         self._decoder = av.CodecContext.create("aac", "r")
         self._decoder.extradata = packet.track.extradata
@@ -90,5 +90,6 @@ class OpusFeed:
         encoder.time_base = Fraction(1, OPUS_RATE)
         encoder.options = {"application": "lowdelay", "frame_duration": "20"}
         self._encoder = encoder
+        if self._fifo is None:
+            self._next_pts = packet.pts * OPUS_RATE // 90000
         self._fifo = av.AudioFifo()
-        self._next_pts = packet.pts * OPUS_RATE // 90000

@@ -32,6 +32,7 @@ from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import WebrtcSettings
+from ghostream.media.continuity import Continuity
 from ghostream.media.demux import Track
 from ghostream.media.errors import UnplayableStream
 from ghostream.outputs.webrtc.codecs import h264_preferences
@@ -306,14 +307,22 @@ async def _feed_video(reader: PacketReader, track: PacketTrack, session: Session
     """
     newest = reader.newest("video")
     edge = newest.pts if newest is not None else None
+    # A new publisher's clock starts anywhere: the browser must see time go on, not jump.
+    clock = Continuity()
+    source = None
     try:
         while True:
             packet = await reader.receive()
             if packet.track.kind != "video":
                 continue
+            if packet.track is not source:
+                if source is not None:
+                    clock.restart()
+                    edge = None  # the catch-up was for the previous publisher's clock
+                source = packet.track
             pts = packet.pts
             if edge is not None and pts < edge:
                 pts = edge - (edge - pts) // CATCH_UP_SPEED
-            track.offer(packet.data, pts, VIDEO_TIME_BASE, packet.keyframe)
+            track.offer(packet.data, clock(pts), VIDEO_TIME_BASE, packet.keyframe)
     except StreamEnded as ended:
         session.close(ended.reason)
