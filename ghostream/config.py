@@ -33,6 +33,9 @@ DEMO_HASH = "$2b$10$ie94Nv5Qx6B2.KXfJMbFtOwOdWGNIR96ACPMADPEhWMzqe.3kcgsS"
 MASK = "********"
 
 
+BCRYPT_HASH = re.compile(r"\$2[aby]?\$[0-9]{2}\$[./A-Za-z0-9]{53}")
+
+
 class ConfigError(Exception):
     """A configuration the server cannot run with; the message names the key and source."""
 
@@ -200,13 +203,14 @@ class HistorySettings:
 class TelnetSettings:
     enabled: bool = _key(
         "enabled",
-        doc="Text-art output over telnet. Accepted for compatibility; not implemented.",
+        doc=(
+            "Show streams as colour text art to `telnet HOST 8023` (needs "
+            "`transcoder.text.enabled` too)."
+        ),
         default=False,
     )
     listen_address: ListenAddress = _key(
-        "listenAddress",
-        doc="Address of the telnet output (not implemented).",
-        default=ListenAddress("", 8023),
+        "listenAddress", doc="TCP address of the telnet output.", default=ListenAddress("", 8023)
     )
 
 
@@ -214,12 +218,20 @@ class TelnetSettings:
 class TextTranscoderSettings:
     enabled: bool = _key(
         "enabled",
-        doc="Text-art transcoder for telnet. Accepted for compatibility; not implemented.",
+        doc="Make text art for telnet viewers; when false the telnet output stays off.",
         default=False,
     )
-    width: int = _key("width", doc="Text-art width in characters (not implemented).", default=80)
-    height: int = _key("height", doc="Text-art height in characters (not implemented).", default=45)
-    framerate: int = _key("framerate", doc="Text-art frame rate (not implemented).", default=20)
+    width: int = _key(
+        "width",
+        doc="Text-art width in pixels, one character column each (smaller to fit a terminal).",
+        default=80,
+    )
+    height: int = _key(
+        "height",
+        doc="Text-art height in pixels, two per character row (the source's shape is kept).",
+        default=45,
+    )
+    framerate: int = _key("framerate", doc="Text-art frames per second, at most.", default=20)
 
 
 @dataclass(frozen=True)
@@ -518,10 +530,10 @@ def _from_text(text: str, tp: Any, source: str, key: str) -> Any:
             return False
         raise ConfigError(f"{source}: {key} must be true or false, not {text!r}")
     if tp is int:
-        try:
-            return int(text.strip())
-        except ValueError:
-            raise ConfigError(f"{source}: {key} must be an integer, not {text!r}") from None
+        # int() would also take "1_0" and non-ASCII digits, which no one means as a number.
+        if not re.fullmatch(r"[+-]?[0-9]+", text.strip(), flags=re.ASCII):
+            raise ConfigError(f"{source}: {key} must be an integer, not {text!r}")
+        return int(text.strip())
     if origin is list:
         return [item.strip() for item in text.split(",") if item.strip()]
     if origin is dict:
@@ -612,10 +624,22 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
 
 def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
     def fail(path: tuple[str, ...], message: str) -> typing.NoReturn:
-        raise ConfigError(f"{origins.get(path, 'configuration')}: {_dotted(path)} {message}")
+        # An entry of a map was set where its map was: name that file or variable.
+        source = next(
+            (origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origins),
+            "configuration",
+        )
+        raise ConfigError(f"{source}: {_dotted(path)} {message}")
 
     if settings.auth.backend not in ("basic", "ldap"):
         fail(("auth", "backend"), f"must be basic or ldap, not {settings.auth.backend!r}")
+    for user, hashed in settings.auth.basic.credentials.items():
+        if not BCRYPT_HASH.fullmatch(hashed):
+            # The hash itself is a secret: say what is wrong, never what was written.
+            fail(
+                ("auth", "basic", "credentials", user),
+                "is not a bcrypt hash; make one with `ghostream hash-password`",
+            )
     passphrase = settings.srt.passphrase
     if passphrase and not 10 <= len(passphrase) <= 79:
         fail(("srt", "passphrase"), "must have 10 to 79 characters")
@@ -623,8 +647,22 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         fail(("srt", "maxClients"), "must be between 1 and 100000")
     if not 20 <= settings.srt.latency <= 10_000:
         fail(("srt", "latency"), "must be between 20 and 10000 (milliseconds)")
+    for name, port in (
+        ("minPortUDP", settings.webrtc.min_port_udp),
+        ("maxPortUDP", settings.webrtc.max_port_udp),
+    ):
+        if not 1 <= port <= 65535:
+            fail(("webrtc", name), f"must be a UDP port from 1 to 65535, not {port}")
     if settings.webrtc.min_port_udp > settings.webrtc.max_port_udp:
         fail(("webrtc", "minPortUDP"), "must not be above webrtc.maxPortUDP")
+    text = settings.transcoder.text
+    for key, value, low, high in (
+        ("width", text.width, 1, 1000),
+        ("height", text.height, 2, 1000),
+        ("framerate", text.framerate, 1, 60),
+    ):
+        if not low <= value <= high:
+            fail(("transcoder", "text", key), f"must be between {low} and {high}")
     if settings.streams.reconnect_grace < 0:
         fail(("streams", "reconnectGrace"), "must not be negative")
     for text in settings.transcoding.profiles:

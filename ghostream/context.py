@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,8 +16,11 @@ from ghostream.outputs.llhls import LlHls
 
 if TYPE_CHECKING:
     from ghostream.outputs.forward import Forwarder
+    from ghostream.outputs.telnet import TelnetOutput
     from ghostream.outputs.transcode import Transcoder
     from ghostream.outputs.webrtc import WebRtcOutput
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +34,7 @@ class ServerContext:
     webrtc: WebRtcOutput | None = None
     forwarder: Forwarder | None = None
     transcoder: Transcoder | None = None
+    telnet: TelnetOutput | None = None
     # Services listening so far, and whether all of them are (for /healthz).
     listening: list[str] = field(default_factory=list)
     ready: bool = False
@@ -74,9 +79,18 @@ class ServerContext:
             transcoder = Transcoder(settings.transcoding, broker, packets)
             broker.on_event.append(transcoder.observe)
         gatekeeper = Gatekeeper(authenticator)
-        return cls(
+        context = cls(
             settings, broker, gatekeeper, history, packets, hls, webrtc, forwarder, transcoder
         )
+        if settings.telnet.enabled and not settings.transcoder.text.enabled:
+            log.warning("telnet output off: it needs transcoder.text.enabled too")
+        elif settings.telnet.enabled:
+            from ghostream.outputs.telnet import TelnetOutput
+
+            context.telnet = TelnetOutput(
+                settings.telnet, settings.transcoder.text, broker, packets
+            )
+        return context
 
     def close(self) -> None:
         if self.history is not None:

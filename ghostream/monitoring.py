@@ -129,9 +129,14 @@ TRANSCODE_BEHIND = Counter(
 )
 STREAM_FAULTS = Counter(
     "ghostream_stream_faults_total",
-    "Per-stream components (demux, llhls, opus, transcode, forward, srt) that failed on "
-    "a stream's data and were restarted or stopped for that stream only",
+    "Per-stream components (demux, llhls, opus, transcode, forward, srt, telnet) that failed "
+    "on a stream's data and were restarted or stopped for that stream only",
     ["component"],
+    registry=REGISTRY,
+)
+TEXT_CONVERSIONS = Gauge(
+    "ghostream_text_conversions",
+    "Streams decoded and scaled to text art for telnet viewers (one per stream)",
     registry=REGISTRY,
 )
 WEBRTC_SESSIONS = Gauge(

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,10 +36,10 @@ from ghostream.broker.events import (
     ViewerJoined,
     ViewerLeft,
 )
+from ghostream.resources import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
 FLUSH_INTERVAL = 0.25
 HEARTBEAT_INTERVAL = 5.0
 CRASH_REASON = "server stopped unexpectedly"
@@ -61,10 +62,13 @@ class StreamStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def apply_migrations(db: sqlite_utils.Database, directory: Path = MIGRATIONS) -> int:
+def apply_migrations(db: sqlite_utils.Database, directory: Traversable = MIGRATIONS) -> int:
     """Apply the numbered SQL files newer than the database; returns its version."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
-    for path in sorted(directory.glob("*.sql")):
+    scripts = sorted(
+        (p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name
+    )
+    for path in scripts:
         number = int(path.name.split("_", 1)[0])
         if number <= version:
             continue
@@ -84,6 +88,8 @@ class EventLog:
         self._lock = threading.Lock()
         self._pending: list[Event] = []
         self._wakeup = trio.Event()
+        # One flush at a time: batches reach the disk in the order they were taken.
+        self._flushing = trio.Lock()
         self._open_publish: dict[str, str] = {}
         self._open_views: dict[int, str] = {}
         now = time.time()
@@ -142,8 +148,12 @@ class EventLog:
             await self.flush()
 
     async def flush(self) -> None:
-        batch, self._pending = self._pending, []
-        self._wakeup = trio.Event()
+        async with self._flushing:
+            batch, self._pending = self._pending, []
+            self._wakeup = trio.Event()
+            await self._write_or_requeue(batch)
+
+    async def _write_or_requeue(self, batch: list[Event]) -> None:
         try:
             await trio.to_thread.run_sync(self._write, batch, limiter=threads.HISTORY)
         except sqlite3.Error as exc:
@@ -175,28 +185,35 @@ class EventLog:
             self._write_locked(batch, time.time())
 
     def _write_locked(self, batch: Iterable[Event], now: float) -> None:
+        """Write a batch in one transaction; open sessions are remembered only once it commits.
+
+        A batch that fails is written again whole, so the sessions it opened
+        and closed must still be found as they were before it.
+        """
+        open_publish, open_views = dict(self._open_publish), dict(self._open_views)
         with self._db.atomic():
             for event in batch:
-                self._apply(event)
+                self._apply(event, open_publish, open_views)
             self._db["runs"].update(self.run_id, {"alive": now})
+        self._open_publish, self._open_views = open_publish, open_views
 
-    def _apply(self, event: Event) -> None:
+    def _apply(
+        self, event: Event, open_publish: dict[str, str], open_views: dict[int, str]
+    ) -> None:
         sessions = self._db["sessions"]
         match event:
             case PublishStarted():
-                key = self._open_session("publish", event, event.at)
-                self._open_publish[event.stream_id] = key
+                open_publish[event.stream_id] = self._open_session("publish", event)
             case ViewerJoined():
-                key = self._open_session("view", event, event.at)
-                self._open_views[event.viewer_id] = key
+                open_views[event.viewer_id] = self._open_session("view", event)
             case PublishStopped():
-                key = self._open_publish.pop(event.stream_id, None)
+                key = open_publish.pop(event.stream_id, None)
                 if key is not None:
                     sessions.update(
                         key, {"ended": event.at, "bytes": event.bytes, "end_reason": event.reason}
                     )
             case ViewerLeft():
-                key = self._open_views.pop(event.viewer_id, None)
+                key = open_views.pop(event.viewer_id, None)
                 if key is not None:
                     sessions.update(
                         key, {"ended": event.at, "bytes": event.bytes, "end_reason": event.reason}
@@ -238,7 +255,7 @@ class EventLog:
                     }
                 )
 
-    def _open_session(self, kind: str, event: PublishStarted | ViewerJoined, at: float) -> str:
+    def _open_session(self, kind: str, event: PublishStarted | ViewerJoined) -> str:
         key = uuid.uuid4().hex
         self._db["sessions"].insert(
             {
@@ -248,7 +265,7 @@ class EventLog:
                 "stream": event.stream_id,
                 "protocol": event.protocol,
                 "peer": event.peer,
-                "started": at,
+                "started": event.at,
             }
         )
         return key

@@ -75,15 +75,21 @@ class ServerProcess:
         with self._changed:
             return "\n".join(self._lines)
 
-    def wait_for_log(self, pattern: str, timeout: float = 10.0, *, start: int = 0) -> str:
-        """The first log line (from line `start`) matching `pattern`; fails after `timeout`."""
+    def wait_for_log(
+        self, pattern: str, timeout: float = 10.0, *, start: int = 0, count: int = 1
+    ) -> str:
+        """The `count`-th log line (from line `start`) matching `pattern`; fails after `timeout`.
+
+        `count` waits for an event that happens again (a second viewer leaving)
+        without guessing where the first one's line is.
+        """
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                for line in self._lines[start:]:
-                    if regex.search(line):
-                        return line
+                matches = [line for line in self._lines[start:] if regex.search(line)]
+                if len(matches) >= count:
+                    return matches[count - 1]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.process.poll() is not None and self._reader_done()):
                     raise AssertionError(
@@ -138,19 +144,23 @@ def start_server(
     config: dict | None = None,
     env: dict[str, str] | None = None,
     wait: bool = True,
+    command: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> ServerProcess:
+    """Run `command` (default: `python -m ghostream` of this checkout) with a config file."""
     config = config or make_config(directory, overrides)
     config_path = directory / f"ghostream-{len(list(directory.glob('ghostream-*.yml')))}.yml"
     config_path.write_text(yaml.safe_dump(config))
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTREAM_")}
     environment |= {"PYTHONUNBUFFERED": "1", "HOME": str(directory)} | (env or {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "ghostream", "--config", str(config_path)],
+        [*(command or [sys.executable, "-m", "ghostream"]), "--config", str(config_path)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=environment,
+        cwd=cwd,
     )
     server = ServerProcess(process, config, config_path)
     if wait:

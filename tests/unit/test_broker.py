@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from harness.programs import require
 
 from ghostream.broker.events import PublishStarted, PublishStopped, ViewerJoined, ViewerLeft
 from ghostream.broker.registry import Broker, StreamBusy, StreamNotFound
@@ -33,8 +34,7 @@ def make_ts(path: Path, codec: str) -> bytes:
 @pytest.fixture(scope="module", params=["libx264", "libx265"])
 def media(request, tmp_path_factory) -> tuple[str, bytes, int]:
     """A TS file, its codec name, and its keyframe count as ffprobe sees it."""
-    if subprocess.run(["which", "ffmpeg"], capture_output=True).returncode:
-        pytest.skip("ffmpeg is not installed (scripts/test installs it)")
+    require("ffmpeg")
     path = tmp_path_factory.mktemp("ts") / f"{request.param}.ts"
     data = make_ts(path, request.param)
     probe = subprocess.run(

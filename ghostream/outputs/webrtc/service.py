@@ -253,6 +253,8 @@ class WebRtcOutput:
                     nursery.start_soon(self._share_audio, session.stream_id, audio)
                 if video is not None:
                     nursery.start_soon(_feed_video, reader, video, session)
+                else:
+                    nursery.start_soon(_follow_end, reader, session)
                 await session.closed.wait()
                 nursery.cancel_scope.cancel()
         finally:
@@ -295,6 +297,15 @@ async def _close(pc: RTCPeerConnection) -> None:
     """Close a peer connection even while the session is being cancelled, but never hang."""
     with trio.CancelScope(shield=True), trio.move_on_after(2):
         await trio_asyncio.aio_as_trio(pc.close)()
+
+
+async def _follow_end(reader: PacketReader, session: Session) -> None:
+    """Close a session without video when its stream ends, as the video feed would."""
+    try:
+        while True:
+            await reader.receive()
+    except StreamEnded as ended:
+        session.close(ended.reason)
 
 
 async def _feed_video(reader: PacketReader, track: PacketTrack, session: Session) -> None:
