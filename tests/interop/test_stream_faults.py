@@ -21,6 +21,7 @@ from contextlib import ExitStack
 import httpx
 import pytest
 from aiortc import RTCPeerConnection
+from harness.browser import wait_for
 from harness.publisher import publishing, signal_source
 from harness.server_process import ServerProcess
 
@@ -147,3 +148,15 @@ def test_a_new_publisher_gets_a_new_try(require_program, ghostream_server) -> No
         server.wait_for_log("publishing show over SRT", 10, start=mark)
         answer = httpx.get(f"{server.web_url}/show/index.m3u8", timeout=20)
         assert answer.status_code == 200, answer.text
+
+
+def test_the_player_says_when_a_stream_cannot_be_played(
+    require_program, chromium, ghostream_server
+) -> None:
+    require_program("ffmpeg")
+    server = ghostream_server({"auth": {"enabled": False}})
+    with publishing(server, "radio:x", source=AUDIO_ONLY, seconds=60):
+        chromium.get(f"{server.web_url}/radio")
+        wait_for(chromium, "return document.getElementById('status').textContent",
+                 lambda text: text == "This stream cannot be played in the browser.", 20,
+                 "the player's explanation")  # fmt: skip
