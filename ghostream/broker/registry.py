@@ -231,7 +231,7 @@ class Broker:
                 state=stream.state.value,
                 viewers=stream.viewers,
                 bytes_in=stream.bytes_in,
-                video_codec=stream.inspector.video_codec,
+                video_codec=stream.inspector.video_codec or stream.inspector.other_video,
                 audio_codecs=tuple(stream.inspector.audio_codecs),
             )
             for stream in self._streams.values()

@@ -123,7 +123,8 @@ class Stream:
         self.inspector = TsInspector()
         self.gop_start: int | None = None
         self.on_skip: list = []
-        # Outputs that refused this publish's data, by component, with what they know of why.
+        # Outputs that refused this publish's data: their component name, and their own record
+        # of why (an LL-HLS packager that failed); cleared when a new publisher comes.
         self.unplayable: dict[str, object] = {}
         self._chunks: deque[bytes] = deque()
         self._first = 0

@@ -113,6 +113,10 @@ def test_odd_streams_leave_the_server_and_the_good_stream_alone(server: ServerPr
             assert answer.status_code == 415, answer.text
             assert "cannot be played in the browser" in answer.text
 
+        live = {s["id"]: s for s in httpx.get(f"{web}/api/streams").json()["streams"]}
+        codecs = {name: (s["video_codec"], s["audio_codecs"]) for name, s in live.items()}
+        assert codecs["mpeg2"] == ("mpeg2video", ["mp2"]) and codecs["radio"] == (None, ["aac"])
+
         # SRT viewers get every stream, whatever its codecs.
         assert probe_srt(server, "radio") == {"aac"}
         assert probe_srt(server, "mpeg2") == {"mpeg2video", "mp2"}
