@@ -44,6 +44,17 @@ class ViewerLeft:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewerSkipped:
+    """A slow viewer was moved ahead to the latest keyframe, or dropped (`dropped`)."""
+
+    stream_id: str
+    viewer_id: int
+    protocol: str
+    at: float
+    dropped: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     stream_id: str
     peer: str
@@ -81,6 +92,7 @@ Event = (
     | PublishStopped
     | ViewerJoined
     | ViewerLeft
+    | ViewerSkipped
     | Rejected
     | Forwarding
     | StreamFault

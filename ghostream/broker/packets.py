@@ -18,16 +18,20 @@ from functools import partial
 
 import trio
 
+from ghostream.broker.events import Event, PublishStarted
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.media.demux import MediaPacket, Track, TsDemuxer
 from ghostream.media.errors import UnsupportedStream
+from ghostream.media.properties import PropertiesTracker
 from ghostream.tasks import TaskOwner, start_registered
 
 log = logging.getLogger(__name__)
 
 RING_PACKETS = 4096
 IDLE_LINGER = 5.0
+# How long a new publish is demuxed without readers, to describe its video.
+PROBE_TIMEOUT = 10.0
 
 
 class PacketReader:
@@ -80,13 +84,14 @@ class StreamDemux:
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
         self.demuxer = TsDemuxer()
+        self.properties = PropertiesTracker()
+        self.generation = 0
         self.packets: deque[MediaPacket] = deque()
         self.first = 0
         self.keyframe: int | None = None
         self.readers: set[PacketReader] = set()
         self.ended: str | None = None
         self.ready = False
-        self.generation = 0
         self._wakeup = trio.lowlevel.ParkingLot()
         self._reader_came = trio.Event()
 
@@ -127,6 +132,7 @@ class StreamDemux:
             return
         self.generation = generation
         self.demuxer = TsDemuxer()
+        self.properties = PropertiesTracker()
         self.first = self.next
         self.packets.clear()
         self.keyframe = None
@@ -142,6 +148,20 @@ class StreamDemux:
 
     def left(self, reader: PacketReader) -> None:
         self.readers.discard(reader)
+
+    def _describe(self, broker: Broker, packets: list[MediaPacket]) -> None:
+        for packet in packets:
+            if packet.track.kind == "video":
+                changed = self.properties.observe(packet)
+                if changed is not None:
+                    broker.describe(self.stream_id, changed)
+
+    async def described(self, generation: int) -> None:
+        """Until the video of a publisher (`Stream.generation`) is described, or the stream ends."""
+        while not (self.generation == generation and self.properties.settled):
+            if self.ended is not None:
+                return
+            await self.wait()
 
     async def run(self, broker: Broker) -> None:
         stream = broker.get(self.stream_id)
@@ -161,7 +181,9 @@ class StreamDemux:
                     with trio.move_on_after(IDLE_LINGER):
                         data = await subscription.receive()
                         self.follow(stream.generation)
-                        self.add(self.demuxer.feed(data))
+                        packets = self.demuxer.feed(data)
+                        self.add(packets)
+                        self._describe(broker, packets)
         except StreamEnded as ended:
             self.finish(ended.reason)
         finally:
@@ -176,6 +198,27 @@ class PacketHub(TaskOwner):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._demuxes: dict[str, StreamDemux] = {}
+
+    def observe(self, event: Event) -> None:
+        """A broker listener: each publish is demuxed until its video is described.
+
+        Later changes (new parameter sets, B-frames appearing) are described
+        while any output reads the stream's packets.
+        """
+        if isinstance(event, PublishStarted) and "@" not in event.stream_id and self._nursery:
+            self._nursery.start_soon(self._probe, event.stream_id)
+
+    async def _probe(self, stream_id: str) -> None:
+        """Read a new publish, without counting as a viewer, until its video is described."""
+        stream = self.broker.get(stream_id)
+        if stream is None:
+            return
+        with trio.move_on_after(PROBE_TIMEOUT):
+            try:
+                async with self.read(stream_id) as reader:
+                    await reader.demux.described(stream.generation)
+            except StreamNotFound:
+                pass
 
     def reader_count(self, stream_id: str) -> int:
         demux = self._demuxes.get(stream_id)
