@@ -1,8 +1,8 @@
 """Real ffmpeg-made streams, mutated: media code returns values or its typed error, nothing else.
 
 Every byte a publisher sends reaches the demuxer, and from there the
-parameter-set parsers, the LL-HLS timeline, the fMP4 writer and the WebRTC
-packetizer.  A stream's mistakes must stop at `UnplayableStream` (or be
+parameter-set parsers, the video description, the LL-HLS timeline, the
+fMP4 writer and the WebRTC packetizer.  A stream's mistakes must stop at `UnplayableStream` (or be
 skipped and counted), never as a `struct.error` or `IndexError` that would
 end a task, and with it the server.  The mutations aim where streams go
 wrong: parameter-set fields, PES headers, adaptation fields, truncation.
@@ -23,6 +23,7 @@ from ghostream.media import fmp4
 from ghostream.media.bitstream import parse_adts, parse_video_config
 from ghostream.media.demux import TIMESTAMP_WRAP, MediaPacket, Track, TsDemuxer, Unwrapper
 from ghostream.media.errors import MalformedStream, UnplayableStream
+from ghostream.media.properties import PropertiesTracker
 from ghostream.media.ts import PACKET_SIZE
 from ghostream.outputs.llhls.playlist import media_playlist
 from ghostream.outputs.llhls.timeline import Timeline
@@ -62,9 +63,11 @@ def demux(data: bytes) -> tuple[TsDemuxer, list[MediaPacket]]:
 def package(demuxer: TsDemuxer, packets: list[MediaPacket]) -> Timeline | None:
     """Everything LL-HLS and WebRTC do with the packets; None when the stream is refused."""
     timeline = Timeline()
+    properties = PropertiesTracker()
     try:
         timeline.begin(demuxer.tracks)
         for packet in packets:
+            properties.observe(packet)
             timeline.add(packet, 1_700_000_000.0)
             if packet.track.codec == "h264":
                 H264Encoder().pack(rtp_packet(packet))
