@@ -148,13 +148,8 @@ def test_a_publisher_that_keeps_changing_settings_leaks_no_threads(rtmp, ghostre
         deadline = time.monotonic() + 20
         while probe(rtmp.url("key"))["video"]["width"] != 224:
             assert time.monotonic() < deadline, "the target never got the last publish"
-        sessions = get_json(f"{server.web_url}/api/streams/demo")["sessions"]
+        sessions = server.admin_json("/api/admin/streams/demo")["sessions"]
     # Writer threads end with their connection: the count does not grow with the comebacks.
     assert max(counts[2:]) <= counts[1] + 3, counts
     assert len([s for s in sessions if s["kind"] == "publish"]) == RECONNECTS + 1
     assert "Traceback" not in server.log
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)

@@ -14,7 +14,6 @@ import asyncio
 import json
 import re
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -132,8 +131,7 @@ def test_odd_streams_leave_the_server_and_the_good_stream_alone(server: ServerPr
         watcher.wait()
 
     assert fault_count(server, "llhls") >= 2
-    with urllib.request.urlopen(f"{web}/api/streams/cropped", timeout=10) as response:
-        events = json.load(response)["events"]
+    events = server.admin_json("/api/admin/streams/cropped")["events"]
     faults = [e for e in events if e["kind"] == "fault"]
     assert faults and "cropping" in faults[0]["reason"], events
     assert server.process.poll() is None
