@@ -11,11 +11,8 @@ wrong: parameter-set fields, PES headers, adaptation fields, truncation.
 from __future__ import annotations
 
 import subprocess
-from fractions import Fraction
 
-import av
 import pytest
-from aiortc.codecs.h264 import H264Encoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +24,7 @@ from ghostream.media.properties import PropertiesTracker
 from ghostream.media.ts import PACKET_SIZE
 from ghostream.outputs.llhls.playlist import media_playlist
 from ghostream.outputs.llhls.timeline import Timeline
+from ghostream.outputs.webrtc.packetize import SharedPayloads
 
 CHUNK = 7 * PACKET_SIZE
 MUTATIONS = settings(
@@ -64,25 +62,19 @@ def package(demuxer: TsDemuxer, packets: list[MediaPacket]) -> Timeline | None:
     """Everything LL-HLS and WebRTC do with the packets; None when the stream is refused."""
     timeline = Timeline()
     properties = PropertiesTracker()
+    payloads = SharedPayloads()
     try:
         timeline.begin(demuxer.tracks)
         for packet in packets:
             properties.observe(packet)
             timeline.add(packet, 1_700_000_000.0)
             if packet.track.codec == "h264":
-                H264Encoder().pack(rtp_packet(packet))
+                payloads.of(packet)
         timeline.flush()
         media_playlist(timeline, skip=False)
     except UnplayableStream:
         return None
     return timeline
-
-
-def rtp_packet(packet: MediaPacket) -> av.Packet:
-    """The packet as the WebRTC track hands it to aiortc's packetizer."""
-    out = av.Packet(packet.data)
-    out.pts, out.time_base = packet.pts, Fraction(1, 90000)
-    return out
 
 
 def regions(data: bytes) -> dict[str, list[int]]:
