@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import sqlite_utils
 import trio
 
+from ghostream import threads
 from ghostream.broker import projections as p
 from ghostream.broker.events import (
     BytesCheckpoint,
@@ -51,6 +52,7 @@ from ghostream.broker.events import (
     PublishStopped,
     Rejected,
     StreamClosed,
+    StreamFault,
     ViewerJoined,
     ViewerLeft,
 )
@@ -237,7 +239,7 @@ class EventLog:
 
     async def _write_or_requeue(self, batch: list[Event]) -> None:
         try:
-            await trio.to_thread.run_sync(self._write, batch)
+            await trio.to_thread.run_sync(self._write, batch, limiter=threads.HISTORY)
         except sqlite3.Error as exc:
             # Keep the events: the next batch tries again (disk full, locked...).
             self._pending[:0] = batch
@@ -395,6 +397,13 @@ class EventLog:
                     "bytes": event.bytes,
                     "detail": json.dumps({"bytes": event.bytes}),
                 }
+            case StreamFault():
+                return common | {
+                    "kind": p.FAULT,
+                    "protocol": event.component,
+                    "reason": event.reason,
+                    "detail": json.dumps({"action": event.action}),
+                }
             case Rejected():
                 return common | {
                     "kind": p.REJECTED,
@@ -417,7 +426,9 @@ class EventLog:
         `function` gets the database first, like the functions of `ghostream.broker.queries`.
         """
         await self.flush()
-        return await trio.to_thread.run_sync(self._read, function, args, kwargs)
+        return await trio.to_thread.run_sync(
+            self._read, function, args, kwargs, limiter=threads.HISTORY
+        )
 
     def _read(self, function: Callable[..., T], args: tuple, kwargs: dict) -> T:
         with self._lock:
@@ -425,7 +436,7 @@ class EventLog:
 
 
 def _other_row(event: Event) -> Row:
-    """An event without columns of its own (a stream fault...): kind from its class, detail."""
+    """An event without columns of its own (a viewer skipped...): kind from its class, detail."""
     fields = dataclasses.asdict(event)  # type: ignore[call-overload]
     kind = re.sub(r"(?<!^)(?=[A-Z])", " ", type(event).__name__).lower()
     row = {"at": fields.pop("at"), "kind": kind, "stream": fields.pop("stream_id", "")}

@@ -77,6 +77,17 @@ class Forwarding:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamFault:
+    """A per-stream component failed on the stream's data; `action` says what was done."""
+
+    stream_id: str
+    component: str
+    at: float
+    reason: str
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
 class StreamClosed:
     """A stream's publisher did not return within the grace period: its show is over."""
 
@@ -106,6 +117,7 @@ Event = (
     | ViewerSkipped
     | Rejected
     | Forwarding
+    | StreamFault
     | StreamClosed
     | BytesCheckpoint
 )

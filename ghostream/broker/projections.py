@@ -40,6 +40,8 @@ VIEWER_LEFT = "viewer left"
 STREAM_ENDED = "stream ended"
 BYTES = "bytes"
 REJECTED = "rejected"
+# A per-stream component failed on the stream's data (protocol: the component).
+FAULT = "fault"
 FORWARD_PREFIX = "forward "
 FORWARD_KINDS = {FORWARD_PREFIX + state for state in ("started", "failed", "stopped")}
 
