@@ -8,6 +8,11 @@ connections share a port, as with libsrt.  `connect()` is the caller side.
 The connection's own task only sleeps until the core's next timer; incoming
 datagrams are fed synchronously by whoever reads the UDP socket and wake that
 task when they bring its deadline forward.
+
+The data path avoids a scheduler turn per datagram, which costs more than the
+datagram's protocol work: the socket is read until empty (up to a batch) each
+time it becomes readable, and datagrams go out with non-blocking sends that
+only wait when the kernel's buffer is full.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ from ghostream.srt.connection import (
 from ghostream.srt.crypto import CryptoError
 from ghostream.srt.handshake import ConnectionRequest, ListenerHandshake
 from ghostream.srt.packet import (
+    HEADER_SIZE,
     ControlPacket,
     ControlType,
+    Packet,
     PacketError,
     RejectReason,
     parse_packet,
@@ -47,7 +54,12 @@ log = logging.getLogger(__name__)
 # Enough for a few seconds of a high-bitrate stream the application is slow to read.
 INBOX_LIMIT = 4096
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+SEND_BUFFER_BYTES = 4 * 1024 * 1024
 MAX_DATAGRAM = 2048
+# Datagrams read per wake-up before other tasks get a turn.
+RECEIVE_BATCH = 256
+# Control type 0 (handshake) in the first two bytes of a control packet.
+_HANDSHAKE_START = b"\x80\x00"
 
 
 class SrtError(Exception):
@@ -84,13 +96,14 @@ class SrtSocket:
     def __init__(
         self,
         connection: Connection,
-        udp: trio.socket.SocketType,
+        udp: stdlib_socket.socket,
         peer: tuple,
         stream_id: str = "",
     ) -> None:
         self.connection = connection
         self.peer = peer
         self.stream_id = stream_id
+        # Non-blocking, shared by every connection of a listener.
         self._udp = udp
         self._inbox: deque[bytes] = deque()
         self._readable = trio.Event()
@@ -143,17 +156,39 @@ class SrtSocket:
             with trio.CancelScope(shield=True):
                 await self.flush()
 
-    def feed(self, packet: object, now: float) -> None:
-        self.connection.receive_packet(packet, now)  # type: ignore[arg-type]
+    def feed(self, packet: Packet | bytes, now: float) -> None:
+        """Hand the connection a datagram, raw (as the receive loops do) or parsed."""
+        if isinstance(packet, bytes):
+            self.connection.receive_datagram(packet, now)
+        else:
+            self.connection.receive_packet(packet, now)
         self._process_events()
         timer = self.connection.get_timer()
         if timer is None or timer < self._deadline:
             self._wakeup.set()
 
     async def flush(self) -> None:
+        """Send what the connection has to send, waiting only while the kernel is full."""
+        for datagram in self.connection.datagrams_to_send():
+            while True:
+                try:
+                    self._udp.sendto(datagram, self.peer)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self._udp)
+                    continue
+                except OSError as exc:
+                    log.debug("send to %s failed: %s", self.peer, exc)
+                break
+
+    def flush_nowait(self) -> None:
+        """Send what the connection has to send; what the kernel refuses is lost.
+
+        For the receive loop, which must not wait on one peer: what it sends
+        is ACKs, NAKs and retransmissions, which the protocol repeats.
+        """
         for datagram in self.connection.datagrams_to_send():
             try:
-                await self._udp.sendto(datagram, self.peer)
+                self._udp.sendto(datagram, self.peer)
             except OSError as exc:
                 log.debug("send to %s failed: %s", self.peer, exc)
 
@@ -203,26 +238,46 @@ def _random_id() -> int:
     return (int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF) or 1
 
 
-async def open_udp_socket(host: str, port: int) -> trio.socket.SocketType:
-    """Bind a UDP socket; an empty host listens on every IPv4 and IPv6 address."""
+async def open_udp_socket(host: str, port: int) -> stdlib_socket.socket:
+    """Bind a non-blocking UDP socket; an empty host listens on every IPv4 and IPv6 address."""
     if host in ("", "::"):
         try:
-            sock = trio.socket.socket(trio.socket.AF_INET6, trio.socket.SOCK_DGRAM)
+            sock = stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM)
             sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 0)
-            await sock.bind(("::", port))
+            sock.bind(("::", port))
         except OSError:
-            sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-            await sock.bind(("0.0.0.0", port))
+            sock = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)
+            sock.bind(("0.0.0.0", port))
     else:
         info = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
         family, _, _, _, address = info[0]
-        sock = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
-        await sock.bind(address)
-    try:
-        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
-    except OSError:
-        pass
+        sock = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
+        sock.bind(address)
+    sock.setblocking(False)
+    for option, size in (
+        (stdlib_socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES),
+        (stdlib_socket.SO_SNDBUF, SEND_BUFFER_BYTES),
+    ):
+        try:
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, option, size)
+        except OSError:
+            pass
     return sock
+
+
+async def receive_batch(udp: stdlib_socket.socket) -> list[tuple[bytes, tuple]]:
+    """Wait until the socket is readable, then take what it holds (up to a batch)."""
+    await trio.lowlevel.wait_readable(udp)
+    batch = []
+    for _ in range(RECEIVE_BATCH):
+        try:
+            batch.append(udp.recvfrom(MAX_DATAGRAM))
+        except BlockingIOError:
+            break
+        except OSError as exc:
+            # ICMP port unreachable from a vanished peer surfaces here on Linux.
+            log.debug("receive error: %s", exc)
+    return batch
 
 
 @dataclass
@@ -259,7 +314,9 @@ class SrtListener:
         )
         self._connections: dict[int, SrtSocket] = {}
         self._pending = 0
+        # The same socket, seen by Trio for the handshakes and raw for the data path.
         self._udp: trio.socket.SocketType | None = None
+        self._raw: stdlib_socket.socket | None = None
 
     @property
     def connection_count(self) -> int:
@@ -271,28 +328,47 @@ class SrtListener:
         return self._udp.getsockname()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self._udp = await open_udp_socket(self.host, self.port)
+        self._raw = await open_udp_socket(self.host, self.port)
+        self._udp = trio.socket.from_stdlib_socket(self._raw)
         with self._udp:
             async with trio.open_nursery() as nursery:
                 task_status.started()
                 await self._receive_loop(nursery)
 
     async def _receive_loop(self, nursery: trio.Nursery) -> None:
-        assert self._udp is not None
+        assert self._raw is not None
         while True:
-            try:
-                data, peer = await self._udp.recvfrom(MAX_DATAGRAM)
-            except OSError as exc:
-                # ICMP port unreachable from a vanished peer surfaces here on Linux.
-                log.debug("receive error: %s", exc)
-                continue
-            try:
-                await self._route(data, peer, nursery)
-            except (PacketError, CryptoError):
-                self.stats.datagrams_invalid += 1
-            except Exception:
-                self.stats.datagrams_invalid += 1
-                log.exception("SRT datagram from %s could not be handled", peer_text(peer))
+            batch = await receive_batch(self._raw)
+            now = trio.current_time()
+            fed: dict[int, SrtSocket] = {}
+            for data, peer in batch:
+                try:
+                    sock = self._connection_for(data, peer)
+                    if sock is not None:
+                        sock.feed(data, now)
+                        fed[id(sock)] = sock
+                    elif data[:2] == _HANDSHAKE_START:
+                        await self._route(data, peer, nursery)
+                except (PacketError, CryptoError):
+                    self.stats.datagrams_invalid += 1
+                except Exception:
+                    self.stats.datagrams_invalid += 1
+                    log.exception("SRT datagram from %s could not be handled", peer_text(peer))
+            for sock in fed.values():
+                sock.flush_nowait()
+
+    def _connection_for(self, data: bytes, peer: tuple) -> SrtSocket | None:
+        """The connection a datagram is addressed to, if it comes from that peer."""
+        if len(data) < HEADER_SIZE:
+            self.stats.datagrams_invalid += 1
+            return None
+        dst = int.from_bytes(data[12:16], "big")
+        sock = self._connections.get(dst)
+        if sock is not None and sock.peer == peer:
+            return sock
+        if data[:2] != _HANDSHAKE_START:
+            self.stats.datagrams_unroutable += 1
+        return None
 
     async def _route(self, data: bytes, peer: tuple, nursery: trio.Nursery) -> None:
         assert self._udp is not None
@@ -349,7 +425,7 @@ class SrtListener:
         while socket_id in self._connections:
             socket_id = _random_id()
         connection, response = self._handshake.accept(request, socket_id, now)
-        sock = SrtSocket(connection, self._udp, request.peer, request.stream_id)
+        sock = SrtSocket(connection, self._raw, request.peer, request.stream_id)
         self._connections[socket_id] = sock
         self.stats.connections_accepted += 1
         try:
@@ -381,9 +457,8 @@ async def connect(
     """Call an SRT listener; the connection lives as long as the context."""
     info = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
     family, _, _, _, address = info[0]
-    udp = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+    udp = await open_udp_socket("::" if family == trio.socket.AF_INET6 else "0.0.0.0", 0)
     with udp:
-        await udp.bind(("::", 0) if family == trio.socket.AF_INET6 else ("0.0.0.0", 0))
         connection = Connection.caller(
             now=trio.current_time(),
             stream_id=streamid,
@@ -412,20 +487,13 @@ async def connect(
             raise sole_error(group) from None
 
 
-async def _caller_receive_loop(sock: SrtSocket, udp: trio.socket.SocketType, peer: tuple) -> None:
+async def _caller_receive_loop(sock: SrtSocket, udp: stdlib_socket.socket, peer: tuple) -> None:
     while True:
-        try:
-            data, source = await udp.recvfrom(MAX_DATAGRAM)
-        except OSError:
-            continue
-        if source[:2] != peer[:2]:
-            continue
-        try:
-            packet = parse_packet(data)
-        except PacketError:
-            sock.connection.stats.packets_invalid += 1
-            continue
-        sock.feed(packet, trio.current_time())
+        batch = await receive_batch(udp)
+        now = trio.current_time()
+        for data, source in batch:
+            if source[:2] == peer[:2]:
+                sock.feed(data, now)
         await sock.flush()
 
 
