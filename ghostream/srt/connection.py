@@ -272,7 +272,7 @@ class Connection:
         """Microseconds since this connection started, as carried by every packet."""
         return int((now - self._start) * 1_000_000) & TIMESTAMP_MASK
 
-    def send(self, message: bytes, now: float) -> None:
+    def send(self, message: bytes | memoryview, now: float) -> None:
         if self.state is not State.CONNECTED:
             raise RuntimeError(f"cannot send on a {self.state.value} connection")
         if len(message) > MAX_PAYLOAD:

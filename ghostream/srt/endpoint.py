@@ -131,7 +131,7 @@ class SrtSocket:
         """The reject reason, when the listener refused our handshake."""
         return self._rejected
 
-    async def send(self, message: bytes) -> None:
+    async def send(self, message: bytes | memoryview) -> None:
         if self._closed_reason is not None:
             raise SrtClosed(self._closed_reason)
         self.connection.send(message, trio.current_time())
