@@ -9,13 +9,13 @@ The connection's own task only sleeps until the core's next timer; incoming
 datagrams are fed synchronously by whoever reads the UDP socket and wake that
 task when they bring its deadline forward.
 
-The data path avoids a scheduler turn per datagram, which costs more than the
-datagram's protocol work (a Trio wake-up alone is ~25 us, a 20 Mbit/s stream
-brings ~1900 datagrams/s): while datagrams flow, the socket is read until
-empty once per tick (`RECEIVE_TICK`) and they wait in the kernel's buffer in
-between; datagrams go out with non-blocking sends that only wait when the
-kernel's buffer is full.  A tick delays ACKs and NAKs by at most its length,
-small against the latency that TSBPD holds packets for anyway.
+The data path avoids Trio wake-ups, which cost more than a datagram's protocol
+work (a wake-up alone is ~25 us; a 20 Mbit/s stream brings ~1900 datagrams/s
+and as many play times): the socket is read until empty on each wake-up, a
+connection's timers run at most once per `TIMER_TICK`, and datagrams go out
+with non-blocking sends that only wait when the kernel's buffer is full.
+Reading is not held back the same way: a NAK is answered as soon as it comes,
+since a late retransmission is a lost packet at the viewer.
 """
 
 from __future__ import annotations
@@ -61,10 +61,13 @@ SEND_BUFFER_BYTES = 4 * 1024 * 1024
 MAX_DATAGRAM = 2048
 # Datagrams read per wake-up before other tasks get a turn.
 RECEIVE_BATCH = 256
-# While datagrams flow, a socket is read once per tick, at most.
-RECEIVE_TICK = 0.005
 # A connection's timers run once per tick, at most.
 TIMER_TICK = 0.010
+# Packets sent and not yet acknowledged before `send` waits for ACKs.  A viewer
+# joins with a burst (the GOP cache: 2 s of 20 Mbit/s is 3800 packets) that
+# would otherwise all be held at once; 1024 still carries 20 Mbit/s over a
+# 500 ms round trip.
+SEND_WINDOW = 1024
 # Control type 0 (handshake) in the first two bytes of a control packet.
 _HANDSHAKE_START = b"\x80\x00"
 
@@ -120,7 +123,8 @@ class SrtSocket:
         self._rejected: int | None = None
         self.connected = trio.Event()
         self.inbox_overflows = 0
-        self._drained: trio.Event | None = None
+        # Who waits for ACKs: (unacknowledged packets it waits for, its event).
+        self._acked: tuple[int, trio.Event] | None = None
 
     @property
     def closed_reason(self) -> str | None:
@@ -132,6 +136,8 @@ class SrtSocket:
         return self._rejected
 
     async def send(self, message: bytes | memoryview) -> None:
+        if self.connection.unacknowledged >= SEND_WINDOW:
+            await self._until_unacknowledged(SEND_WINDOW - 1)
         if self._closed_reason is not None:
             raise SrtClosed(self._closed_reason)
         self.connection.send(message, trio.current_time())
@@ -152,9 +158,13 @@ class SrtSocket:
         Live SRT does not linger on close, so a sender that must not lose its
         last packets drains before closing.
         """
-        while self.connection.unacknowledged and self._closed_reason is None:
-            self._drained = trio.Event()
-            await self._drained.wait()
+        await self._until_unacknowledged(0)
+
+    async def _until_unacknowledged(self, at_most: int) -> None:
+        while self.connection.unacknowledged > at_most and self._closed_reason is None:
+            event = trio.Event()
+            self._acked = (at_most, event)
+            await event.wait()
 
     async def aclose(self) -> None:
         if self.connection.state is not State.CLOSED:
@@ -179,12 +189,10 @@ class SrtSocket:
         for datagram in self.connection.datagrams_to_send():
             while True:
                 try:
-                    self._udp.sendto(datagram, self.peer)
+                    self._send(datagram)
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(self._udp)
                     continue
-                except OSError as exc:
-                    log.debug("send to %s failed: %s", self.peer, exc)
                 break
 
     def flush_nowait(self) -> None:
@@ -195,9 +203,27 @@ class SrtSocket:
         """
         for datagram in self.connection.datagrams_to_send():
             try:
+                self._send(datagram)
+            except BlockingIOError:
+                log.debug("send to %s dropped: socket buffer full", self.peer)
+
+    def _send(self, datagram: bytes) -> None:
+        try:
+            self._udp.sendto(datagram, self.peer)
+        except ConnectionRefusedError:
+            # The ICMP "port unreachable" of a datagram to another peer (one that
+            # vanished) is reported by whichever call comes next on the shared
+            # socket: it says nothing about this peer, and this call sent nothing.
+            try:
                 self._udp.sendto(datagram, self.peer)
+            except BlockingIOError:
+                raise
             except OSError as exc:
                 log.debug("send to %s failed: %s", self.peer, exc)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            log.debug("send to %s failed: %s", self.peer, exc)
 
     async def drive(self) -> None:
         """Run the connection's timers until it closes, at most once per tick.
@@ -226,10 +252,12 @@ class SrtSocket:
             await self.flush()
 
     def _process_events(self) -> None:
-        if self._drained is not None and (
-            not self.connection.unacknowledged or self.connection.state is State.CLOSED
+        if self._acked is not None and (
+            self.connection.unacknowledged <= self._acked[0]
+            or self.connection.state is State.CLOSED
         ):
-            self._drained.set()
+            self._acked[1].set()
+            self._acked = None
         while (event := self.connection.next_event()) is not None:
             if isinstance(event, DataReceived):
                 if len(self._inbox) >= INBOX_LIMIT:
@@ -282,17 +310,21 @@ async def open_udp_socket(host: str, port: int) -> stdlib_socket.socket:
 
 
 class DatagramReader:
-    """Reads a UDP socket a batch at a time: at once when idle, once per tick when busy."""
+    """Reads a UDP socket a batch at a time.
 
-    def __init__(self, udp: stdlib_socket.socket, tick: float = RECEIVE_TICK) -> None:
+    While datagrams flow it only yields to other tasks before reading again,
+    which costs less than waiting for readiness (one `epoll_wait` and a
+    reschedule) each time.
+    """
+
+    def __init__(self, udp: stdlib_socket.socket) -> None:
         self._udp = udp
-        self._tick = tick
         self._flowing = False
 
     async def batch(self) -> list[tuple[bytes, tuple]]:
-        """The datagrams waiting (up to a batch); empty when a tick brought none."""
+        """The datagrams waiting (up to a batch); may be empty after a busy one."""
         if self._flowing:
-            await trio.sleep(self._tick)
+            await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.wait_readable(self._udp)
         batch = []
@@ -340,7 +372,6 @@ class SrtListener:
         self._handshake = ListenerHandshake(
             latency=latency, passphrase=passphrase, key_length=key_length
         )
-        self._latency = latency
         self._connections: dict[int, SrtSocket] = {}
         self._pending = 0
         # The same socket, seen by Trio for the handshakes and raw for the data path.
@@ -366,7 +397,7 @@ class SrtListener:
 
     async def _receive_loop(self, nursery: trio.Nursery) -> None:
         assert self._raw is not None
-        reader = DatagramReader(self._raw, min(RECEIVE_TICK, self._latency / 24))
+        reader = DatagramReader(self._raw)
         while True:
             batch = await reader.batch()
             now = trio.current_time()
