@@ -178,13 +178,22 @@ async def load(url: str, players: int, seconds: float) -> None:
     limits = httpx.Limits(max_connections=players + 10, max_keepalive_connections=players + 10)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
         counts: list[int] = []
+        errors: list[str] = []
+        until = trio.current_time() + seconds
 
         async def one() -> None:
-            counts.append(await player(client, "demo", trio.current_time() + seconds))
+            while trio.current_time() < until:
+                try:
+                    counts.append(await player(client, "demo", until))
+                except httpx.HTTPError as exc:
+                    errors.append(type(exc).__name__)
 
         async with trio.open_nursery() as nursery:
             for _ in range(players):
                 nursery.start_soon(one)
+    if errors:
+        print(f"players' failed requests: {len(errors)} ({', '.join(sorted(set(errors)))})",
+              file=sys.stderr)  # fmt: skip
     print(sum(counts))
 
 
@@ -202,7 +211,7 @@ def run_players(server: ServerProcess, players: int, seconds: float) -> int:
     command += ["--seconds", str(seconds)]
     if (os.cpu_count() or 1) > 1 and shutil.which("taskset"):
         command = ["taskset", "-c", "1", *command]
-    return int(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    return int(subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout)
 
 
 def measure_cpu(server: ServerProcess, players: int, seconds: float) -> None:
