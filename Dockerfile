@@ -1,31 +1,46 @@
+# syntax=docker/dockerfile:1
 # Ghostream on Alpine: small image, unprivileged user, configuration mounted read-only.
-#   docker build -t ghostream .
+#   scripts/image alpine        (or: docker build -t ghostream:alpine .)
 #   docker run -p 9710:9710/udp -p 8080:8080 -p 10000-10005:10000-10005/udp -p 2112:2112 \
-#       -v ./ghostream.yml:/etc/ghostream/ghostream.yml:ro -v ghostream-data:/var/lib/ghostream ghostream
+#       -v ./ghostream.yml:/etc/ghostream/ghostream.yml:ro -v ghostream-data:/var/lib/ghostream ghostream:alpine
+# Both base images are build arguments, as in Dockerfile.debian.
 
-FROM node:20-alpine AS player
-WORKDIR /app/web
-COPY web/package.json web/package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund
+ARG PYTHON_IMAGE=docker.io/library/python:3.11-alpine
+ARG NODE_IMAGE=docker.io/library/node:20-alpine
 
-FROM python:3.11-alpine AS build
+FROM ${NODE_IMAGE} AS player
+WORKDIR /app/ghostream/web
+COPY ghostream/web/package.json ghostream/web/package-lock.json ./
+# The CA bundle of a TLS-intercepting proxy, when scripts/image passes one, is a secret, not a layer.
+RUN --mount=type=secret,id=cacert \
+    if [ -f /run/secrets/cacert ]; then export NPM_CONFIG_CAFILE=/run/secrets/cacert; fi \
+    && npm ci --omit=dev --no-audit --no-fund
+
+FROM ${PYTHON_IMAGE} AS build
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# Dependencies first, in their own layer: rebuilt only when pyproject.toml changes.
+COPY pyproject.toml ./
+RUN --mount=type=secret,id=cacert \
+    if [ -f /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
+    && python3 -m venv /venv \
+    && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && /venv/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
+COPY setup.py README.md ./
 COPY ghostream ghostream
-COPY migrations migrations
-COPY web/templates web/templates
-COPY web/static web/static
-COPY --from=player /app/web/node_modules/hls.js/dist/hls.min.js web/node_modules/hls.js/dist/hls.min.js
-RUN python -m venv /venv \
-    && /venv/bin/pip install --no-cache-dir --disable-pip-version-check -e . \
+COPY --from=player /app/ghostream/web/node_modules/hls.js ghostream/web/node_modules/hls.js
+# The wheel, not the source tree: the image runs what `pip install` gives users.
+RUN --mount=type=secret,id=cacert \
+    if [ -f /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
+    && /venv/bin/pip wheel --no-cache-dir --disable-pip-version-check --no-deps --wheel-dir /wheels . \
+    && /venv/bin/pip install --no-cache-dir --disable-pip-version-check /wheels/*.whl \
+    && /venv/bin/pip uninstall --yes --quiet pip setuptools \
     && find /venv -name __pycache__ -prune -exec rm -rf {} +
 
-FROM python:3.11-alpine
+FROM ${PYTHON_IMAGE}
 RUN adduser -D -H -u 10001 ghostream \
     && mkdir -p /etc/ghostream /var/lib/ghostream \
     && chown ghostream /var/lib/ghostream
 COPY --from=build /venv /venv
-COPY --from=build /app /app
 ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     GHOSTREAM_HISTORY_PATH=/var/lib/ghostream/history.sqlite3

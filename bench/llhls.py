@@ -48,7 +48,7 @@ from harness.browser import open_chromium  # noqa: E402
 from harness.server_process import ServerProcess, start_server  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-HLS_JS = ROOT / "web" / "node_modules" / "hls.js" / "dist" / "hls.js"
+HLS_JS = ROOT / "ghostream" / "web" / "node_modules" / "hls.js" / "dist" / "hls.js"
 PART = re.compile(r'#EXT-X-PART:DURATION=([0-9.]+),URI="(part-[0-9a-f]+-(\d+)-(\d+)\.m4s)"')
 HINT = re.compile(r'PRELOAD-HINT:TYPE=PART,URI="part-[0-9a-f]+-(\d+)-(\d+)\.m4s"')
 PDT = re.compile(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)\n(?:#EXT-X-PART:[^\n]*\n)*")
@@ -144,7 +144,7 @@ def quantile(values: list[float], q: float) -> float:
 def measure_hls_js(server: ServerProcess, directory: Path, seconds: float) -> None:
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver or not HLS_JS.exists():
-        print("hls.js latency: skipped (chromium, chromedriver or web/node_modules missing)")
+        print("hls.js latency: skipped (chromium, chromedriver or hls.js from npm missing)")
         return
     page = directory / "player.html"
     page.write_text(

@@ -31,6 +31,10 @@ ENV_PREFIX = "GHOSTREAM_"
 DEMO_USER = "demo"
 DEMO_HASH = "$2b$10$ie94Nv5Qx6B2.KXfJMbFtOwOdWGNIR96ACPMADPEhWMzqe.3kcgsS"
 MASK = "********"
+WEBRTC_TRANSCODE_MODES = ("auto", "always", "never")
+
+
+BCRYPT_HASH = re.compile(r"\$2[aby]?\$[0-9]{2}\$[./A-Za-z0-9]{53}")
 
 
 class ConfigError(Exception):
@@ -111,6 +115,19 @@ class AuthSettings:
     )
     basic: BasicAuthSettings = _key("basic", default_factory=BasicAuthSettings)
     ldap: LdapSettings = _key("ldap", default_factory=LdapSettings)
+    failure_delay: int = _key(
+        "failureDelay",
+        doc=(
+            "Milliseconds a refusal waits after the second failed attempt of a host or stream id;"
+            " each further failure doubles it (admin credential too)."
+        ),
+        default=1000,
+    )
+    max_failure_delay: int = _key(
+        "maxFailureDelay",
+        doc="Longest wait, in milliseconds, before a failed attempt is refused.",
+        default=60000,
+    )
 
     @property
     def uses_demo_credentials(self) -> bool:
@@ -119,6 +136,29 @@ class AuthSettings:
             and self.backend == "basic"
             and self.basic.credentials.get(DEMO_USER) == DEMO_HASH
         )
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    credentials: dict[str, str] = _key(
+        "credentials",
+        doc=(
+            "User → bcrypt hash of a password (`ghostream hash-password`), for HTTP Basic auth on "
+            "`/api/admin/`. With neither this nor `admin.token`, the admin API answers 401."
+        ),
+        secret=True,
+        default_factory=dict,
+    )
+    token: str = _key(
+        "token",
+        doc="bcrypt hash of a token sent as `Authorization: Bearer TOKEN` to `/api/admin/`.",
+        secret=True,
+        default="",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.credentials or self.token)
 
 
 @dataclass(frozen=True)
@@ -155,6 +195,15 @@ class SrtSettings:
         secret=True,
         default="",
     )
+    passphrases: dict[str, str] = _key(
+        "passphrases",
+        doc=(
+            "Stream id or user (`u=` of a `#!::` stream id) → its own SRT passphrase, used instead "
+            "of `srt.passphrase` by that stream's publisher and viewers."
+        ),
+        secret=True,
+        default_factory=dict,
+    )
     default_stream: str = _key(
         "defaultStream",
         doc=(
@@ -187,6 +236,16 @@ class HistorySettings:
         doc="History database; empty means `$XDG_DATA_HOME/ghostream/history.sqlite3`.",
         default="",
     )
+    retention: int = _key(
+        "retention",
+        doc="Days sessions and events are kept; older ones are deleted (0 keeps them forever).",
+        default=90,
+    )
+    truncate_peers: bool = _key(
+        "truncatePeers",
+        doc="Store peers as networks (IPv4 /24, IPv6 /48) without port instead of full addresses.",
+        default=False,
+    )
 
     @property
     def database(self) -> Path:
@@ -200,13 +259,14 @@ class HistorySettings:
 class TelnetSettings:
     enabled: bool = _key(
         "enabled",
-        doc="Text-art output over telnet. Accepted for compatibility; not implemented.",
+        doc=(
+            "Show streams as colour text art to `telnet HOST 8023` (needs "
+            "`transcoder.text.enabled` too)."
+        ),
         default=False,
     )
     listen_address: ListenAddress = _key(
-        "listenAddress",
-        doc="Address of the telnet output (not implemented).",
-        default=ListenAddress("", 8023),
+        "listenAddress", doc="TCP address of the telnet output.", default=ListenAddress("", 8023)
     )
 
 
@@ -214,12 +274,20 @@ class TelnetSettings:
 class TextTranscoderSettings:
     enabled: bool = _key(
         "enabled",
-        doc="Text-art transcoder for telnet. Accepted for compatibility; not implemented.",
+        doc="Make text art for telnet viewers; when false the telnet output stays off.",
         default=False,
     )
-    width: int = _key("width", doc="Text-art width in characters (not implemented).", default=80)
-    height: int = _key("height", doc="Text-art height in characters (not implemented).", default=45)
-    framerate: int = _key("framerate", doc="Text-art frame rate (not implemented).", default=20)
+    width: int = _key(
+        "width",
+        doc="Text-art width in pixels, one character column each (smaller to fit a terminal).",
+        default=80,
+    )
+    height: int = _key(
+        "height",
+        doc="Text-art height in pixels, two per character row (the source's shape is kept).",
+        default=45,
+    )
+    framerate: int = _key("framerate", doc="Text-art frames per second, at most.", default=20)
 
 
 @dataclass(frozen=True)
@@ -342,10 +410,21 @@ class WebrtcSettings:
         doc="STUN servers given to browsers and used to find the server's public address.",
         default_factory=lambda: ["stun:stun.l.google.com:19302"],
     )
+    transcode: str = _key(
+        "transcode",
+        doc=(
+            "Re-encode a stream for WebRTC viewers (once per stream, H.264 without B-frames): "
+            "`auto` when browsers cannot take it as it is (B-frames, HEVC, 10-bit, 4:2:2), "
+            "`always`, or `never` (such streams are then refused over WebRTC and players use "
+            "LL-HLS)."
+        ),
+        default="auto",
+    )
 
 
 @dataclass(frozen=True)
 class Settings:
+    admin: AdminSettings = _key("admin", default_factory=AdminSettings)
     auth: AuthSettings = _key("auth", default_factory=AuthSettings)
     forwarding: dict[str, list[str]] = _key(
         "forwarding",
@@ -518,10 +597,10 @@ def _from_text(text: str, tp: Any, source: str, key: str) -> Any:
             return False
         raise ConfigError(f"{source}: {key} must be true or false, not {text!r}")
     if tp is int:
-        try:
-            return int(text.strip())
-        except ValueError:
-            raise ConfigError(f"{source}: {key} must be an integer, not {text!r}") from None
+        # int() would also take "1_0" and non-ASCII digits, which no one means as a number.
+        if not re.fullmatch(r"[+-]?[0-9]+", text.strip(), flags=re.ASCII):
+            raise ConfigError(f"{source}: {key} must be an integer, not {text!r}")
+        return int(text.strip())
     if origin is list:
         return [item.strip() for item in text.split(",") if item.strip()]
     if origin is dict:
@@ -612,19 +691,57 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
 
 def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
     def fail(path: tuple[str, ...], message: str) -> typing.NoReturn:
-        raise ConfigError(f"{origins.get(path, 'configuration')}: {_dotted(path)} {message}")
+        # An entry of a map was set where its map was: name that file or variable.
+        source = next(
+            (origins[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origins),
+            "configuration",
+        )
+        raise ConfigError(f"{source}: {_dotted(path)} {message}")
 
     if settings.auth.backend not in ("basic", "ldap"):
         fail(("auth", "backend"), f"must be basic or ldap, not {settings.auth.backend!r}")
+    for user, hashed in settings.auth.basic.credentials.items():
+        if not BCRYPT_HASH.fullmatch(hashed):
+            # The hash itself is a secret: say what is wrong, never what was written.
+            fail(
+                ("auth", "basic", "credentials", user),
+                "is not a bcrypt hash; make one with `ghostream hash-password`",
+            )
     passphrase = settings.srt.passphrase
     if passphrase and not 10 <= len(passphrase) <= 79:
         fail(("srt", "passphrase"), "must have 10 to 79 characters")
+    if not 0 <= settings.auth.failure_delay <= settings.auth.max_failure_delay:
+        fail(("auth", "failureDelay"), "must be between 0 and auth.maxFailureDelay")
+    for name, phrase in settings.srt.passphrases.items():
+        if not 10 <= len(phrase) <= 79:
+            fail(("srt", "passphrases"), f"of {name!r} must have 10 to 79 characters")
+    if settings.history.retention < 0:
+        fail(("history", "retention"), "must not be negative")
     if not 1 <= settings.srt.max_clients <= 100_000:
         fail(("srt", "maxClients"), "must be between 1 and 100000")
     if not 20 <= settings.srt.latency <= 10_000:
         fail(("srt", "latency"), "must be between 20 and 10000 (milliseconds)")
+    for name, port in (
+        ("minPortUDP", settings.webrtc.min_port_udp),
+        ("maxPortUDP", settings.webrtc.max_port_udp),
+    ):
+        if not 1 <= port <= 65535:
+            fail(("webrtc", name), f"must be a UDP port from 1 to 65535, not {port}")
     if settings.webrtc.min_port_udp > settings.webrtc.max_port_udp:
         fail(("webrtc", "minPortUDP"), "must not be above webrtc.maxPortUDP")
+    if settings.webrtc.transcode not in WEBRTC_TRANSCODE_MODES:
+        fail(
+            ("webrtc", "transcode"),
+            f"must be auto, always or never, not {settings.webrtc.transcode!r}",
+        )
+    text = settings.transcoder.text
+    for key, value, low, high in (
+        ("width", text.width, 1, 1000),
+        ("height", text.height, 2, 1000),
+        ("framerate", text.framerate, 1, 60),
+    ):
+        if not low <= value <= high:
+            fail(("transcoder", "text", key), f"must be between {low} and {high}")
     if settings.streams.reconnect_grace < 0:
         fail(("streams", "reconnectGrace"), "must not be negative")
     for text in settings.transcoding.profiles:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ghostream import monitoring
 from ghostream.auth import Gatekeeper, create_authenticator
+from ghostream.auth.throttle import FailureThrottle
 from ghostream.broker.eventlog import EventLog
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
@@ -15,8 +17,11 @@ from ghostream.outputs.llhls import LlHls
 
 if TYPE_CHECKING:
     from ghostream.outputs.forward import Forwarder
+    from ghostream.outputs.telnet import TelnetOutput
     from ghostream.outputs.transcode import Transcoder
     from ghostream.outputs.webrtc import WebRtcOutput
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +35,7 @@ class ServerContext:
     webrtc: WebRtcOutput | None = None
     forwarder: Forwarder | None = None
     transcoder: Transcoder | None = None
+    telnet: TelnetOutput | None = None
     # Services listening so far, and whether all of them are (for /healthz).
     listening: list[str] = field(default_factory=list)
     ready: bool = False
@@ -39,9 +45,15 @@ class ServerContext:
         """Wire the broker to its listeners; OSError when the history cannot be opened."""
         broker = Broker(reconnect_grace=settings.streams.reconnect_grace)
         broker.on_event.append(monitoring.observe)
+        for stream_id in configured_streams(settings):
+            monitoring.STREAM_LABELS.allow(stream_id)
         history = None
         if settings.history.enabled:
-            history = EventLog.open(settings.history.database)
+            history = EventLog.open(
+                settings.history.database,
+                retention_days=settings.history.retention,
+                truncate_peers=settings.history.truncate_peers,
+            )
             broker.on_event.append(history.record)
         auth = settings.auth
         authenticator = create_authenticator(
@@ -53,31 +65,59 @@ class ServerContext:
             ldap_aliases=auth.ldap.aliases,
         )
         packets = PacketHub(broker)
+        broker.on_event.append(packets.observe)
         transcoding = settings.transcoding
         variant_names = [p.name for p in transcoding.parsed_profiles] if transcoding.enabled else []
         hls = LlHls(packets, broker, variant_names)
+        transcoder = None
+        copies_for_webrtc = settings.webrtc.enabled and settings.webrtc.transcode != "never"
+        if copies_for_webrtc or (transcoding.enabled and transcoding.profiles):
+            from ghostream.outputs.transcode import Transcoder
+
+            transcoder = Transcoder(transcoding, broker, packets)
+            broker.on_event.append(transcoder.observe)
         webrtc = None
         if settings.webrtc.enabled:
             from ghostream.outputs.webrtc import WebRtcOutput
 
-            webrtc = WebRtcOutput(settings.webrtc, broker, packets)
+            webrtc = WebRtcOutput(settings.webrtc, broker, packets, transcoder)
         forwarder = None
         if settings.forwarding:
             from ghostream.outputs.forward import Forwarder
 
             forwarder = Forwarder(settings.forwarding, broker, packets)
             broker.on_event.append(forwarder.observe)
-        transcoder = None
-        if settings.transcoding.enabled and settings.transcoding.profiles:
-            from ghostream.outputs.transcode import Transcoder
-
-            transcoder = Transcoder(settings.transcoding, broker, packets)
-            broker.on_event.append(transcoder.observe)
-        gatekeeper = Gatekeeper(authenticator)
-        return cls(
+        gatekeeper = Gatekeeper(authenticator, failure_throttle(settings))
+        context = cls(
             settings, broker, gatekeeper, history, packets, hls, webrtc, forwarder, transcoder
         )
+        if settings.telnet.enabled and not settings.transcoder.text.enabled:
+            log.warning("telnet output off: it needs transcoder.text.enabled too")
+        elif settings.telnet.enabled:
+            from ghostream.outputs.telnet import TelnetOutput
+
+            context.telnet = TelnetOutput(
+                settings.telnet, settings.transcoder.text, broker, packets
+            )
+        return context
 
     def close(self) -> None:
         if self.history is not None:
             self.history.close()
+
+
+def failure_throttle(settings: Settings) -> FailureThrottle:
+    """A throttle with the configured delays (publishers and the admin credential each get one)."""
+    return FailureThrottle(
+        base_delay=settings.auth.failure_delay / 1000,
+        max_delay=settings.auth.max_failure_delay / 1000,
+    )
+
+
+def configured_streams(settings: Settings) -> set[str]:
+    """Stream ids the configuration names: these may be metric labels before they go live."""
+    ids = set(settings.auth.basic.credentials) | set(settings.forwarding)
+    ids |= set(settings.web.map_domain_to_stream.values())
+    if settings.srt.default_stream:
+        ids.add(settings.srt.default_stream)
+    return {stream_id.lower() for stream_id in ids}

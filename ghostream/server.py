@@ -59,6 +59,9 @@ def plan_services(context: ServerContext) -> list[Service]:
     if context.webrtc is not None:
         ports = f"{settings.webrtc.min_port_udp}-{settings.webrtc.max_port_udp}/udp"
         services.append(Service("WebRTC", ports, context.webrtc.run))
+    if context.telnet is not None:
+        address = f"{settings.telnet.listen_address}/tcp"
+        services.append(Service("telnet", address, context.telnet.run))
     if settings.web.enabled:
         services.append(
             Service("web", f"{settings.web.listen_address}/tcp", partial(serve_web, context))

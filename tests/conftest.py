@@ -1,15 +1,12 @@
 """Fixtures shared by every test: real peers, and the server as a subprocess.
 
 A test that needs a program no one here wrote (ffmpeg, srt-live-transmit,
-slapd, chromium) asks `require_program`; on a developer machine without it
-the test is skipped with the reason, but in CI (`CI` set) a missing program
-is a failure, so that a broken set-up never passes as green.
+slapd, chromium) asks `require_program` (or `harness.programs.require` from a
+module fixture), which alone decides between skipping and failing.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,22 +20,12 @@ settings.load_profile("deterministic")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from harness.programs import require  # noqa: E402
 from harness.server_process import ServerProcess, start_server  # noqa: E402
 
 
 @pytest.fixture
 def require_program() -> Callable[[str], str]:
-    def require(name: str) -> str:
-        path = shutil.which(name) or next(
-            (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
-        )
-        if path is None:
-            message = f"{name} is not installed (scripts/test installs it)"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
-        return path
-
     return require
 
 

@@ -6,6 +6,10 @@ thread (one transaction per batch, WAL mode so readers never block the
 writer).  Each server run has a row whose `alive` time is refreshed while it
 runs: after a crash, the next start closes the sessions the crashed run left
 open at that time, so the history stays truthful about durations.
+
+Peers' addresses are personal data: sessions and events older than the
+retention are deleted (at start, then hourly), and with `truncate_peers`
+only the peer's network is stored in the first place.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,13 +38,16 @@ from ghostream.broker.events import (
     ViewerJoined,
     ViewerLeft,
 )
+from ghostream.peers import truncated_peer
+from ghostream.resources import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
 FLUSH_INTERVAL = 0.25
 HEARTBEAT_INTERVAL = 5.0
 CRASH_REASON = "server stopped unexpectedly"
+PRUNE_INTERVAL = 3600.0
+DAY = 86400.0
 T = TypeVar("T")
 
 
@@ -59,10 +67,13 @@ class StreamStats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
-def apply_migrations(db: sqlite_utils.Database, directory: Path = MIGRATIONS) -> int:
+def apply_migrations(db: sqlite_utils.Database, directory: Traversable = MIGRATIONS) -> int:
     """Apply the numbered SQL files newer than the database; returns its version."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
-    for path in sorted(directory.glob("*.sql")):
+    scripts = sorted(
+        (p for p in directory.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name
+    )
+    for path in scripts:
         number = int(path.name.split("_", 1)[0])
         if number <= version:
             continue
@@ -76,21 +87,34 @@ def apply_migrations(db: sqlite_utils.Database, directory: Path = MIGRATIONS) ->
 
 
 class EventLog:
-    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        path: Path,
+        *,
+        retention_days: int = 0,
+        truncate_peers: bool = False,
+    ) -> None:
         self.path = path
+        self.retention_days = retention_days
+        self.truncate_peers = truncate_peers
         self._db = db
+        self._pruned = 0.0
         self._lock = threading.Lock()
         self._pending: list[Event] = []
         self._wakeup = trio.Event()
+        # One flush at a time: batches reach the disk in the order they were taken.
+        self._flushing = trio.Lock()
         self._open_publish: dict[str, str] = {}
         self._open_views: dict[int, str] = {}
         now = time.time()
         with self._lock, db.atomic():
             self.recovered = self._close_crashed_sessions()
             self.run_id = db["runs"].insert({"started": now, "alive": now}).last_pk
+            self._prune(now)
 
     @classmethod
-    def open(cls, path: Path) -> EventLog:
+    def open(cls, path: Path, *, retention_days: int = 0, truncate_peers: bool = False) -> EventLog:
         """Open (creating and migrating) the database; OSError/sqlite3.Error if impossible."""
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -100,7 +124,7 @@ class EventLog:
             conn.execute("PRAGMA busy_timeout = 5000")
             db = sqlite_utils.Database(conn)
             apply_migrations(db)
-            return cls(db, path)
+            return cls(db, path, retention_days=retention_days, truncate_peers=truncate_peers)
         except sqlite3.Error as exc:
             conn.close()
             raise OSError(f"{path}: {exc}") from exc
@@ -140,8 +164,12 @@ class EventLog:
             await self.flush()
 
     async def flush(self) -> None:
-        batch, self._pending = self._pending, []
-        self._wakeup = trio.Event()
+        async with self._flushing:
+            batch, self._pending = self._pending, []
+            self._wakeup = trio.Event()
+            await self._write_or_requeue(batch)
+
+    async def _write_or_requeue(self, batch: list[Event]) -> None:
         try:
             await trio.to_thread.run_sync(self._write, batch)
         except sqlite3.Error as exc:
@@ -173,28 +201,56 @@ class EventLog:
             self._write_locked(batch, time.time())
 
     def _write_locked(self, batch: Iterable[Event], now: float) -> None:
+        """Write a batch in one transaction; open sessions are remembered only once it commits.
+
+        A batch that fails is written again whole, so the sessions it opened
+        and closed must still be found as they were before it.
+        """
+        open_publish, open_views = dict(self._open_publish), dict(self._open_views)
         with self._db.atomic():
             for event in batch:
-                self._apply(event)
+                self._apply(event, open_publish, open_views)
             self._db["runs"].update(self.run_id, {"alive": now})
+            if now - self._pruned >= PRUNE_INTERVAL:
+                self._prune(now)
+        self._open_publish, self._open_views = open_publish, open_views
 
-    def _apply(self, event: Event) -> None:
+    def _prune(self, now: float) -> None:
+        """Delete what ended before the retention period (open sessions stay)."""
+        self._pruned = now
+        if not self.retention_days:
+            return
+        cutoff = now - self.retention_days * DAY
+        sessions = self._db.execute("DELETE FROM sessions WHERE ended < ?", [cutoff]).rowcount
+        events = self._db.execute("DELETE FROM events WHERE at < ?", [cutoff]).rowcount
+        if sessions or events:
+            log.info(
+                "history: deleted %d session(s) and %d event(s) older than %d days",
+                sessions,
+                events,
+                self.retention_days,
+            )
+
+    def _peer(self, peer: str) -> str:
+        return truncated_peer(peer) if self.truncate_peers else peer
+
+    def _apply(
+        self, event: Event, open_publish: dict[str, str], open_views: dict[int, str]
+    ) -> None:
         sessions = self._db["sessions"]
         match event:
             case PublishStarted():
-                key = self._open_session("publish", event, event.at)
-                self._open_publish[event.stream_id] = key
+                open_publish[event.stream_id] = self._open_session("publish", event)
             case ViewerJoined():
-                key = self._open_session("view", event, event.at)
-                self._open_views[event.viewer_id] = key
+                open_views[event.viewer_id] = self._open_session("view", event)
             case PublishStopped():
-                key = self._open_publish.pop(event.stream_id, None)
+                key = open_publish.pop(event.stream_id, None)
                 if key is not None:
                     sessions.update(
                         key, {"ended": event.at, "bytes": event.bytes, "end_reason": event.reason}
                     )
             case ViewerLeft():
-                key = self._open_views.pop(event.viewer_id, None)
+                key = open_views.pop(event.viewer_id, None)
                 if key is not None:
                     sessions.update(
                         key, {"ended": event.at, "bytes": event.bytes, "end_reason": event.reason}
@@ -218,13 +274,13 @@ class EventLog:
                         "kind": "rejected",
                         "stream": event.stream_id,
                         "protocol": event.protocol,
-                        "peer": event.peer,
+                        "peer": self._peer(event.peer),
                         "reason": event.reason,
                         "detail": json.dumps(event.detail),
                     }
                 )
 
-    def _open_session(self, kind: str, event: PublishStarted | ViewerJoined, at: float) -> str:
+    def _open_session(self, kind: str, event: PublishStarted | ViewerJoined) -> str:
         key = uuid.uuid4().hex
         self._db["sessions"].insert(
             {
@@ -233,8 +289,8 @@ class EventLog:
                 "kind": kind,
                 "stream": event.stream_id,
                 "protocol": event.protocol,
-                "peer": event.peer,
-                "started": at,
+                "peer": self._peer(event.peer),
+                "started": event.at,
             }
         )
         return key

@@ -2,15 +2,14 @@
 
 Every `web.*` setting ends up here: the site name, hostname, favicon, extra
 stylesheet, poster, counter period and side widget are rendered into the
-templates of `web/templates`; `oneStreamPerDomain` and `mapDomainToStream`
+templates of `ghostream/web/templates`; `oneStreamPerDomain` and `mapDomainToStream`
 choose the stream from the request's host, as the original server did.
-hls.js comes from `web/node_modules` (installed from npm by the scripts).
+hls.js comes from npm, shipped in the package (see `ghostream.resources`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
@@ -20,9 +19,9 @@ from starlette.templating import Jinja2Templates
 
 from ghostream import monitoring
 from ghostream.context import ServerContext
+from ghostream.resources import HLS_JS, PACKAGE, on_disk
 
-WEB = Path(__file__).resolve().parents[2] / "web"
-HLS_JS = WEB / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+WEB = on_disk(PACKAGE / "web")
 
 
 def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list:
@@ -36,8 +35,8 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
         "player_poster": settings.player_poster,
     }
 
-    transcoding = context.settings.transcoding
-    offered_profiles = transcoding.parsed_profiles if context.transcoder is not None else []
+    transcoder = context.transcoder
+    offered_profiles = list(transcoder.profiles.values()) if transcoder is not None else []
 
     def domain_stream(request: Request) -> str | None:
         """The stream a domain is dedicated to, if any."""
@@ -108,12 +107,12 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
         return player(request, stream_id, False)
 
     async def hls_js(request: Request) -> Response:
-        if not HLS_JS.exists():
+        if not HLS_JS.is_file():
             return PlainTextResponse(
-                "hls.js is not installed: run scripts/run (npm install --prefix web)\n",
+                "hls.js is not installed: run scripts/run (npm install --prefix ghostream/web)\n",
                 status_code=404,
             )
-        return FileResponse(HLS_JS, media_type="text/javascript")
+        return FileResponse(on_disk(HLS_JS), media_type="text/javascript")
 
     return [
         Route("/", root),

@@ -126,6 +126,7 @@ class Stats:
     bytes_received: int = 0
     bytes_sent: int = 0
     packets_retransmitted: int = 0
+    packets_retransmit_received: int = 0
     packets_lost: int = 0
     packets_dropped: int = 0
     packets_duplicate: int = 0
@@ -365,7 +366,7 @@ class Connection:
             return
         seq, word1, timestamp, _ = _HEADER.unpack_from(datagram)
         try:
-            self._receive_data(seq, (word1 >> 27) & 0x3, timestamp, datagram[HEADER_SIZE:], now)
+            self._receive_data(seq, word1, timestamp, datagram[HEADER_SIZE:], now)
         except CryptoError:
             self.stats.packets_invalid += 1
 
@@ -375,9 +376,8 @@ class Connection:
             return
         try:
             if isinstance(packet, DataPacket):
-                self._receive_data(
-                    packet.seq, packet.key_flag, packet.timestamp, packet.payload, now
-                )
+                flags = (packet.key_flag << 27) | (packet.retransmitted << 26)
+                self._receive_data(packet.seq, flags, packet.timestamp, packet.payload, now)
             else:
                 self._receive_control(packet, now)
         except (PacketError, CryptoError):
@@ -598,8 +598,14 @@ class Connection:
     # Data packets.
 
     def _receive_data(
-        self, wire_seq: int, key_flag: int, timestamp: int, payload: bytes, now: float
+        self,
+        wire_seq: int,
+        word1: int,
+        timestamp: int,
+        payload: bytes,
+        now: float,
     ) -> None:
+        """Take a data packet by its header words (word 1: flags and message number)."""
         if self.state is not State.CONNECTED:
             return
         self._last_received = now
@@ -612,6 +618,8 @@ class Connection:
         if seq < rcv.head or seq in rcv:
             self.stats.packets_duplicate += 1
             return
+        key_flag = (word1 >> 27) & 0x3
+        retransmitted = (word1 >> 26) & 1
         if key_flag:
             if self._cipher is None:
                 self.stats.packets_undecryptable += 1
@@ -628,6 +636,7 @@ class Connection:
         rcv.put(seq, payload, self._tsbpd_base + ts / 1e6 + self.recv_latency)
         stats = self.stats
         stats.packets_received += 1
+        stats.packets_retransmit_received += retransmitted
         stats.bytes_received += len(payload)
         self._rate_packets += 1
         self._rate_bytes += len(payload)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import trio
 
 from ghostream.errors import sole_error
+from ghostream.peers import source_host
 from ghostream.srt.connection import (
     Connected,
     Connection,
@@ -70,6 +71,10 @@ TIMER_TICK = 0.010
 SEND_WINDOW = 1024
 # Control type 0 (handshake) in the first two bytes of a control packet.
 _HANDSHAKE_START = b"\x80\x00"
+# Handshakes waiting for a decision (authentication, a throttled refusal): per
+# sending host, so that one host cannot hold every slot, and in all.
+MAX_PENDING_PER_HOST = 4
+MAX_PENDING = 256
 
 
 class SrtError(Exception):
@@ -100,6 +105,7 @@ class Reject:
 
 Handler = Callable[["SrtSocket"], Awaitable[None]]
 AcceptCallback = Callable[[ConnectionRequest], Awaitable["Handler | Reject"]]
+OverloadCallback = Callable[[ConnectionRequest, str], None]
 
 
 class SrtSocket:
@@ -349,7 +355,12 @@ class ListenerStats:
 
 
 class SrtListener:
-    """Accepts SRT callers on one UDP port and runs a handler per connection."""
+    """Accepts SRT callers on one UDP port and runs a handler per connection.
+
+    `max_clients` counts established connections; handshakes still being
+    decided are bounded apart, per sending host and in all, and a refusal
+    for lack of room goes to `on_overload` with the reason.
+    """
 
     def __init__(
         self,
@@ -361,7 +372,9 @@ class SrtListener:
         passphrase: str = "",
         key_length: int = 16,
         max_clients: int = 64,
-        on_overload: Callable[[ConnectionRequest], None] | None = None,
+        on_overload: OverloadCallback | None = None,
+        passphrase_for: Callable[[str], str] | None = None,
+        on_rejected: Callable[[tuple, str, int, str], None] | None = None,
     ) -> None:
         self.host = host
         self.on_overload = on_overload
@@ -370,10 +383,14 @@ class SrtListener:
         self.stats = ListenerStats()
         self._accept = accept
         self._handshake = ListenerHandshake(
-            latency=latency, passphrase=passphrase, key_length=key_length
+            latency=latency,
+            passphrase=passphrase,
+            key_length=key_length,
+            passphrase_for=passphrase_for,
+            on_rejected=on_rejected,
         )
         self._connections: dict[int, SrtSocket] = {}
-        self._pending = 0
+        self._pending: dict[str, int] = {}
         # The same socket, seen by Trio for the handshakes and raw for the data path.
         self._udp: trio.socket.SocketType | None = None
         self._raw: stdlib_socket.socket | None = None
@@ -445,18 +462,13 @@ class SrtListener:
             if isinstance(answer, bytes):
                 await self._udp.sendto(answer, peer)
             elif answer is not None:
-                if len(self._connections) + self._pending >= self.max_clients:
-                    if self.on_overload is not None:
-                        self.on_overload(answer)
-                    else:
-                        log.warning("SRT connection from %s refused: overload", peer_text(peer))
-                    self.stats.handshakes_rejected += 1
-                    await self._udp.sendto(
-                        self._handshake.reject(answer, RejectReason.OVERLOAD, now), peer
-                    )
+                host = source_host(peer[0])
+                full = self._room_for(host)
+                if full:
+                    await self._overloaded(answer, full)
                 else:
-                    self._pending += 1
-                    nursery.start_soon(self._decide, answer)
+                    self._pending[host] = self._pending.get(host, 0) + 1
+                    nursery.start_soon(self._decide, answer, host)
             return
         sock = self._connections.get(dst)
         if sock is None or sock.peer != peer:
@@ -465,7 +477,29 @@ class SrtListener:
         sock.feed(packet, now)
         await sock.flush()
 
-    async def _decide(self, request: ConnectionRequest) -> None:
+    def _room_for(self, host: str) -> str:
+        """Why a new handshake from `host` cannot be decided now, or "" if it can."""
+        if len(self._connections) >= self.max_clients:
+            return f"srt.maxClients ({self.max_clients}) reached"
+        if self._pending.get(host, 0) >= MAX_PENDING_PER_HOST:
+            return f"{MAX_PENDING_PER_HOST} connections from this host are already being decided"
+        if sum(self._pending.values()) >= MAX_PENDING:
+            return f"{MAX_PENDING} connections are already being decided"
+        return ""
+
+    async def _overloaded(self, request: ConnectionRequest, why: str) -> None:
+        assert self._udp is not None
+        if self.on_overload is not None:
+            self.on_overload(request, why)
+        else:
+            log.warning("SRT connection from %s refused: %s", peer_text(request.peer), why)
+        self.stats.handshakes_rejected += 1
+        now = trio.current_time()
+        await self._udp.sendto(
+            self._handshake.reject(request, RejectReason.OVERLOAD, now), request.peer
+        )
+
+    async def _decide(self, request: ConnectionRequest, host: str) -> None:
         assert self._udp is not None
         try:
             try:
@@ -474,7 +508,13 @@ class SrtListener:
                 log.exception("deciding on SRT connection from %s failed", peer_text(request.peer))
                 decision = Reject(RejectReason.INTERNAL_ERROR, "internal error")
         finally:
-            self._pending -= 1
+            self._pending[host] -= 1
+            if not self._pending[host]:
+                del self._pending[host]
+        if not isinstance(decision, Reject) and len(self._connections) >= self.max_clients:
+            # Others were let in while this one was being decided.
+            await self._overloaded(request, f"srt.maxClients ({self.max_clients}) reached")
+            return
         now = trio.current_time()
         if isinstance(decision, Reject):
             self.stats.handshakes_rejected += 1
@@ -514,11 +554,13 @@ async def connect(
     passphrase: str = "",
     latency: float = 0.120,
     key_length: int = 16,
+    local_host: str = "",
 ) -> AsyncIterator[SrtSocket]:
-    """Call an SRT listener; the connection lives as long as the context."""
+    """Call an SRT listener (bound to `local_host` if given) for as long as the context."""
     info = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
     family, _, _, _, address = info[0]
-    udp = await open_udp_socket("::" if family == trio.socket.AF_INET6 else "0.0.0.0", 0)
+    any_host = "::" if family == trio.socket.AF_INET6 else "0.0.0.0"
+    udp = await open_udp_socket(local_host or any_host, 0)
     with udp:
         connection = Connection.caller(
             now=trio.current_time(),

@@ -32,13 +32,14 @@ def publishing(
     seconds: int = PUBLISH_SECONDS,
     source: list[str] = SOURCE,
     extra: list[str] | None = None,
+    url_options: dict[str, str] | None = None,
 ) -> Iterator:
-    """ffmpeg publishing a live test signal with the stream key `key`."""
+    """ffmpeg publishing a live test signal with the stream key `key` (and SRT URL options)."""
     stream_id = key.split(":", 1)[0]
     start = server.line_count()
     process = subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", *source, *(extra or []),
-         "-t", str(seconds), "-f", "mpegts", server.srt_url(key)],
+         "-t", str(seconds), "-f", "mpegts", server.srt_url(key, **(url_options or {}))],
         stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

@@ -7,6 +7,8 @@ logs on stderr, the exit status.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import signal
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,10 @@ import yaml
 
 READY_TIMEOUT = 20.0
 READY_LINE = "Ghostream ready"
+# The admin credential every test server has (a cheap bcrypt cost, for speed).
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "admin-test-password"
+ADMIN_HASH = "$2b$04$wQYqFfwOUFsjQlkMJhlCJOl7qeYRp/VOJ7xxL40RCbZ0zK1yMJ7l2"
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -61,6 +68,15 @@ class ServerProcess:
         suffix = "?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""
         return f"srt://127.0.0.1:{self.srt_port}{suffix}"
 
+    def admin_json(self, path: str) -> dict:
+        """GET an admin API path with the test admin credential."""
+        credential = base64.b64encode(f"{ADMIN_USER}:{ADMIN_PASSWORD}".encode()).decode()
+        request = urllib.request.Request(
+            self.web_url + path, headers={"Authorization": f"Basic {credential}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.load(response)
+
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
@@ -75,15 +91,21 @@ class ServerProcess:
         with self._changed:
             return "\n".join(self._lines)
 
-    def wait_for_log(self, pattern: str, timeout: float = 10.0, *, start: int = 0) -> str:
-        """The first log line (from line `start`) matching `pattern`; fails after `timeout`."""
+    def wait_for_log(
+        self, pattern: str, timeout: float = 10.0, *, start: int = 0, count: int = 1
+    ) -> str:
+        """The `count`-th log line (from line `start`) matching `pattern`; fails after `timeout`.
+
+        `count` waits for an event that happens again (a second viewer leaving)
+        without guessing where the first one's line is.
+        """
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                for line in self._lines[start:]:
-                    if regex.search(line):
-                        return line
+                matches = [line for line in self._lines[start:] if regex.search(line)]
+                if len(matches) >= count:
+                    return matches[count - 1]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.process.poll() is not None and self._reader_done()):
                     raise AssertionError(
@@ -125,6 +147,7 @@ def make_config(directory: Path, overrides: dict[str, Any]) -> dict:
         "web": {"listenAddress": f"127.0.0.1:{free_port()}"},
         "monitoring": {"listenAddress": f"127.0.0.1:{free_port()}"},
         "history": {"path": str(directory / "history.sqlite3")},
+        "admin": {"credentials": {ADMIN_USER: ADMIN_HASH}},
         # No STUN server can be reached from the test machine.
         "webrtc": {"STUNServers": []},
     }
@@ -138,19 +161,23 @@ def start_server(
     config: dict | None = None,
     env: dict[str, str] | None = None,
     wait: bool = True,
+    command: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> ServerProcess:
+    """Run `command` (default: `python -m ghostream` of this checkout) with a config file."""
     config = config or make_config(directory, overrides)
     config_path = directory / f"ghostream-{len(list(directory.glob('ghostream-*.yml')))}.yml"
     config_path.write_text(yaml.safe_dump(config))
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GHOSTREAM_")}
     environment |= {"PYTHONUNBUFFERED": "1", "HOME": str(directory)} | (env or {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "ghostream", "--config", str(config_path)],
+        [*(command or [sys.executable, "-m", "ghostream"]), "--config", str(config_path)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=environment,
+        cwd=cwd,
     )
     server = ServerProcess(process, config, config_path)
     if wait:

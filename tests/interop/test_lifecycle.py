@@ -10,13 +10,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import bcrypt
 import pytest
+import trio
 from harness.server_process import free_port, make_config, start_server
 
-from ghostream.broker.eventlog import CRASH_REASON
+from ghostream.broker.eventlog import CRASH_REASON, EventLog
+from ghostream.broker.events import ViewerJoined, ViewerLeft
 
 
 def ghostream(*args: str, stdin: str = "", env: dict | None = None, home: Path | None = None):
@@ -175,6 +178,51 @@ def _wait_for_rows(path: Path, query: str, timeout: float = 10.0) -> int:
                 return count
         time.sleep(0.05)
     raise AssertionError(f"no rows for {query!r} within {timeout}s")
+
+
+def _history_of(path: Path, sessions: list[tuple[str, str, float, float]]) -> None:
+    """A history written by the server's own writer: (stream, peer, started, ended) views."""
+    log = EventLog.open(path)
+    for number, (stream, peer, started, ended) in enumerate(sessions):
+        log.record(ViewerJoined(stream, number, peer, "srt", started))
+        log.record(ViewerLeft(stream, number, peer, "srt", ended, 100, "viewer left"))
+    trio.run(log.flush)
+    log.close()
+
+
+def test_history_filters_by_stream_and_time(tmp_path: Path) -> None:
+    database = tmp_path / "history.sqlite3"
+    now = time.time()
+    _history_of(
+        database,
+        [
+            ("demo", "10.0.0.1:1", now - 3 * 3600, now - 3 * 3600 + 60),
+            ("demo", "10.0.0.2:1", now - 600, now - 500),
+            ("demo@480p", "10.0.0.3:1", now - 400, now - 300),
+            ("demo_2", "10.0.0.4:1", now - 300, now - 200),
+            ("other", "10.0.0.5:1", now - 200, now - 100),
+        ],
+    )
+    config = tmp_path / "ghostream.yml"
+    config.write_text(f"history:\n  path: {database}\n")
+
+    def peers(*options: str) -> list[str]:
+        result = ghostream("--config", str(config), "history", "--json", *options, home=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line)["peer"] for line in result.stdout.splitlines()]
+
+    assert len(peers()) == 5
+    # A stream's variants belong to it; a stream whose name merely starts the same does not.
+    assert peers("--stream", "demo") == ["10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"]
+    assert peers("--stream", "demo", "--since", "1h") == ["10.0.0.2:1", "10.0.0.3:1"]
+    since = datetime.fromtimestamp(now - 250).isoformat(timespec="seconds")
+    assert peers("--since", since) == ["10.0.0.4:1", "10.0.0.5:1"]
+    assert peers("--limit", "2") == ["10.0.0.4:1", "10.0.0.5:1"]
+    table = ghostream("--config", str(config), "history", "--stream", "other", home=tmp_path)
+    assert table.returncode == 0 and len(table.stdout.splitlines()) == 1
+    assert "10.0.0.5:1" in table.stdout and "viewer left" in table.stdout
+    wrong = ghostream("--config", str(config), "history", "--since", "yesterday", home=tmp_path)
+    assert wrong.returncode == 2 and "--since" in wrong.stderr
 
 
 def test_history_of_a_missing_database_exits_1(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Container images and the Grafana dashboard, checked against the code they ship.
 
-No container engine runs on the test machine, so the images are checked
-from their Dockerfiles: every file they copy exists, the ports they expose
+Here the images are checked from their Dockerfiles (test_image builds and
+runs them where podman or docker works): every file they copy exists, the ports they expose
 are the server's defaults, they run unprivileged, keep the history in their
 volume and ask `/healthz`.  `test_entry_command_runs_as_in_the_image` then
 runs the image's command with the image's environment.
@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from harness.server_process import start_server
 
 from ghostream import monitoring
@@ -86,3 +87,19 @@ def test_dashboard_queries_only_metrics_the_server_exports() -> None:
         for name in re.findall(r"\b(?:ghostream|process)_[a-z_]+", target["expr"])
     }
     assert queried and queried <= exported, queried - exported
+
+
+def test_compose_file_runs_the_image_as_the_dockerfile_expects() -> None:
+    """No compose tool runs here (its Traefik image cannot be pulled): checked as text."""
+    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["ghostream"]
+    assert (ROOT / service["build"] / "Dockerfile").is_file()
+    defaults = Settings()
+    published = {port.split(":", 1)[1] for port in service["ports"]}
+    assert published == {
+        f"{defaults.srt.listen_address.port}/udp",
+        f"{defaults.webrtc.min_port_udp}-{defaults.webrtc.max_port_udp}/udp",
+    }
+    ops = dict(instructions(ROOT / "Dockerfile"))
+    mounts = {volume.split(":")[1]: volume for volume in service["volumes"]}
+    assert mounts["/etc/ghostream/ghostream.yml"].endswith(":ro")
+    assert ops["VOLUME"] in mounts

@@ -49,8 +49,8 @@ def decoded(frames: int):
     return lambda stats: stats.get("video", {}).get("framesDecoded", 0) >= frames
 
 
-def open_viewer(driver, server: ServerProcess, stream_id: str) -> dict:
-    driver.get(f"{PAGE.as_uri()}?whep={whep_url(server, stream_id)}")
+def open_viewer(driver, server: ServerProcess, stream_id: str, kinds: str = "video,audio") -> dict:
+    driver.get(f"{PAGE.as_uri()}?whep={whep_url(server, stream_id)}&kinds={kinds}")
     return wait_for(
         driver,
         "return window.result",
@@ -105,6 +105,25 @@ def test_delete_ends_the_session(ffmpeg, chromium, ghostream_server) -> None:
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(again, timeout=5)
         assert missing.value.code == 404
+
+
+def test_an_audio_only_session_ends_with_its_stream(ffmpeg, chromium, ghostream_server) -> None:
+    server = ghostream_server({"streams": {"reconnectGrace": 1}})
+    with publishing(server, "demo:demo"):
+        result = open_viewer(chromium, server, "demo", kinds="audio")
+        assert result["status"] == 201, result
+        assert "m=video" not in result["answer"]
+        wait_for(
+            chromium,
+            "return await stats()",
+            lambda s: s.get("audio", {}).get("packetsReceived", 0) >= 25,
+            20,
+            "audio received",
+        )
+        start = server.line_count()
+    server.wait_for_log(r"stopped watching demo over WebRTC: stream ended", 15, start=start)
+    counter = urllib.request.urlopen(f"{server.web_url}/_stats/demo/", timeout=5).read()
+    assert counter == b'{"ConnectedViewers":0}'
 
 
 def test_unknown_stream_and_malformed_offers_are_refused(ffmpeg, ghostream_server) -> None:

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 import trio
+from harness.programs import require
 
-from ghostream.broker.events import PublishStarted, PublishStopped, ViewerJoined, ViewerLeft
+from ghostream import monitoring
+from ghostream.broker.events import (
+    PublishStarted,
+    PublishStopped,
+    ViewerJoined,
+    ViewerLeft,
+    ViewerSkipped,
+)
 from ghostream.broker.registry import Broker, StreamBusy, StreamNotFound
 from ghostream.broker.stream import Stream, StreamEnded, StreamState
 from ghostream.media.ts import PACKET_SIZE, TsInspector
@@ -33,8 +41,7 @@ def make_ts(path: Path, codec: str) -> bytes:
 @pytest.fixture(scope="module", params=["libx264", "libx265"])
 def media(request, tmp_path_factory) -> tuple[str, bytes, int]:
     """A TS file, its codec name, and its keyframe count as ffprobe sees it."""
-    if subprocess.run(["which", "ffmpeg"], capture_output=True).returncode:
-        pytest.skip("ffmpeg is not installed (scripts/test installs it)")
+    require("ffmpeg")
     path = tmp_path_factory.mktemp("ts") / f"{request.param}.ts"
     data = make_ts(path, request.param)
     probe = subprocess.run(
@@ -220,3 +227,30 @@ async def test_default_stream_is_configured_or_the_only_one() -> None:
         assert broker.default_stream("main") == "main"
         with broker.publish("two", "p", "srt"):
             assert broker.default_stream() is None
+
+
+async def test_a_slow_viewer_skipping_is_an_event_and_a_metric(media, autojump_clock) -> None:
+    _, data, _ = media
+    parts = chunks(data)
+    broker = Broker(ring_bytes=4 * len(data))
+    events: list = []
+    broker.on_event += [events.append, monitoring.observe]
+    labels = {"stream": "skippy", "protocol": "srt"}
+    before = monitoring.REGISTRY.get_sample_value("ghostream_viewer_skips_total", labels) or 0
+    with (
+        broker.publish("skippy", "a:1", "srt") as stream,
+        broker.watch("skippy", "v:1", "srt", max_lag_bytes=len(data) // 2) as slow,
+    ):
+        with pytest.raises(StreamEnded):
+            for _ in range(4):
+                for chunk in parts:
+                    stream.publish(chunk)
+                await slow.receive()
+    skips = [event for event in events if isinstance(event, ViewerSkipped)]
+    assert [(e.stream_id, e.protocol, e.dropped) for e in skips] == [
+        ("skippy", "srt", False),
+        ("skippy", "srt", False),
+        ("skippy", "srt", True),
+    ]
+    after = monitoring.REGISTRY.get_sample_value("ghostream_viewer_skips_total", labels)
+    assert after - before == 3

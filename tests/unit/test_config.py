@@ -315,6 +315,10 @@ def test_file_without_read_permission_names_the_file(tmp_path: Path) -> None:
         ("GHOSTREAM_WEB_LISTENADDRESS", "nope", "web.listenAddress"),
         ("GHOSTREAM_FORWARDING", "[rtmp://a/b]", "forwarding"),
         ("GHOSTREAM_AUTH_BACKEND", "kerberos", "auth.backend"),
+        # Python's int() takes these; nobody writing a port or a count means them.
+        ("GHOSTREAM_SRT_MAXCLIENTS", "1_0", "srt.maxClients"),
+        ("GHOSTREAM_SRT_MAXCLIENTS", "\u0661\u0660", "srt.maxClients"),
+        ("GHOSTREAM_WEBRTC_MAXPORTUDP", "70000", "webrtc.maxPortUDP"),
     ],
 )
 def test_bad_environment_value_names_variable_and_key(name: str, value: str, key: str) -> None:
@@ -364,6 +368,11 @@ def test_bad_listen_address_in_file_names_the_key(tmp_path: Path) -> None:
         ("srt:\n  passphrase: short\n", "srt.passphrase"),
         ("srt:\n  latency: 5\n", "srt.latency"),
         ("webrtc:\n  minPortUDP: 10010\n", "webrtc.minPortUDP"),
+        ("webrtc:\n  transcode: sometimes\n", "webrtc.transcode"),
+        ("webrtc:\n  minPortUDP: 0\n", "webrtc.minPortUDP"),
+        ("webrtc:\n  minPortUDP: 10000\n  maxPortUDP: 70000\n", "webrtc.maxPortUDP"),
+        ("auth:\n  basic:\n    credentials:\n      alice: 5\n", "auth.basic.credentials.alice"),
+        ("auth:\n  basic:\n    credentials:\n      alice: hunter2\n", "auth.basic.credentials"),
         ("streams:\n  reconnectGrace: -1\n", "streams.reconnectGrace"),
         ("transcoding:\n  profiles: [big:1200:96]\n", "transcoding.profiles"),
         ("transcoding:\n  profiles: [480p:fast:96]\n", "transcoding.profiles"),
@@ -374,6 +383,7 @@ def test_out_of_range_values_name_key_and_file(tmp_path: Path, text: str, key: s
     message = load_error(path, {})
     assert key in message
     assert str(path) in message
+    assert "hunter2" not in message
 
 
 # Listen addresses.

@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import pytest
 import trio
+from harness.programs import require
 
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker, StreamNotFound
@@ -22,8 +23,7 @@ CHUNK = 7 * PACKET_SIZE
 
 @pytest.fixture(scope="module", params=["libx264", "libx265"])
 def media(request, tmp_path_factory) -> tuple[Path, bytes, dict]:
-    if subprocess.run(["which", "ffmpeg"], capture_output=True).returncode:
-        pytest.skip("ffmpeg is not installed (scripts/test installs it)")
+    require("ffmpeg")
     path = tmp_path_factory.mktemp("ts") / f"{request.param}.ts"
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error",

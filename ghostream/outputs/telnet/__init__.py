@@ -1,0 +1,5 @@
+"""Streams as colour text art over telnet: the listener, the shared pictures, the protocol."""
+
+from ghostream.outputs.telnet.service import TelnetOutput
+
+__all__ = ["TelnetOutput"]
