@@ -13,7 +13,7 @@ over SRT with a 25 fps, 1 s GOP test signal:
 - the latency hls.js reports (`hls.latency`) in headless Chromium in
   low-latency mode;
 - server CPU (utime+stime from /proc/PID/stat) while N simulated players
-  (httpx async clients doing blocking playlist reloads and part fetches)
+  (keep-alive HTTP/1.1 clients doing blocking playlist reloads and part fetches)
   follow the stream, as a share of one core, per 100 players and per request.
   On a machine with two cores or more, the players run in their own process
   pinned with `taskset` to another core than the server's (which is pinned
@@ -173,24 +173,79 @@ def measure_hls_js(server: ServerProcess, directory: Path, seconds: float) -> No
     )
 
 
+class Reply:
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode()
+
+
+class KeepAliveClient:
+    """One player's HTTP/1.1 connection, kept open: a real client at a fraction of
+    httpx's CPU, so that one core of players can load the server's core."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._stream: trio.SocketStream | None = None
+        self._buffer = b""
+
+    async def get(self, path: str) -> Reply:
+        if self._stream is None:
+            self._stream = await trio.open_tcp_stream(self.host, self.port)
+            self._buffer = b""
+        request = f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n"
+        await self._stream.send_all(request.encode())
+        while b"\r\n\r\n" not in self._buffer:
+            await self._read()
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(self._buffer) < length:
+            await self._read()
+        body, self._buffer = self._buffer[:length], self._buffer[length:]
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise OSError(head.split(b"\r\n", 1)[0].decode())
+        return Reply(body)
+
+    async def _read(self) -> None:
+        assert self._stream is not None
+        data = await self._stream.receive_some(1 << 16)
+        if not data:
+            raise OSError("server closed the connection")
+        self._buffer += data
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()
+            self._stream = None
+
+
 async def load(url: str, players: int, seconds: float) -> None:
     """Load-generator mode: `players` players for `seconds`; prints the requests made."""
-    limits = httpx.Limits(max_connections=players + 10, max_keepalive_connections=players + 10)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        counts: list[int] = []
-        errors: list[str] = []
-        until = trio.current_time() + seconds
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    counts: list[int] = []
+    errors: list[str] = []
+    until = trio.current_time() + seconds
 
-        async def one() -> None:
+    async def one() -> None:
+        client = KeepAliveClient(host, int(port))
+        with trio.move_on_at(until + 5):
             while trio.current_time() < until:
                 try:
-                    counts.append(await player(client, "demo", until))
-                except httpx.HTTPError as exc:
-                    errors.append(type(exc).__name__)
+                    counts.append(await player(client, "demo", until))  # type: ignore[arg-type]
+                except (OSError, trio.BrokenResourceError) as exc:
+                    errors.append(str(exc) or type(exc).__name__)
+                    await client.aclose()
+        await client.aclose()
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(players):
-                nursery.start_soon(one)
+    async with trio.open_nursery() as nursery:
+        for _ in range(players):
+            nursery.start_soon(one)
     if errors:
         print(f"players' failed requests: {len(errors)} ({', '.join(sorted(set(errors)))})",
               file=sys.stderr)  # fmt: skip

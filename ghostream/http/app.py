@@ -124,7 +124,9 @@ def _not_found() -> JSONResponse:
     return JSONResponse({"error": "not found"}, status_code=404)
 
 
-_CORS_RAW = [(name.lower().encode(), value.encode()) for name, value in CORS_HEADERS.items()]
+# An answer other than the preflight only needs the origin: the other CORS
+# headers are the preflight's, and every header costs h11 a validation.
+_CORS_RAW = [(b"access-control-allow-origin", CORS_HEADERS["Access-Control-Allow-Origin"].encode())]
 
 
 class _HlsResponse(Response):
