@@ -54,10 +54,19 @@ def plan_services(context: ServerContext) -> list[Service]:
         )
     if context.transcoder is not None:
         services.append(Service("transcoding", "", context.transcoder.run))
+    if context.edge is not None:
+        services.append(Service("edge", "", context.edge.run))
+        if settings.origin.web_url:
+            from ghostream.edge.reports import EdgeReporter
+
+            reporter = EdgeReporter(settings.origin, context.audience)
+            services.append(Service("edge reports", "", reporter.run))
     if context.forwarder is not None:
         services.append(Service("forwarding", "", context.forwarder.run))
     if context.webrtc is not None:
         ports = f"{settings.webrtc.min_port_udp}-{settings.webrtc.max_port_udp}/udp"
+        if settings.webrtc.tcp_listen_address.port:
+            ports += f" {settings.webrtc.tcp_listen_address}/tcp"
         services.append(Service("WebRTC", ports, context.webrtc.run))
     if context.telnet is not None:
         address = f"{settings.telnet.listen_address}/tcp"
