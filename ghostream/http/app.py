@@ -120,11 +120,30 @@ def _not_found() -> JSONResponse:
     return JSONResponse({"error": "not found"}, status_code=404)
 
 
-def _hls_response(request: Request, answer: HlsAnswer) -> Response:
-    headers = CORS_HEADERS | {"Cache-Control": answer.cache_control}
-    if request.method == "OPTIONS":
-        return Response(status_code=204, headers=headers)
-    return Response(answer.body, answer.status, headers, answer.content_type)
+# An answer other than the preflight only needs the origin: the other CORS
+# headers are the preflight's, and every header costs h11 a validation.
+_CORS_RAW = [(b"access-control-allow-origin", CORS_HEADERS["Access-Control-Allow-Origin"].encode())]
+
+
+class _HlsResponse(Response):
+    """An HLS answer sent with the header bytes it carries: nothing is built per request.
+
+    Parts and playlists go to every player alike, thousands of times a
+    second with a few hundred players; Starlette's `Response` would encode
+    and check the same headers on each.
+    """
+
+    def __init__(self, answer: HlsAnswer) -> None:
+        self.status_code = answer.status
+        self.body = answer.body
+        self.raw_headers = [*_CORS_RAW, *answer.headers]
+        self.background = None
+
+
+_PREFLIGHT = Response(
+    status_code=204, headers=CORS_HEADERS | {"Cache-Control": HlsAnswer(204, b"").cache_control}
+)
+_NO_SUCH_STREAM = HlsAnswer(404, b"no such live stream\n")
 
 
 def create_app(context: ServerContext) -> Starlette:
@@ -206,10 +225,10 @@ def create_app(context: ServerContext) -> Starlette:
         async def handler(request: Request) -> Response:
             stream_id = request.path_params["stream_id"]
             if request.method == "OPTIONS":
-                return _hls_response(request, HlsAnswer(204, b""))
+                return _PREFLIGHT
             if not _valid_id(stream_id):
-                return _hls_response(request, HlsAnswer(404, b"no such live stream\n"))
-            return _hls_response(request, await answer(stream_id, request))
+                return _HlsResponse(_NO_SUCH_STREAM)
+            return _HlsResponse(await answer(stream_id, request))
 
         return Route(f"/{STREAM_PATH}/{path}", handler, methods=["GET", "HEAD", "OPTIONS"])
 
