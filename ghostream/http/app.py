@@ -31,6 +31,7 @@ from ghostream.broker.registry import StreamSummary
 from ghostream.context import ServerContext, failure_throttle
 from ghostream.edge.access import is_edge_key
 from ghostream.http.admin import AdminAuth, admin_only
+from ghostream.http.bodies import read_body
 from ghostream.http.headers import SecurityHeaders
 from ghostream.http.pages import page_routes
 from ghostream.http.serving import serve_asgi
@@ -68,16 +69,6 @@ register_url_convertor("hlsmedia", HlsMediaConvertor())
 
 def _valid_id(stream_id: str) -> bool:
     return bool(stream_id) and len(stream_id) <= 128 and set(stream_id) <= STREAM_ID_CHARACTERS
-
-
-async def _bounded_body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None when it is larger than `limit`."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
 
 
 def parse_report(body: bytes | None) -> tuple[str, dict[str, int]] | None:
@@ -181,7 +172,7 @@ def create_app(context: ServerContext) -> Starlette:
             await trio.sleep(edge_throttle.failed(client))
             return JSONResponse({"error": "not an edge of this server"}, status_code=403)
         edge_throttle.succeeded(client)
-        report = parse_report(await _bounded_body(request, MAX_REPORT_BYTES))
+        report = parse_report(await read_body(request, MAX_REPORT_BYTES))
         if report is None:
             return JSONResponse({"error": "malformed report"}, status_code=400)
         edge, counts = report
