@@ -98,11 +98,18 @@ def test_an_unreachable_target_leaves_the_stream_and_other_targets_alone(
             )  # fmt: skip
             assert viewer.returncode == 0 and viewer.stderr == b"", viewer.stderr.decode()
             probe(rtmp.url("alive"))
-            server.wait_for_log(r"forwarding demo to rtmp://127.0.0.1:\d+/live/\*+ failed")
+            # The dead target is retried after 1 s, then 2 s, then 4 s: backing off, not hammering.
+            for delay in (1, 2, 4):
+                server.wait_for_log(
+                    rf"forwarding demo to rtmp://127.0.0.1:\d+/live/\*+ failed: .*"
+                    rf"retrying in {delay} s",
+                    15,
+                )
     finally:
         closed.close()
     metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-    assert 'ghostream_forward_failures_total{stream="demo"}' in metrics
+    failures = re.search(r'ghostream_forward_failures_total\{stream="demo"\} ([0-9.]+)', metrics)
+    assert failures and float(failures[1]) >= 3
 
 
 def test_a_file_target_records_the_stream(require_program, ghostream_server, tmp_path) -> None:
