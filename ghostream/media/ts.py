@@ -26,6 +26,8 @@ STREAM_TYPES = {
     0x06: "private",
 }
 VIDEO_CODECS = ("h264", "hevc")
+# Audio codecs the demuxer turns into packets (the first such track is the stream's audio).
+PACKET_AUDIO = ("aac", "opus")
 
 
 @dataclass
@@ -41,6 +43,8 @@ class TsInspector:
         self.video_codec: str | None = None
         self.audio_codecs: list[str] = []
         self.audio_pid: int | None = None
+        self.audio_codec: str | None = None
+        self.audio_channels = 0
         self.pat_packet: bytes | None = None
         self.pmt_packet: bytes | None = None
         self.invalid_packets = 0
@@ -117,20 +121,25 @@ class TsInspector:
         info_length = ((body[7] & 0x0F) << 8) | body[8]
         i = 9 + info_length
         video_pid, video_codec, audio, audio_pid = None, None, [], None
+        audio_codec, channels = None, 0
         while i + 5 <= len(body):
             stream_type = body[i]
             pid = ((body[i + 1] & 0x1F) << 8) | body[i + 2]
             es_length = ((body[i + 3] & 0x0F) << 8) | body[i + 4]
             codec = STREAM_TYPES.get(stream_type, f"0x{stream_type:02x}")
+            descriptors = body[i + 5 : i + 5 + es_length]
+            if codec == "private" and _registration(descriptors) == b"Opus":
+                codec = "opus"
             if codec in VIDEO_CODECS and video_pid is None:
                 video_pid, video_codec = pid, codec
-            elif codec in ("aac", "aac-latm", "mp2", "ac3"):
+            elif codec in ("aac", "aac-latm", "mp2", "ac3", "opus"):
                 audio.append(codec)
-                if codec == "aac" and audio_pid is None:
-                    audio_pid = pid
+                if codec in PACKET_AUDIO and audio_pid is None:
+                    audio_pid, audio_codec = pid, codec
+                    channels = _opus_channels(descriptors) if codec == "opus" else 0
             i += 5 + es_length
         self.video_pid, self.video_codec, self.audio_codecs = video_pid, video_codec, audio
-        self.audio_pid = audio_pid
+        self.audio_pid, self.audio_codec, self.audio_channels = audio_pid, audio_codec, channels
         return True
 
     def _starts_keyframe(self, payload: bytes) -> bool:
@@ -149,3 +158,25 @@ class TsInspector:
                 return True
             position = data.find(b"\x00\x00\x01", position + 3)
         return False
+
+
+def _descriptors(data: bytes) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    i = 0
+    while i + 2 <= len(data):
+        found.setdefault(data[i], data[i + 2 : i + 2 + data[i + 1]])
+        i += 2 + data[i + 1]
+    return found
+
+
+def _registration(descriptors: bytes) -> bytes | None:
+    """The format identifier of a registration descriptor (tag 5), if any."""
+    return _descriptors(descriptors).get(0x05, b"")[:4] or None
+
+
+def _opus_channels(descriptors: bytes) -> int:
+    """Channels from the Opus extension descriptor (tag 0x7F, 0x80); stereo when absent."""
+    extension = _descriptors(descriptors).get(0x7F, b"")
+    if len(extension) >= 2 and extension[0] == 0x80 and 1 <= extension[1] <= 8:
+        return extension[1]
+    return 2
