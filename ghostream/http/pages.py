@@ -106,6 +106,22 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
             return PlainTextResponse("Not Found\n", status_code=404)
         return player(request, stream_id, False)
 
+    async def publish_page(request: Request) -> Response:
+        stream_id = request.path_params["stream_id"]
+        if context.webrtc is None or not valid_id(stream_id) or "@" in stream_id:
+            return PlainTextResponse("Not Found\n", status_code=404)
+        config = {
+            "stream": stream_id,
+            "iceServers": list(context.settings.webrtc.stun_servers),
+            "width": 1280,
+            "height": 720,
+        }
+        return templates.TemplateResponse(
+            request,
+            "publish.html",
+            {"site": site, "stream_id": stream_id, "publish_config": config, "home_url": "/"},
+        )
+
     async def hls_js(request: Request) -> Response:
         if not HLS_JS.is_file():
             return PlainTextResponse(
@@ -119,5 +135,6 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
         Route("/about", about),
         Route("/static/vendor/hls.min.js", hls_js),
         Mount("/static", StaticFiles(directory=str(WEB / "static")), name="static"),
+        Route("/{stream_id:str}/publish", publish_page),
         Route("/{stream_id:str}", stream_page),
     ]

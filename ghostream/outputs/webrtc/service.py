@@ -18,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
+from typing import Any
 
 import trio
 import trio_asyncio
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc import sdp as aiortc_sdp
 
 from ghostream import monitoring
 from ghostream.broker.packets import PacketHub, PacketReader
@@ -35,7 +36,9 @@ from ghostream.config import WebrtcSettings
 from ghostream.media.demux import Track
 from ghostream.outputs.webrtc.codecs import h264_preferences
 from ghostream.outputs.webrtc.errors import WebRtcError
+from ghostream.outputs.webrtc.ingest import WhipIngest
 from ghostream.outputs.webrtc.opus import OpusFeed
+from ghostream.outputs.webrtc.peer import close_peer, offered_kinds
 from ghostream.outputs.webrtc.ports import PortRange
 from ghostream.outputs.webrtc.tracks import PacketTrack
 from ghostream.tasks import start_registered
@@ -77,6 +80,7 @@ class WebRtcOutput:
         self._opus: dict[str, OpusFeed] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nursery: trio.Nursery | None = None
+        self.ingest = WhipIngest(self)
 
     @property
     def ice_servers(self) -> list[str]:
@@ -91,6 +95,26 @@ class WebRtcOutput:
                 task_status.started()
                 await trio.sleep_forever()
 
+    def peer_connection(self) -> RTCPeerConnection:
+        servers = [RTCIceServer(urls=url) for url in self.settings.stun_servers]
+        return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+
+    async def start_session(self, run: Callable[..., Awaitable[None]], *args: Any) -> Any:
+        """Start a session (viewer or publisher) in the output's nursery and asyncio loop.
+
+        What the session passes to `task_status.started` is returned; what it
+        raises before that (WebRtcError) is raised here.
+        """
+        if self._nursery is None:
+            raise WebRtcError(503, "WebRTC is not running")
+        return await self._nursery.start(self._in_loop, run, *args)
+
+    async def _in_loop(
+        self, run: Callable[..., Awaitable[None]], *args: Any, task_status: trio.TaskStatus
+    ) -> None:
+        trio_asyncio.current_loop.set(self._loop)
+        await run(*args, task_status=task_status)
+
     def page_uids(self) -> set[str]:
         return {s.page_uid for s in self.sessions.values() if s.page_uid}
 
@@ -98,13 +122,11 @@ class WebRtcOutput:
         self, stream_id: str, offer_sdp: str, peer: str, page_uid: str = ""
     ) -> tuple[Session, str]:
         """Negotiate a viewer's session; the answer SDP, or WebRtcError with its status."""
-        if self._nursery is None:
-            raise WebRtcError(503, "WebRTC is not running")
         if not await self.broker.provide(stream_id):
             raise WebRtcError(404, f"no live stream {stream_id!r}")
-        kinds = _offered_kinds(offer_sdp)
+        kinds = offered_kinds(offer_sdp)
         session = Session(secrets.token_urlsafe(12), stream_id, peer, page_uid[:64])
-        return session, await self._nursery.start(self._session, session, offer_sdp, kinds)
+        return session, await self.start_session(self._session, session, offer_sdp, kinds)
 
     def end(self, session_id: str) -> bool:
         session = self.sessions.get(session_id)
@@ -121,7 +143,6 @@ class WebRtcOutput:
         *,
         task_status: trio.TaskStatus[str],
     ) -> None:
-        trio_asyncio.current_loop.set(self._loop)
         served = False
         try:
             with self.broker.attend(session.stream_id, session.peer, PROTOCOL) as viewer:
@@ -153,7 +174,7 @@ class WebRtcOutput:
                             audio.sent if audio else 0
                         )
                         viewer.left_because = session.reason
-                        await _close(pc)
+                        await close_peer(pc)
         except StreamNotFound as exc:
             raise WebRtcError(404, f"no live stream {session.stream_id!r}") from exc
         except StreamEnded as ended:
@@ -172,12 +193,11 @@ class WebRtcOutput:
     async def _negotiate(
         self, session: Session, offer_sdp: str, kinds: set[str], tracks: list[Track]
     ) -> tuple[RTCPeerConnection, PacketTrack | None, PacketTrack | None, str]:
-        servers = [RTCIceServer(urls=url) for url in self.settings.stun_servers]
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        pc = self.peer_connection()
         try:
             return await self._set_up(session, pc, offer_sdp, kinds, tracks)
         except BaseException:
-            await _close(pc)
+            await close_peer(pc)
             raise
 
     async def _set_up(
@@ -267,23 +287,6 @@ class WebRtcOutput:
             await trio.sleep_forever()
         finally:
             feed.tracks.discard(track)
-
-
-def _offered_kinds(offer_sdp: str) -> set[str]:
-    """The media kinds an offer asks for; WebRtcError 400 when it is not usable SDP."""
-    try:
-        parsed = aiortc_sdp.SessionDescription.parse(offer_sdp)
-    except Exception as exc:  # aiortc's parser also asserts on malformed input
-        raise WebRtcError(400, f"malformed SDP offer: {exc or type(exc).__name__}") from exc
-    if not parsed.media or any(not media.rtp.codecs for media in parsed.media):
-        raise WebRtcError(400, "malformed SDP offer: a media section lists no codec")
-    return {media.kind for media in parsed.media}
-
-
-async def _close(pc: RTCPeerConnection) -> None:
-    """Close a peer connection even while the session is being cancelled, but never hang."""
-    with trio.CancelScope(shield=True), trio.move_on_after(2):
-        await trio_asyncio.aio_as_trio(pc.close)()
 
 
 async def _follow_end(reader: PacketReader, session: Session) -> None:
