@@ -83,6 +83,28 @@ def probe_srt(server: ServerProcess, tmp_path: Path) -> dict[str, int]:
     return {s["codec_name"]: int(s["nb_read_frames"]) for s in json.loads(probe.stdout)["streams"]}
 
 
+def decode_llhls(server: ServerProcess, tmp_path: Path) -> dict[str, int]:
+    """Codec name → frames ffmpeg decoded from two seconds of the LL-HLS playlist."""
+    frames = tmp_path / "hls.md5"
+    result = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-v", "error", "-i", f"{server.web_url}/demo/index.m3u8",
+         "-map", "0", "-t", "2", "-f", "framemd5", str(frames)],
+        capture_output=True, timeout=40, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in frames.read_text().splitlines() if line[:1] != "#"]
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name",
+         "-of", "csv=p=0", f"{server.web_url}/demo/index.m3u8"],
+        capture_output=True, timeout=30, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert set(probe.stdout.split()) == {"h264", "opus"}, probe.stderr
+    return {
+        "h264": sum(line.startswith("0,") for line in lines),
+        "opus": sum(line.startswith("1,") for line in lines),
+    }
+
+
 def test_chromium_publishes_and_every_output_serves_it(
     browsers, require_program, ghostream_server, tmp_path
 ) -> None:
@@ -93,6 +115,8 @@ def test_chromium_publishes_and_every_output_serves_it(
         wait_for(publisher, status_text, lambda s: s.startswith("Publishing"), 20, "publishing")
         frames = probe_srt(server, tmp_path)
         assert frames.get("h264", 0) >= 25 and frames.get("opus", 0) >= 50, frames
+        frames = decode_llhls(server, tmp_path)
+        assert frames["h264"] >= 25 and frames["opus"] >= 50, frames
         with open_chromium(*browsers) as viewer:
             viewer.get(f"{WHEP_PAGE.as_uri()}?whep={server.web_url}/demo/whep")
             stats = wait_for(
