@@ -110,11 +110,15 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
         stream_id = request.path_params["stream_id"]
         if context.webrtc is None or not valid_id(stream_id) or "@" in stream_id:
             return PlainTextResponse("Not Found\n", status_code=404)
+        size = request.query_params.get("size", "")
+        width, _, height = size.partition("x")
+        if not (width.isdigit() and height.isdigit() and 0 < int(width) * int(height) <= 1 << 22):
+            width, height = "1280", "720"
         config = {
             "stream": stream_id,
             "iceServers": list(context.settings.webrtc.stun_servers),
-            "width": 1280,
-            "height": 720,
+            "width": int(width),
+            "height": int(height),
         }
         return templates.TemplateResponse(
             request,

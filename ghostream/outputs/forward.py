@@ -29,6 +29,8 @@ from ghostream.broker.stream import StreamEnded
 from ghostream.config import mask_url
 from ghostream.media.demux import Track
 from ghostream.media.pictures import picture_size
+from ghostream.outputs.forward_audio import AAC_TRACK, AacFeed
+from ghostream.tasks import start_registered
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,12 @@ def unused_path(path: str) -> str:
 def output_format(url: str) -> str | None:
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     return FORMATS.get(scheme)
+
+
+def needs_aac(url: str, tracks: list[Track]) -> bool:
+    """FLV (RTMP, .flv recordings) cannot carry Opus: such a target gets the stream's AAC feed."""
+    flv = output_format(url) == "flv" or url.lower().endswith(".flv")
+    return flv and any(t.kind == "audio" and t.codec == "opus" for t in tracks)
 
 
 class Writer:
@@ -112,7 +120,7 @@ class Writer:
 
     def _add_stream(self, container: av.container.OutputContainer, track: Track):
         if track.kind == "audio":
-            stream = container.add_stream("aac", rate=track.sample_rate)
+            stream = container.add_stream(track.codec, rate=track.sample_rate)
             stream.codec_context.extradata = track.extradata
             return stream
         stream = container.add_stream(track.codec)
@@ -139,6 +147,8 @@ class Forwarder:
         self.hub = hub
         self._started, self._receive = trio.open_memory_channel[PublishStarted](64)
         self._running: set[tuple[str, str]] = set()
+        self._aac: dict[str, AacFeed] = {}
+        self._nursery: trio.Nursery | None = None
 
     def observe(self, event: Event) -> None:
         """A broker listener: a publish of a forwarded stream wakes its targets."""
@@ -150,6 +160,7 @@ class Forwarder:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             task_status.started()
             async for event in self._receive:
                 for url in self.forwarding[event.stream_id]:
@@ -205,7 +216,9 @@ class Forwarder:
                 tracks = await reader.tracks()
                 first = await reader.receive()
                 size = await trio.to_thread.run_sync(picture_size, first)
-                writer = Writer(url, tracks, size)
+                aac = needs_aac(url, tracks)
+                written = [AAC_TRACK if aac and t.kind == "audio" else t for t in tracks]
+                writer = Writer(url, written, size)
                 writer.queue.put_nowait(first)
                 log.info("forwarding %s to %s", stream_id, shown)
                 self._emit(stream_id, shown, "started")
@@ -224,7 +237,13 @@ class Forwarder:
 
                     nursery.start_soon(write)
                     nursery.start_soon(self._watch_stall, writer, done, failure, nursery)
-                    outcome = await self._feed(reader, writer, tracks)
+                    if aac:
+                        self._subscribe_aac(stream_id, writer)
+                    try:
+                        outcome = await self._feed(reader, writer, tracks, skip_audio=aac)
+                    finally:
+                        if aac:
+                            self._aac[stream_id].subscribers.discard(writer.queue)
                     if outcome is None:
                         _finish(writer)
                         with trio.move_on_after(STALL_TIMEOUT):
@@ -248,8 +267,21 @@ class Forwarder:
                 nursery.cancel_scope.cancel()
                 return
 
-    async def _feed(self, reader: PacketReader, writer: Writer, tracks: list[Track]) -> str | None:
-        """Queue packets for the writer; None when the stream ended, else why to start over."""
+    def _subscribe_aac(self, stream_id: str, writer: Writer) -> None:
+        feed = self._aac.get(stream_id)
+        if feed is None:
+            feed = AacFeed(stream_id)
+            assert self._nursery is not None
+            start_registered(self._nursery, self._aac, stream_id, feed, lambda: feed.run(self.hub))
+        feed.subscribers.add(writer.queue)
+
+    async def _feed(
+        self, reader: PacketReader, writer: Writer, tracks: list[Track], *, skip_audio: bool
+    ) -> str | None:
+        """Queue packets for the writer; None when the stream ended, else why to start over.
+
+        With `skip_audio`, the audio comes from the stream's AAC feed instead.
+        """
         skipping = False
         while True:
             try:
@@ -258,6 +290,8 @@ class Forwarder:
                 return None
             if packet.track not in tracks:
                 return "the stream's tracks changed (new publisher or new settings)"
+            if skip_audio and packet.track.kind == "audio":
+                continue
             if skipping and not (packet.keyframe and packet.track.kind == "video"):
                 continue
             try:

@@ -43,7 +43,12 @@ async function start(key) {
   publisher.pc = pc;
   for (const track of media.getTracks()) {
     const transceiver = pc.addTransceiver(track, {direction: "sendonly", streams: [media]});
-    if (track.kind === "video") preferH264(transceiver);
+    if (track.kind !== "video") continue;
+    preferH264(transceiver);
+    // A steady picture size: each change would restart forwards and recordings.
+    const parameters = transceiver.sender.getParameters();
+    parameters.degradationPreference = "maintain-resolution";
+    await transceiver.sender.setParameters(parameters).catch(() => {});
   }
   pc.onconnectionstatechange = () => {
     if (pc.connectionState === "connected") say(`Publishing ${config.stream}.`);
