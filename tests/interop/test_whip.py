@@ -110,8 +110,8 @@ def test_chromium_publishes_and_every_output_serves_it(
     browsers,
     require_program,
     ghostream_server,
-    rtmp,
-    tmp_path,  # noqa: F811
+    rtmp,  # noqa: F811 (the fixture imported above)
+    tmp_path,
 ) -> None:
     server = ghostream_server({"forwarding": {"demo": [rtmp.url("key")]}})
     with publishing_from_chromium(server, browsers) as publisher:

@@ -2,15 +2,15 @@
 
 Each publisher is one aiortc peer connection, run as a Trio task of the
 WebRTC output like a viewer's session.  Nothing is decoded: aiortc's
-receivers reassemble H.264 access units and Opus packets from RTP, and
-`PassThrough` hands them over as they are instead of decoding them.  They
-are muxed into MPEG-TS as they arrive (`media.tsmux`) and published through
-`Broker.publish(..., "whip")`, so every output (SRT, WHEP, LL-HLS,
+receivers reassemble H.264 access units and Opus packets from RTP and hand
+them over as they are (`internals`), each as soon as its last packet is in.
+They are muxed into MPEG-TS as they arrive (`media.tsmux`) and published
+through `Broker.publish(..., "whip")`, so every output (SRT, WHEP, LL-HLS,
 forwarding, variants, history) serves a WHIP publish as it serves an SRT one.
 
 The two tracks' RTP clocks are independent; each starts at the time its
 first frame arrived, relative to the first frame of the publish, which keeps
-them in step within the receivers' small jitter buffers.
+them in step within the network's jitter (nothing is buffered here).
 
 Publishers such as browsers send a keyframe only at the start or when
 asked; so that a new viewer always finds a recent keyframe in the GOP
@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 import trio
 import trio_asyncio
 from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
-from aiortc import rtcrtpreceiver as aiortc_receiver
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -39,6 +38,11 @@ from ghostream.media.demux import is_keyframe_unit, nal_type, split_nal_units
 from ghostream.media.tsmux import TsMuxer
 from ghostream.outputs.webrtc.codecs import publish_preferences
 from ghostream.outputs.webrtc.errors import WebRtcError
+from ghostream.outputs.webrtc.internals import (
+    hand_over_frames_at_once,
+    pass_encoded_frames,
+    request_keyframe,
+)
 from ghostream.outputs.webrtc.peer import close_peer, offered_kinds
 
 if TYPE_CHECKING:
@@ -56,23 +60,7 @@ MEDIA_TIMEOUT = 15.0
 CLOCK = 90000
 
 
-class PassThrough:
-    """A stand-in for aiortc's decoders: the reassembled encoded frame, unchanged."""
-
-    def decode(self, frame: JitterFrame) -> list[JitterFrame]:
-        return [frame]
-
-
-def _pass_through_every_receiver() -> None:
-    """Make aiortc's receivers hand over encoded frames (their decoder is looked up per codec).
-
-    The server only receives media from WHIP publishers (WHEP sessions send),
-    so no receiver of the process ever needs a decoder.
-    """
-    aiortc_receiver.get_decoder = lambda codec: PassThrough()
-
-
-_pass_through_every_receiver()
+pass_encoded_frames()
 
 
 @dataclass
@@ -172,6 +160,7 @@ class WhipIngest:
             if kind in kinds:
                 transceiver = pc.addTransceiver(kind, direction="recvonly")
                 transceiver.setCodecPreferences(publish_preferences(kind))
+                hand_over_frames_at_once(transceiver.receiver, kind)
                 tracks.append(_Track(kind, transceiver, CLOCK if kind == "video" else 48000))
         try:
             offer = RTCSessionDescription(offer_sdp, "offer")
@@ -260,7 +249,7 @@ class _Feed:
             if self.last_keyframe is not None and now - self.last_keyframe < KEYFRAME_INTERVAL:
                 continue
             for source in receiver.getSynchronizationSources():
-                await trio_asyncio.aio_as_trio(receiver._send_rtcp_pli)(source.source)
+                await trio_asyncio.aio_as_trio(request_keyframe)(receiver, source.source)
 
     async def watch_silence(self) -> None:
         while True:
