@@ -1,9 +1,10 @@
-"""Publishing over WHIP: headless Chromium's fake camera in, SRT, WHEP and LL-HLS out.
+"""Publishing over WHIP: headless Chromium's fake camera in; SRT, LL-HLS, WHEP, RTMP out.
 
 Chromium publishes from the server's own `/ID/publish` page, as a user
 would (the stream key typed into the form); ffmpeg watches over SRT and
-a second Chromium over WHEP, each decoding what it gets.  The refusals are
-checked with plain HTTP, as OBS would meet them.
+LL-HLS, a second Chromium over WHEP, ffprobe reads a quality variant and
+what nginx-rtmp received, each decoding or probing what it gets.  The
+refusals are checked with plain HTTP, as OBS would meet them.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def test_chromium_publishes_and_every_output_serves_it(
     rtmp,  # noqa: F811 (the fixture imported above)
     tmp_path,
 ) -> None:
-    server = ghostream_server({"forwarding": {"demo": [rtmp.url("key")]}})
+    server = ghostream_server(
+        {"forwarding": {"demo": [rtmp.url("key")]}, "transcoding": {"profiles": ["180p:200:48"]}}
+    )
     with publishing_from_chromium(server, browsers) as publisher:
         status_text = "return document.getElementById('status').textContent"
         wait_for(publisher, status_text, lambda s: s.startswith("Publishing"), 20, "publishing")
@@ -134,6 +137,14 @@ def test_chromium_publishes_and_every_output_serves_it(
                 "the WHEP viewer decodes video and receives audio",
             )
             assert stats[stats["audio"]["codecId"]].startswith("audio/opus")
+        variant = subprocess.run(
+            ["ffprobe", "-v", "error", "-read_intervals", "%+2", "-show_entries",
+             "stream=codec_name,height", "-of", "json", server.srt_url("demo@180p")],
+            capture_output=True, text=True, timeout=40,
+        )  # fmt: skip
+        assert variant.returncode == 0, variant.stderr
+        codecs = {s["codec_name"]: s.get("height") for s in json.loads(variant.stdout)["streams"]}
+        assert codecs == {"h264": 180, "aac": None}, codecs
         # RTMP cannot carry Opus: the forward gets AAC, made once for the stream.
         forwarded = probe(rtmp.url("key"))
         assert forwarded["video"]["codec_name"] == "h264"
@@ -141,6 +152,16 @@ def test_chromium_publishes_and_every_output_serves_it(
         status, streams, _ = request("GET", f"{server.web_url}/api/streams")
         live = json.loads(streams)["streams"][0]
         assert live["video_codec"] == "h264" and live["audio_codecs"] == ["opus"]
+        # Chromium sends a keyframe only when asked: the server asks when the newest is old.
+        keyframes = """
+            let out = {};
+            (await window.publisher.pc.getStats()).forEach((r) => {
+              if (r.type === "outbound-rtp" && r.kind === "video") out = r;
+            });
+            return {pli: out.pliCount, keyframes: out.keyFramesEncoded};
+        """
+        wait_for(publisher, keyframes, lambda k: k["pli"] >= 1 and k["keyframes"] >= 2, 20,
+                 "keyframes asked for with PLI")  # fmt: skip
         resource = publisher.execute_script("return window.publisher.resource")
         start = server.line_count()
         status, _, _ = request("DELETE", server.web_url + resource)
