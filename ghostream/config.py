@@ -31,6 +31,7 @@ ENV_PREFIX = "GHOSTREAM_"
 DEMO_USER = "demo"
 DEMO_HASH = "$2b$10$ie94Nv5Qx6B2.KXfJMbFtOwOdWGNIR96ACPMADPEhWMzqe.3kcgsS"
 MASK = "********"
+WEBRTC_TRANSCODE_MODES = ("auto", "always", "never")
 
 
 BCRYPT_HASH = re.compile(r"\$2[aby]?\$[0-9]{2}\$[./A-Za-z0-9]{53}")
@@ -354,6 +355,16 @@ class WebrtcSettings:
         doc="STUN servers given to browsers and used to find the server's public address.",
         default_factory=lambda: ["stun:stun.l.google.com:19302"],
     )
+    transcode: str = _key(
+        "transcode",
+        doc=(
+            "Re-encode a stream for WebRTC viewers (once per stream, H.264 without B-frames): "
+            "`auto` when browsers cannot take it as it is (B-frames, HEVC, 10-bit, 4:2:2), "
+            "`always`, or `never` (such streams are then refused over WebRTC and players use "
+            "LL-HLS)."
+        ),
+        default="auto",
+    )
 
 
 @dataclass(frozen=True)
@@ -655,6 +666,11 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
             fail(("webrtc", name), f"must be a UDP port from 1 to 65535, not {port}")
     if settings.webrtc.min_port_udp > settings.webrtc.max_port_udp:
         fail(("webrtc", "minPortUDP"), "must not be above webrtc.maxPortUDP")
+    if settings.webrtc.transcode not in WEBRTC_TRANSCODE_MODES:
+        fail(
+            ("webrtc", "transcode"),
+            f"must be auto, always or never, not {settings.webrtc.transcode!r}",
+        )
     text = settings.transcoder.text
     for key, value, low, high in (
         ("width", text.width, 1, 1000),

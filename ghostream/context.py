@@ -58,26 +58,28 @@ class ServerContext:
             ldap_aliases=auth.ldap.aliases,
         )
         packets = PacketHub(broker)
+        broker.on_event.append(packets.observe)
         transcoding = settings.transcoding
         variant_names = [p.name for p in transcoding.parsed_profiles] if transcoding.enabled else []
         hls = LlHls(packets, broker, variant_names)
+        transcoder = None
+        copies_for_webrtc = settings.webrtc.enabled and settings.webrtc.transcode != "never"
+        if copies_for_webrtc or (transcoding.enabled and transcoding.profiles):
+            from ghostream.outputs.transcode import Transcoder
+
+            transcoder = Transcoder(transcoding, broker, packets)
+            broker.on_event.append(transcoder.observe)
         webrtc = None
         if settings.webrtc.enabled:
             from ghostream.outputs.webrtc import WebRtcOutput
 
-            webrtc = WebRtcOutput(settings.webrtc, broker, packets)
+            webrtc = WebRtcOutput(settings.webrtc, broker, packets, transcoder)
         forwarder = None
         if settings.forwarding:
             from ghostream.outputs.forward import Forwarder
 
             forwarder = Forwarder(settings.forwarding, broker, packets)
             broker.on_event.append(forwarder.observe)
-        transcoder = None
-        if settings.transcoding.enabled and settings.transcoding.profiles:
-            from ghostream.outputs.transcode import Transcoder
-
-            transcoder = Transcoder(settings.transcoding, broker, packets)
-            broker.on_event.append(transcoder.observe)
         gatekeeper = Gatekeeper(authenticator)
         context = cls(
             settings, broker, gatekeeper, history, packets, hls, webrtc, forwarder, transcoder

@@ -18,15 +18,19 @@ from functools import partial
 
 import trio
 
+from ghostream.broker.events import Event, PublishStarted
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.media.demux import MediaPacket, Track, TsDemuxer
+from ghostream.media.properties import PropertiesTracker
 from ghostream.tasks import TaskOwner, start_registered
 
 log = logging.getLogger(__name__)
 
 RING_PACKETS = 4096
 IDLE_LINGER = 5.0
+# How long a new publish is demuxed without readers, to describe its video.
+PROBE_TIMEOUT = 10.0
 
 
 class PacketReader:
@@ -72,6 +76,8 @@ class StreamDemux:
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
         self.demuxer = TsDemuxer()
+        self.properties = PropertiesTracker()
+        self.generation = 0
         self.packets: deque[MediaPacket] = deque()
         self.first = 0
         self.keyframe: int | None = None
@@ -119,6 +125,20 @@ class StreamDemux:
     def left(self, reader: PacketReader) -> None:
         self.readers.discard(reader)
 
+    def _describe(self, broker: Broker, packets: list[MediaPacket]) -> None:
+        for packet in packets:
+            if packet.track.kind == "video":
+                changed = self.properties.observe(packet)
+                if changed is not None:
+                    broker.describe(self.stream_id, changed)
+
+    async def described(self, generation: int) -> None:
+        """Until the video of a publisher (`Stream.generation`) is described, or the stream ends."""
+        while not (self.generation == generation and self.properties.settled):
+            if self.ended is not None:
+                return
+            await self.wait()
+
     async def run(self, broker: Broker) -> None:
         stream = broker.get(self.stream_id)
         if stream is None:
@@ -140,7 +160,11 @@ class StreamDemux:
                             # A new publisher: new tracks, timestamps from zero.
                             generation = stream.generation
                             self.demuxer = TsDemuxer()
-                        self.add(self.demuxer.feed(data))
+                            self.properties = PropertiesTracker()
+                        self.generation = generation
+                        packets = self.demuxer.feed(data)
+                        self.add(packets)
+                        self._describe(broker, packets)
         except StreamEnded as ended:
             self.finish(ended.reason)
         finally:
@@ -155,6 +179,27 @@ class PacketHub(TaskOwner):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._demuxes: dict[str, StreamDemux] = {}
+
+    def observe(self, event: Event) -> None:
+        """A broker listener: each publish is demuxed until its video is described.
+
+        Later changes (new parameter sets, B-frames appearing) are described
+        while any output reads the stream's packets.
+        """
+        if isinstance(event, PublishStarted) and "@" not in event.stream_id and self._nursery:
+            self._nursery.start_soon(self._probe, event.stream_id)
+
+    async def _probe(self, stream_id: str) -> None:
+        """Read a new publish, without counting as a viewer, until its video is described."""
+        stream = self.broker.get(stream_id)
+        if stream is None:
+            return
+        with trio.move_on_after(PROBE_TIMEOUT):
+            try:
+                async with self.read(stream_id) as reader:
+                    await reader.demux.described(stream.generation)
+            except StreamNotFound:
+                pass
 
     def reader_count(self, stream_id: str) -> int:
         demux = self._demuxes.get(stream_id)

@@ -33,6 +33,7 @@ from ghostream.broker.stream import (
     StreamState,
     Subscription,
 )
+from ghostream.media.properties import VideoProperties
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class StreamSummary:
     bytes_in: int
     video_codec: str | None
     audio_codecs: tuple[str, ...]
+    video: VideoProperties | None = None
 
 
 class Broker:
@@ -72,6 +74,8 @@ class Broker:
         self.on_event: list[Callable[[Event], None]] = []
         # Asked for a stream that is not live; one may start it (a quality variant).
         self.providers: list[Callable[[str], Awaitable[bool]]] = []
+        # Told a stream's video properties when a publish's video is described or changes.
+        self.on_described: list[Callable[[str, VideoProperties], None]] = []
         self._streams: dict[str, Stream] = {}
         self._deadlines: dict[str, float] = {}
         self._changed = trio.Event()
@@ -89,14 +93,22 @@ class Broker:
     # Publishing.
 
     @contextmanager
-    def publish(self, stream_id: str, peer: str, protocol: str) -> Iterator[Stream]:
-        """Hold the publisher slot of a stream for the duration of the block."""
+    def publish(
+        self, stream_id: str, peer: str, protocol: str, *, internal: bool = False
+    ) -> Iterator[Stream]:
+        """Hold the publisher slot of a stream for the duration of the block.
+
+        An internal stream (the server's own copy of another, such as the one
+        WebRTC viewers get) is served like any other but emits no events and
+        is not listed: it is not a stream anyone published.
+        """
         stream = self._streams.get(stream_id)
         if stream is not None and stream.state is StreamState.LIVE:
             raise StreamBusy(stream_id)
         if stream is None:
             options = {"ring_bytes": self.ring_bytes} if self.ring_bytes else {}
             stream = Stream(stream_id, **options)
+            stream.internal = internal
             stream.on_skip.append(self._note_skip)
             self._streams[stream_id] = stream
         else:
@@ -104,7 +116,8 @@ class Broker:
             self._deadlines.pop(stream_id, None)
         started = time.time()
         bytes_before = stream.bytes_in
-        self.emit(PublishStarted(stream_id, peer, protocol, started))
+        if not internal:
+            self.emit(PublishStarted(stream_id, peer, protocol, started))
         reason = "publisher disconnected"
         try:
             yield stream
@@ -115,11 +128,17 @@ class Broker:
             stream.publisher_left()
             self._deadlines[stream_id] = trio.current_time() + self.reconnect_grace
             self._changed.set()
-            self.emit(
-                PublishStopped(
-                    stream_id, peer, protocol, time.time(), stream.bytes_in - bytes_before, reason
+            if not internal:
+                self.emit(
+                    PublishStopped(
+                        stream_id,
+                        peer,
+                        protocol,
+                        time.time(),
+                        stream.bytes_in - bytes_before,
+                        reason,
+                    )
                 )
-            )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """End streams whose publisher did not return within the grace period."""
@@ -143,6 +162,19 @@ class Broker:
         stream = self._streams.pop(stream_id, None)
         if stream is not None:
             stream.end()
+
+    def describe(self, stream_id: str, video: VideoProperties) -> None:
+        """A live stream's video was described (from its packets) or changed."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        stream.video = video
+        log.info("%s: video %s", stream_id, video.describe())
+        for listener in self.on_described:
+            try:
+                listener(stream_id, video)
+            except Exception:
+                log.exception("video description listener failed for %s", stream_id)
 
     # Watching.
 
@@ -230,8 +262,10 @@ class Broker:
                 bytes_in=stream.bytes_in,
                 video_codec=stream.inspector.video_codec,
                 audio_codecs=tuple(stream.inspector.audio_codecs),
+                video=stream.video,
             )
             for stream in self._streams.values()
+            if not stream.internal
         ]
 
     def _note_skip(self, stream: Stream, subscription: Subscription, *, dropped: bool) -> None:

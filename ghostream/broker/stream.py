@@ -14,6 +14,7 @@ from enum import Enum
 
 import trio
 
+from ghostream.media.properties import VideoProperties
 from ghostream.media.ts import ChunkInfo, TsInspector
 
 DEFAULT_RING_BYTES = 32 * 1024 * 1024
@@ -122,6 +123,10 @@ class Stream:
         self.viewers = 0
         self.inspector = TsInspector()
         self.gop_start: int | None = None
+        # The current publisher's video, once its packets have described it.
+        self.video: VideoProperties | None = None
+        # The server's own copy of another stream: served, but not listed (see Broker.publish).
+        self.internal = False
         self.on_skip: list = []
         self._chunks: deque[bytes] = deque()
         self._first = 0
@@ -157,6 +162,7 @@ class Stream:
         self.generation += 1
         self.inspector = TsInspector()
         self.gop_start = None
+        self.video = None
 
     def end(self) -> None:
         self.state = StreamState.ENDED

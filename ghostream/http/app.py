@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 from starlette.applications import Starlette
@@ -27,6 +28,9 @@ from ghostream.context import ServerContext
 from ghostream.http.pages import page_routes
 from ghostream.http.serving import serve_asgi
 from ghostream.outputs.llhls import HlsAnswer
+
+if TYPE_CHECKING:
+    from ghostream.outputs.webrtc import WebRtcOutput
 
 # Characters of a stream id in a URL; anything else is a 404 like any unknown page.
 STREAM_PATH = "{stream_id:str}"
@@ -96,7 +100,8 @@ def _valid_id(stream_id: str) -> bool:
     return bool(stream_id) and len(stream_id) <= 128 and set(stream_id) <= STREAM_ID_CHARACTERS
 
 
-def _summary(summary: StreamSummary) -> dict:
+def _summary(summary: StreamSummary, webrtc: WebRtcOutput | None) -> dict:
+    delivery = webrtc.delivery(summary.video_codec, summary.video) if webrtc else None
     return {
         "id": summary.id,
         "state": summary.state,
@@ -104,6 +109,9 @@ def _summary(summary: StreamSummary) -> dict:
         "bytes_in": summary.bytes_in,
         "video_codec": summary.video_codec,
         "audio_codecs": list(summary.audio_codecs),
+        "video": summary.video.as_dict() if summary.video else None,
+        # How WebRTC viewers get the video (passed through, re-encoded, refused) and why.
+        "webrtc": delivery,
     }
 
 
@@ -146,14 +154,14 @@ def create_app(context: ServerContext) -> Starlette:
         return JSONResponse({"ConnectedViewers": count})
 
     async def streams(request: Request) -> JSONResponse:
-        return JSONResponse({"streams": [_summary(s) for s in broker.summaries()]})
+        return JSONResponse({"streams": [_summary(s, context.webrtc) for s in broker.summaries()]})
 
     async def stream_detail(request: Request) -> JSONResponse:
         stream_id = request.path_params["stream_id"]
         if not _valid_id(stream_id):
             return _not_found()
         live = next((s for s in broker.summaries() if s.id == stream_id), None)
-        body: dict = {"id": stream_id, "live": _summary(live) if live else None}
+        body: dict = {"id": stream_id, "live": _summary(live, context.webrtc) if live else None}
         history = context.history
         if history is not None:
             stats = await history.query(history.stream_stats, stream_id)

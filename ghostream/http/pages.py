@@ -35,8 +35,8 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
         "player_poster": settings.player_poster,
     }
 
-    transcoding = context.settings.transcoding
-    offered_profiles = transcoding.parsed_profiles if context.transcoder is not None else []
+    transcoder = context.transcoder
+    offered_profiles = list(transcoder.profiles.values()) if transcoder is not None else []
 
     def domain_stream(request: Request) -> str | None:
         """The stream a domain is dedicated to, if any."""

@@ -9,6 +9,12 @@ them.  On demand (the default) a variant starts when someone asks for it
 (`broker.provide`) and stops when nobody has watched it for `IDLE_STOP`.
 A source the encoder cannot keep up with is skipped ahead by its packet
 reader (a log line and a metric say so); the source stream never waits.
+
+One variant is internal: `ID@webrtc`, the copy WebRTC viewers get of a
+stream browsers cannot decode as it is (B-frames, HEVC, 10-bit, 4:2:2).
+It keeps the source's size and frame rate, is H.264 constrained baseline
+(no B-frames) without audio (those viewers get the source's as Opus), and is
+published as an internal stream: no events, not listed as a live stream.
 """
 
 from __future__ import annotations
@@ -35,10 +41,19 @@ log = logging.getLogger(__name__)
 
 PROTOCOL = "transcode"
 IDLE_STOP = 10.0
+# The WebRTC copy costs the most and its viewers reconnect at once (a reload), so it goes sooner.
+COPY_IDLE_STOP = 4.0
 START_TIMEOUT = 2.5
 MAX_LAG = 1.5
-MESSAGE = 7 * 188
+PACKET_SIZE = 188
+MESSAGE = 7 * PACKET_SIZE
 TIME_BASE = Fraction(1, 90000)
+DEFAULT_RATE = 25
+# The WebRTC copy: height 0 is the source's, 0 kbit/s is sized from the picture, no audio.
+WEBRTC_PROFILE = Profile("webrtc", 0, 0, 0)
+# Bits per pixel of the WebRTC copy's bit rate: sharp at baseline for live content.
+COPY_BITS_PER_PIXEL = 0.1
+COPY_MAX_KBPS = 8000
 
 
 class TsSink:
@@ -52,7 +67,8 @@ class TsSink:
         return len(data)
 
     def take(self) -> list[bytes]:
-        size = len(self.buffer) - len(self.buffer) % MESSAGE
+        """Every whole TS packet written so far, in chunks of at most one SRT message."""
+        size = len(self.buffer) - len(self.buffer) % PACKET_SIZE
         chunks = [bytes(self.buffer[i : i + MESSAGE]) for i in range(0, size, MESSAGE)]
         del self.buffer[:size]
         return chunks
@@ -61,22 +77,44 @@ class TsSink:
 class VariantEncoder:
     """One profile's encoders and muxer; used only from the source's worker thread."""
 
-    def __init__(self, profile: Profile, source_width: int, source_height: int) -> None:
+    def __init__(
+        self, profile: Profile, source_width: int, source_height: int, rate: float = DEFAULT_RATE
+    ) -> None:
         self.profile = profile
-        self.width = max(2, round(source_width * profile.height / source_height / 2) * 2)
+        copy = profile == WEBRTC_PROFILE
+        # 4:2:0 needs even sizes; a source cropped to an odd one loses a column or a row.
+        self.height = source_height // 2 * 2 if copy else profile.height
+        self.width = (
+            source_width // 2 * 2
+            if copy
+            else max(2, round(source_width * self.height / source_height / 2) * 2)
+        )
+        kbps = profile.video_kbps or min(
+            COPY_MAX_KBPS, round(self.width * self.height * rate * COPY_BITS_PER_PIXEL / 1000)
+        )
         self.sink = TsSink()
-        self.container = av.open(self.sink, "w", format="mpegts")
-        video = self.container.add_stream("libx264", rate=25)
-        video.width, video.height, video.pix_fmt = self.width, profile.height, "yuv420p"
-        video.bit_rate = profile.video_kbps * 1000
+        # Each frame is written out as soon as it is muxed, not when a buffer fills, with its
+        # PES length so that a demuxer knows it complete without waiting for the next one.
+        self.container = av.open(
+            self.sink,
+            "w",
+            format="mpegts",
+            options={"flush_packets": "1", "omit_video_pes_length": "0"},
+        )
+        video = self.container.add_stream("libx264", rate=Fraction(rate).limit_denominator(1001))
+        video.width, video.height, video.pix_fmt = self.width, self.height, "yuv420p"
+        video.bit_rate = kbps * 1000
         video.time_base = TIME_BASE
         video.codec_context.time_base = TIME_BASE
+        params = "keyint=600:scenecut=0"
+        if copy:
+            params += f":vbv-maxrate={kbps}:vbv-bufsize={kbps}"
         video.options = {
             "preset": "veryfast",
             "tune": "zerolatency",
             "forced-idr": "1",
-            "x264-params": "keyint=600:scenecut=0",
-        }
+            "x264-params": params,
+        } | ({"profile": "baseline"} if copy else {})
         self.video = video
         self.audio = None
 
@@ -88,7 +126,7 @@ class VariantEncoder:
         self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=rate)
 
     def encode_video(self, frame: av.VideoFrame, keyframe: bool) -> None:
-        scaled = frame.reformat(width=self.width, height=self.profile.height, format="yuv420p")
+        scaled = frame.reformat(width=self.width, height=self.height, format="yuv420p")
         scaled.pts, scaled.time_base = frame.pts, TIME_BASE
         scaled.pict_type = av.video.frame.PictureType.I if keyframe else 0
         for packet in self.video.encode(scaled):
@@ -187,31 +225,42 @@ class SourceTranscoder:
             self.source_size = await trio.to_thread.run_sync(picture_size, keyframe)
         width, height = self.source_size
         profile = self.profiles[name]
-        if not height or profile.height >= height:
+        if not height or (profile != WEBRTC_PROFILE and profile.height >= height):
             log.info("%s: no %s variant, the source is only %dp", self.stream_id, name, height)
             self.wanted.discard(name)
             return
-        variant_id = f"{self.stream_id}@{name}"
-        encoder = VariantEncoder(profile, width, height)
+        source = self.broker.get(self.stream_id)
+        rate = source.video.frame_rate if source and source.video else None
+        encoder = VariantEncoder(profile, width, height, rate or DEFAULT_RATE)
         audio = next((t for t in self.tracks if t.kind == "audio"), None)
-        if audio is not None:
+        if audio is not None and profile.audio_kbps:
             encoder.add_audio(audio.sample_rate)
         publication = ExitStack()
-        stream = publication.enter_context(self.broker.publish(variant_id, "transcoder", PROTOCOL))
+        internal = profile == WEBRTC_PROFILE
+        stream = publication.enter_context(
+            self.broker.publish(
+                f"{self.stream_id}@{name}", "transcoder", PROTOCOL, internal=internal
+            )
+        )
         self.variants[name] = Variant(encoder, stream, publication)
-        log.info("%s: %s variant started (%dx%d)", self.stream_id, name, encoder.width, height)
+        log.info(
+            "%s: %s variant started (%dx%d)", self.stream_id, name, encoder.width, encoder.height
+        )
 
     def _expire_idle(self) -> None:
-        if self.always:
-            return
         now = trio.current_time()
         for name in list(self.wanted):
+            # With onDemand false variants last as long as the source; the WebRTC copy never does.
+            if self.always and name != WEBRTC_PROFILE.name:
+                continue
             variant = self.variants.get(name)
             # Watched: counted viewers (SRT, WebRTC) or frame readers (LL-HLS packagers).
             readers = self.hub.reader_count(f"{self.stream_id}@{name}")
             if variant is not None and (variant.stream.viewers > 0 or readers > 0):
                 self._last_watched[name] = now
-            elif now - self._last_watched.get(name, now) > IDLE_STOP:
+            elif now - self._last_watched.get(name, now) > (
+                COPY_IDLE_STOP if name == WEBRTC_PROFILE.name else IDLE_STOP
+            ):
                 self.wanted.discard(name)
                 if variant is not None:
                     self.variants.pop(name).stop()
@@ -235,7 +284,8 @@ class SourceTranscoder:
             frame.time_base = TIME_BASE
             for variant in variants:
                 if packet.track.kind == "video":
-                    variant.encoder.encode_video(frame, packet.keyframe)
+                    # The frame's own flag: with B-frames a packet decodes into an earlier frame.
+                    variant.encoder.encode_video(frame, frame.key_frame)
                 else:
                     variant.encoder.encode_audio(frame)
         return [variant.encoder.sink.take() for variant in variants]
@@ -248,7 +298,8 @@ class Transcoder:
         self.settings = settings
         self.broker = broker
         self.hub = hub
-        self.profiles = {p.name: p for p in settings.parsed_profiles}
+        # Configured variants; the service also runs without them, for the WebRTC copy.
+        self.profiles = {p.name: p for p in settings.parsed_profiles} if settings.enabled else {}
         self.sources: dict[str, SourceTranscoder] = {}
         self._nursery: trio.Nursery | None = None
         self._published, self._receive = trio.open_memory_channel[str](64)
@@ -275,7 +326,15 @@ class Transcoder:
         """Start `SOURCE@PROFILE` if its source is live; wait briefly for its first keyframe."""
         source_id, _, name = stream_id.partition("@")
         profile = self.profiles.get(name)
-        if profile is None or "@" in name or self.broker.get(source_id) is None:
+        if profile is None or "@" in name:
+            return False
+        return await self.ensure(source_id, profile)
+
+    async def ensure(self, source_id: str, profile: Profile) -> bool:
+        """Make `SOURCE@PROFILE` (configured, or the WebRTC copy) while it is read."""
+        name = profile.name
+        stream_id = f"{source_id}@{name}"
+        if self.broker.get(source_id) is None:
             return False
         self._want(source_id, profile)
         with trio.move_on_after(START_TIMEOUT):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
+import subprocess
+
+from harness.programs import require
 
 from ghostream.media.bitstream import sample_units, video_config
-from ghostream.media.demux import MediaPacket, Track
+from ghostream.media.demux import MediaPacket, Track, TsDemuxer
 from ghostream.outputs.llhls.playlist import (
     Variant,
     media_playlist,
@@ -172,3 +176,31 @@ def test_multivariant_playlist_lists_variants_by_bandwidth() -> None:
         '#EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS="avc1.42c00c,mp4a.40.2",RESOLUTION=320x180\n'
         "media.m3u8\n"
     )
+
+
+def test_b_frames_keep_their_presentation_times(tmp_path) -> None:
+    """x264's default B-frames through the packager: ffprobe reads back every frame's time."""
+    require("ffmpeg")
+    require("ffprobe")
+    source = tmp_path / "source.ts"
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+         "-i", "testsrc2=size=160x90:rate=30", "-t", "3", "-c:v", "libx264", "-preset",
+         "veryfast", "-g", "30", "-pix_fmt", "yuv420p", "-f", "mpegts", str(source)],
+        check=True,
+    )  # fmt: skip
+    packets = [p for p in TsDemuxer().feed(source.read_bytes()) if p.track.kind == "video"]
+    assert any(b.pts < a.pts for a, b in itertools.pairwise(packets)), "no B-frames to test"
+    timeline = Timeline(segment_target=1.0)
+    for packet in packets:
+        timeline.add(packet, 1_700_000_000.0 + packet.dts / 90000)
+    timeline.flush()
+    packaged = tmp_path / "packaged.mp4"
+    packaged.write_bytes(timeline.init.data + b"".join(s.data for s in timeline.segments))
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts,dts",
+         "-of", "csv=p=0", str(packaged)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    read = [tuple(int(v) for v in line.split(",")) for line in probe.stdout.split()]
+    assert read == [(p.pts, p.dts) for p in packets]

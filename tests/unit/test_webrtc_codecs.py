@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from ghostream.media.demux import START_CODE, Track
-from ghostream.outputs.webrtc.codecs import h264_preferences, h264_profile
+from ghostream.media.properties import VideoProperties
+from ghostream.outputs.webrtc.codecs import (
+    h264_preferences,
+    h264_profile,
+    offer_carries,
+    passthrough_obstacle,
+)
 from ghostream.outputs.webrtc.errors import WebRtcError
 
 # Chromium 156's offer on Debian: no High profile, High 4:4:4 outside 96-127.
@@ -57,3 +65,34 @@ def test_an_offer_without_usable_h264_is_refused() -> None:
 def test_profile_names() -> None:
     assert h264_profile("42e01f") == h264_profile("42c01e") == "constrained-baseline"
     assert h264_profile("4d001f") == "main" and h264_profile("f4001f") == "high-444"
+
+
+def described(**changes) -> VideoProperties:
+    plain = VideoProperties("h264", "High", "3.1", 1280, 720, "4:2:0", 8, False, 30.0)
+    return replace(plain, **changes)
+
+
+@pytest.mark.parametrize(
+    ("codec", "video", "reason"),
+    [
+        ("h264", described(), None),
+        ("h264", None, None),
+        ("h264", described(b_frames=True), "B-frames"),
+        ("hevc", None, "HEVC"),
+        ("h264", described(chroma="4:2:2", bit_depth=10), "4:2:2 10-bit video"),
+        ("h264", described(bit_depth=10), "4:2:0 10-bit video"),
+    ],
+)
+def test_what_keeps_browsers_from_the_video_as_it_is(codec, video, reason) -> None:
+    obstacle = passthrough_obstacle(codec, video)
+    assert (obstacle.reason if obstacle else None) == reason
+    assert obstacle is None or "OBS" in obstacle.fix
+
+
+def test_an_offer_carries_what_a_listed_profile_decodes() -> None:
+    assert offer_carries(video("640028"), CHROMIUM)
+    baseline_only = (
+        "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+    )
+    assert offer_carries(video("42e01f"), baseline_only)
+    assert not offer_carries(video("640028"), baseline_only)

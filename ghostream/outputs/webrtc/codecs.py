@@ -1,8 +1,16 @@
-"""H.264 profiles in SDP: which one to answer a browser's offer with, for passed-through video."""
+"""What browsers can take over WebRTC: H.264 profiles in SDP, and what rules passthrough out.
+
+Video is passed through when browsers can decode it as it is; a stream with
+B-frames (browsers' WebRTC decoders do not reorder frames), HEVC, 10-bit or
+4:2:2 video, or a profile the offer does not list gets a re-encoded copy
+instead (`webrtc.transcode`).  `Obstacle` says why, with what the streamer
+can change in OBS to be passed through.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from aiortc import RTCRtpCodecParameters
 from aiortc import codecs as aiortc_codecs
@@ -10,6 +18,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from ghostream.media.demux import Track
+from ghostream.media.properties import VideoProperties
 from ghostream.outputs.webrtc.errors import WebRtcError
 
 # H.264 profiles (profile_idc + constraint byte) a browser may offer, most capable first.
@@ -69,21 +78,63 @@ DECODABLE_AS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Obstacle:
+    """Why browsers cannot take a stream's video as it is, and what would let them."""
+
+    reason: str
+    fix: str
+
+
+def passthrough_obstacle(codec: str, video: VideoProperties | None) -> Obstacle | None:
+    """What keeps every browser from decoding this video as it is, whatever it offers."""
+    if codec != "h264":
+        return Obstacle(
+            {"hevc": "HEVC"}.get(codec, codec),
+            "set OBS → Output → Video Encoder to x264 or an H.264 hardware encoder",
+        )
+    if video is None:
+        return None
+    if video.chroma != "4:2:0" or video.bit_depth != 8:
+        return Obstacle(
+            f"{video.chroma} {video.bit_depth}-bit video",
+            "set OBS → Settings → Advanced → Color Format: NV12 (8-bit 4:2:0)",
+        )
+    if video.b_frames:
+        return Obstacle("B-frames", "set OBS → Output → Tune: zerolatency, or B-frames 0")
+    return None
+
+
+def offered_h264_profiles(offer_sdp: str) -> dict[str, str]:
+    """Profile name → profile-level-id of the usable H.264 codecs an offer lists."""
+    offered: dict[str, str] = {}
+    for payload_type, line in re.findall(r"a=fmtp:(\d+) (.*)", offer_sdp):
+        found = re.search(r"profile-level-id=([0-9a-fA-F]{6})", line)
+        if found and 96 <= int(payload_type) <= 127 and "packetization-mode=1" in line:
+            offered.setdefault(h264_profile(found.group(1)), found.group(1))
+    return offered
+
+
+def _answer_profile(track: Track, offered: dict[str, str]) -> str | None:
+    actual = h264_profile(track.h264_profile_level_id or "42e01f")
+    # Main is what most decoders of anything richer will take, so it is the last resort.
+    return next((p for p in (*DECODABLE_AS.get(actual, ()), "main") if p in offered), None)
+
+
+def offer_carries(track: Track, offer_sdp: str) -> bool:
+    """Whether the offer lists an H.264 profile this stream's video can be sent as."""
+    return _answer_profile(track, offered_h264_profiles(offer_sdp)) is not None
+
+
 def h264_preferences(track: Track, offer_sdp: str) -> list:
     """One H.264 codec to answer with: the stream's own profile if offered, else the closest.
 
     Only one codec is answered, and only one whose payload type the offer
     gives in the dynamic range aiortc keeps, so no two codecs share a type.
     """
-    offered: dict[str, str] = {}
-    for payload_type, line in re.findall(r"a=fmtp:(\d+) (.*)", offer_sdp):
-        found = re.search(r"profile-level-id=([0-9a-fA-F]{6})", line)
-        if found and 96 <= int(payload_type) <= 127 and "packetization-mode=1" in line:
-            offered.setdefault(h264_profile(found.group(1)), found.group(1))
-    actual = h264_profile(track.h264_profile_level_id or "42e01f")
-    # Main is what most decoders of anything richer will take, so it is the last resort.
-    chosen = next((p for p in (*DECODABLE_AS.get(actual, ()), "main") if p in offered), None)
+    chosen = _answer_profile(track, offered_h264_profiles(offer_sdp))
     if chosen is None:
+        actual = h264_profile(track.h264_profile_level_id or "42e01f")
         raise WebRtcError(406, f"the offer has no H.264 profile that can carry {actual} video")
     capabilities = RTCRtpSender.getCapabilities("video").codecs
     h264 = next(

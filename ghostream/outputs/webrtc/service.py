@@ -11,6 +11,13 @@ units with its own cursor (`PacketHub`), so a viewer that falls behind skips
 to the next keyframe without touching anyone else.  Audio must become Opus,
 and that is done once per stream by `OpusFeed`, whose packets every viewer
 of the stream shares.
+
+Video browsers cannot decode as it is (see `codecs.passthrough_obstacle`)
+is re-encoded once per stream by the transcoder into the internal stream
+`ID@webrtc`, started by its first such viewer and stopped once none reads
+it; its viewers still count as viewers of `ID`.  With `webrtc.transcode:
+never` such a stream is refused with 415 and the reason, and players fall
+back to LL-HLS.
 """
 
 from __future__ import annotations
@@ -30,11 +37,18 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 
 from ghostream import monitoring
 from ghostream.broker.packets import PacketHub, PacketReader
-from ghostream.broker.registry import Broker, StreamNotFound
+from ghostream.broker.registry import Broker, StreamNotFound, Viewer
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import WebrtcSettings
 from ghostream.media.demux import Track
-from ghostream.outputs.webrtc.codecs import h264_preferences
+from ghostream.media.properties import VideoProperties
+from ghostream.outputs.transcode import WEBRTC_PROFILE, Transcoder
+from ghostream.outputs.webrtc.codecs import (
+    h264_preferences,
+    h264_profile,
+    offer_carries,
+    passthrough_obstacle,
+)
 from ghostream.outputs.webrtc.errors import WebRtcError
 from ghostream.outputs.webrtc.ingest import WhipIngest
 from ghostream.outputs.webrtc.opus import OpusFeed
@@ -52,6 +66,8 @@ MAX_VIDEO_LAG = 1.0
 NEGOTIATION_TIMEOUT = 10.0
 # The cached GOP a viewer starts with is played this many times faster than real time.
 CATCH_UP_SPEED = 25
+# How long a viewer of a new publish waits for its video to be described (B-frames or not).
+DESCRIBE_TIMEOUT = 3.0
 
 
 @dataclass
@@ -63,6 +79,7 @@ class Session:
     page_uid: str = ""
     closed: trio.Event = field(default_factory=trio.Event)
     reason: str = "viewer left"
+    answered: bool = False
 
     def close(self, reason: str) -> None:
         if not self.closed.is_set():
@@ -71,10 +88,18 @@ class Session:
 
 
 class WebRtcOutput:
-    def __init__(self, settings: WebrtcSettings, broker: Broker, hub: PacketHub) -> None:
+    def __init__(
+        self,
+        settings: WebrtcSettings,
+        broker: Broker,
+        hub: PacketHub,
+        transcoder: Transcoder | None = None,
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.hub = hub
+        self.transcoder = transcoder if settings.transcode != "never" else None
+        broker.on_described.append(self._tell_streamer)
         self.sessions: dict[str, Session] = {}
         self._ports = PortRange(settings.min_port_udp, settings.max_port_udp)
         self._opus: dict[str, OpusFeed] = {}
@@ -94,6 +119,39 @@ class WebRtcOutput:
                 self._nursery = nursery
                 task_status.started()
                 await trio.sleep_forever()
+
+    def delivery(self, codec: str | None, video: VideoProperties | None) -> dict:
+        """How WebRTC viewers get a stream's video, for its API: the streamer can act on it."""
+        if codec is None:
+            return {"mode": None, "reason": None, "fix": None}
+        if self.settings.transcode == "always":
+            return {"mode": "re-encoded", "reason": "webrtc.transcode is always", "fix": None}
+        obstacle = passthrough_obstacle(codec, video)
+        if obstacle is None:
+            return {"mode": "passthrough", "reason": None, "fix": None}
+        mode = "refused" if self.transcoder is None else "re-encoded"
+        return {"mode": mode, "reason": obstacle.reason, "fix": obstacle.fix}
+
+    def _tell_streamer(self, stream_id: str, video: VideoProperties) -> None:
+        """A broker listener: warn when a publish cannot be passed through to browsers."""
+        obstacle = passthrough_obstacle(video.codec, video)
+        if "@" in stream_id or obstacle is None or self.settings.transcode == "always":
+            return
+        if self.transcoder is None:
+            log.warning(
+                "%s: %s: browsers cannot play it over WebRTC (webrtc.transcode is never) and "
+                "use LL-HLS; %s, for WebRTC",
+                stream_id,
+                obstacle.reason,
+                obstacle.fix,
+            )
+        else:
+            log.warning(
+                "%s: %s: WebRTC viewers get a re-encoded copy; %s, for passthrough",
+                stream_id,
+                obstacle.reason,
+                obstacle.fix,
+            )
 
     def peer_connection(self) -> RTCPeerConnection:
         servers = [RTCIceServer(urls=url) for url in self.settings.stun_servers]
@@ -143,38 +201,26 @@ class WebRtcOutput:
         *,
         task_status: trio.TaskStatus[str],
     ) -> None:
-        served = False
         try:
             with self.broker.attend(session.stream_id, session.peer, PROTOCOL) as viewer:
                 async with self.hub.read(session.stream_id, max_lag=MAX_VIDEO_LAG) as reader:
                     with trio.fail_after(NEGOTIATION_TIMEOUT):
                         tracks = await reader.tracks()
-                    pc, video, audio, answer = await self._negotiate(
-                        session, offer_sdp, kinds, tracks
-                    )
-                    try:
-                        self.sessions[session.id] = session
-                        served = True
-                        task_status.started(answer)
-                        log.info(
-                            "%s watching %s over WebRTC (session %s)",
-                            session.peer,
-                            session.stream_id,
-                            session.id,
+                        reason = await self._copy_reason(session, reader, tracks, offer_sdp, kinds)
+                    if reason is None:
+                        await self._watch(
+                            session, viewer, offer_sdp, kinds, reader, tracks, task_status
                         )
-                        try:
-                            await self._serve(session, pc, reader, video, audio)
-                        except Exception:
-                            # A bug in one session must not stop the others or the server.
-                            log.exception("WebRTC session %s failed", session.id)
-                            session.reason = "internal error"
-                    finally:
-                        self.sessions.pop(session.id, None)
-                        viewer.bytes_sent = (video.sent if video else 0) + (
-                            audio.sent if audio else 0
-                        )
-                        viewer.left_because = session.reason
-                        await close_peer(pc)
+                        return
+                copy_id = await self._start_copy(session, reason)
+                async with self.hub.read(copy_id, max_lag=MAX_VIDEO_LAG) as copy:
+                    with trio.fail_after(NEGOTIATION_TIMEOUT):
+                        copied = await copy.tracks()
+                    # The copy has no audio: its viewers share the source's, as Opus.
+                    tracks = [t for t in copied if t.kind == "video"] + [
+                        t for t in tracks if t.kind == "audio"
+                    ]
+                    await self._watch(session, viewer, offer_sdp, kinds, copy, tracks, task_status)
         except StreamNotFound as exc:
             raise WebRtcError(404, f"no live stream {session.stream_id!r}") from exc
         except StreamEnded as ended:
@@ -182,13 +228,89 @@ class WebRtcOutput:
         except trio.TooSlowError as exc:
             raise WebRtcError(503, "the stream has not sent decodable video yet") from exc
         finally:
-            if served:
+            if session.answered:
                 log.info(
                     "%s stopped watching %s over WebRTC: %s",
                     session.peer,
                     session.stream_id,
                     session.reason,
                 )
+
+    async def _copy_reason(
+        self,
+        session: Session,
+        reader: PacketReader,
+        tracks: list[Track],
+        offer_sdp: str,
+        kinds: set[str],
+    ) -> str | None:
+        """Why this viewer needs the re-encoded copy (None: the video as it is will do).
+
+        WebRtcError 415 when it would and `webrtc.transcode` is never.
+        """
+        track = next((t for t in tracks if t.kind == "video"), None)
+        if track is None or "video" not in kinds:
+            return None
+        if self.settings.transcode == "always":
+            return "webrtc.transcode is always"
+        stream = self.broker.get(session.stream_id)
+        if stream is not None:
+            with trio.move_on_after(DESCRIBE_TIMEOUT):
+                await reader.demux.described(stream.generation)
+        obstacle = passthrough_obstacle(track.codec, reader.demux.properties.current)
+        reason = obstacle.reason if obstacle is not None else None
+        if reason is None and not offer_carries(track, offer_sdp):
+            profile = h264_profile(track.h264_profile_level_id or "42e01f")
+            reason = f"H.264 {profile}, a profile the browser did not offer"
+        if reason is not None and self.transcoder is None:
+            raise WebRtcError(
+                415,
+                f"{session.stream_id} has {reason}, which browsers cannot decode over WebRTC, "
+                "and this server does not re-encode (webrtc.transcode is never); use LL-HLS",
+            )
+        return reason
+
+    async def _start_copy(self, session: Session, reason: str) -> str:
+        """Start (or join) the stream's re-encoded copy for browsers; its stream id."""
+        assert self.transcoder is not None
+        if not await self.transcoder.ensure(session.stream_id, WEBRTC_PROFILE):
+            raise WebRtcError(503, "the stream's copy for browsers could not start")
+        log.info("%s gets %s re-encoded for WebRTC: %s", session.peer, session.stream_id, reason)
+        return f"{session.stream_id}@{WEBRTC_PROFILE.name}"
+
+    async def _watch(
+        self,
+        session: Session,
+        viewer: Viewer,
+        offer_sdp: str,
+        kinds: set[str],
+        reader: PacketReader,
+        tracks: list[Track],
+        task_status: trio.TaskStatus[str],
+    ) -> None:
+        """Negotiate, answer, and serve until the session ends."""
+        pc, video, audio, answer = await self._negotiate(session, offer_sdp, kinds, tracks)
+        try:
+            self.sessions[session.id] = session
+            session.answered = True
+            task_status.started(answer)
+            log.info(
+                "%s watching %s over WebRTC (session %s)",
+                session.peer,
+                session.stream_id,
+                session.id,
+            )
+            try:
+                await self._serve(session, pc, reader, video, audio)
+            except Exception:
+                # A bug in one session must not stop the others or the server.
+                log.exception("WebRTC session %s failed", session.id)
+                session.reason = "internal error"
+        finally:
+            self.sessions.pop(session.id, None)
+            viewer.bytes_sent = (video.sent if video else 0) + (audio.sent if audio else 0)
+            viewer.left_because = session.reason
+            await close_peer(pc)
 
     async def _negotiate(
         self, session: Session, offer_sdp: str, kinds: set[str], tracks: list[Track]
@@ -216,10 +338,7 @@ class WebRtcOutput:
         video = audio = None
         video_track = next((t for t in tracks if t.kind == "video"), None)
         if video_track is not None and "video" in kinds:
-            if video_track.codec != "h264":
-                raise WebRtcError(
-                    415, f"the stream's video is {video_track.codec}; browsers need H.264"
-                )
+            # Never anything but H.264 here: `_copy_reason` sent other codecs to the copy.
             video = PacketTrack("video")
             transceiver = pc.addTransceiver(video, direction="sendonly")
             transceiver.setCodecPreferences(h264_preferences(video_track, offer_sdp))

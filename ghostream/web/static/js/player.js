@@ -12,7 +12,7 @@ const RETRY_MS = 3000;
 const WEBRTC_TIMEOUT_MS = 5000;
 
 const uid = Math.random().toString(36).slice(2) + Date.now().toString(36);
-const player = {mode: "", pc: null, hls: null, resource: null, generation: 0, retry: null};
+const player = {mode: "", pc: null, hls: null, resource: null, generation: 0, retry: null, why: ""};
 window.ghostreamPlayer = player;
 
 function say(text) { statusLine.textContent = text; }
@@ -49,11 +49,12 @@ function playing(mode) {
   offline(false);
   const label = mode === "webrtc" ? "WebRTC" : "LL-HLS";
   const quality = qualitySelect.value === "auto" ? "auto" : qualitySelect.value.split("@")[1];
-  say(`Live over ${label}` + (quality ? ` (${quality})` : ""));
+  say(`Live over ${label}` + (quality ? ` (${quality})` : "") + (player.why ? `: ${player.why}` : ""));
 }
 
 async function start() {
   stop();
+  player.why = "";
   const chosen = modeSelect.value;
   if (chosen === "hls" || (chosen === "auto" && !config.webrtc) || qualitySelect.value === "auto") {
     return startHls();
@@ -63,6 +64,7 @@ async function start() {
   const outcome = await startWebrtc(generation).catch((error) => ({failed: String(error)}));
   if (generation !== player.generation) return;
   if (outcome.offline) return retryLater("The stream is offline; waiting for it to start…");
+  if (outcome.unplayable) return startHlsInstead(outcome.unplayable);
   if (outcome.failed) {
     if (chosen === "webrtc") return retryLater(`WebRTC failed: ${outcome.failed}`);
     stopWebrtc();
@@ -83,6 +85,7 @@ async function startWebrtc(generation) {
     method: "POST", headers: {"Content-Type": "application/sdp"}, body: pc.localDescription.sdp,
   });
   if (response.status === 404) return {offline: true};
+  if (response.status === 415) return {unplayable: (await response.text()).trim()};
   if (response.status !== 201) return {failed: `server answered ${response.status}`};
   player.resource = response.headers.get("Location");
   await pc.setRemoteDescription({type: "answer", sdp: await response.text()});
@@ -117,6 +120,14 @@ function gathered(pc) {
       if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
     };
   });
+}
+
+// The server will not send this stream over WebRTC (its video needs re-encoding and
+// webrtc.transcode is never): LL-HLS plays it as it is, and the status line keeps saying why.
+function startHlsInstead(reason) {
+  stopWebrtc();
+  player.why = `WebRTC is not offered for this stream (${reason})`;
+  return startHls(`Connecting over LL-HLS: ${player.why}`);
 }
 
 async function startHls(message) {
