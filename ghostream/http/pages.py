@@ -1,4 +1,4 @@
-"""The site: a home page listing live streams, a player page per stream, static files.
+"""The site: a home page listing live streams, a player and a publish page per stream, static files.
 
 Every `web.*` setting ends up here: the site name, hostname, favicon, extra
 stylesheet, poster, counter period and side widget are rendered into the

@@ -27,12 +27,24 @@ from ghostream.http.whip import MAX_OFFER_BYTES
 
 WHEP_PAGE = Path(__file__).parent / "pages" / "whep.html"
 FAKE_MEDIA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
-# A well-formed offer as OBS sends it, minus the ICE and DTLS a real peer would add.
-OFFER = (
-    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
-    "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n"
-    "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\n"
-)
+H264 = "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\n"
+VP8 = "a=rtpmap:96 VP8/90000\r\n"
+
+
+def sdp_offer(*videos: str) -> str:
+    """A well-formed offer as OBS would send it, with one video section per codec line given."""
+    fingerprint = ":".join(["AB"] * 32)
+    sections = "".join(
+        f"m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n"
+        "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+        f"a=fingerprint:sha-256 {fingerprint}\r\na=setup:actpass\r\na=sendonly\r\n"
+        f"a=rtcp-mux\r\n{codec}"
+        for mid, codec in enumerate(videos)
+    )
+    return f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{sections}"
+
+
+OFFER = sdp_offer(H264)
 
 
 @pytest.fixture
@@ -152,6 +164,8 @@ def test_chromium_publishes_and_every_output_serves_it(
         status, streams, _ = request("GET", f"{server.web_url}/api/streams")
         live = json.loads(streams)["streams"][0]
         assert live["video_codec"] == "h264" and live["audio_codecs"] == ["opus"]
+        # No B-frames in WebRTC video: WHEP viewers get it as it came, not a re-encoded copy.
+        assert live["webrtc"]["mode"] == "passthrough", live
         # Chromium sends a keyframe only when asked: the server asks when the newest is old.
         keyframes = """
             let out = {};
@@ -187,6 +201,10 @@ def test_refusals_as_obs_meets_them(require_program, ghostream_server) -> None:
     assert status == 403
     status, body, _ = offer(server, "demo", "demo", "this is not SDP")
     assert status == 400, body
+    status, body, _ = offer(server, "demo", "demo", sdp_offer(VP8))
+    assert status == 406 and "H.264" in body, body
+    status, body, _ = offer(server, "demo", "demo", sdp_offer(H264, H264))
+    assert status == 400 and "one video" in body, body
     status, body, _ = offer(server, "demo", "demo", "v=0\r\n" + "a=x\r\n" * MAX_OFFER_BYTES)
     assert status == 413, body
     status, _, _ = request("DELETE", f"{url}/no-such-session")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import trio
 import trio_asyncio
 from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.exceptions import OperationError
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -165,18 +166,15 @@ class WhipIngest:
         try:
             offer = RTCSessionDescription(offer_sdp, "offer")
             await trio_asyncio.aio_as_trio(pc.setRemoteDescription)(offer)
+        except OperationError as exc:
+            raise WebRtcError(406, "send H.264 video (packetization-mode=1), Opus audio") from exc
         except (ValueError, KeyError, IndexError, AttributeError) as exc:
             raise WebRtcError(400, f"malformed SDP offer: {exc}") from exc
-        try:
-            answer = await trio_asyncio.aio_as_trio(pc.createAnswer)()
-        except (ValueError, RuntimeError) as exc:
-            raise WebRtcError(406, f"send H.264 video and Opus audio: {exc}") from exc
+        if len(pc.getTransceivers()) != len(tracks):
+            raise WebRtcError(400, "send at most one video and one audio track")
+        answer = await trio_asyncio.aio_as_trio(pc.createAnswer)()
         await trio_asyncio.aio_as_trio(pc.setLocalDescription)(answer)
         sdp = pc.localDescription.sdp
-        for track in tracks:
-            codecs = track.transceiver._codecs  # what was agreed, in the answer's order
-            if not codecs:
-                raise WebRtcError(406, f"the offer's {track.kind} is not H.264 or Opus")
         if "a=candidate" not in sdp:
             raise WebRtcError(503, "no free WebRTC port; try again later")
         return tracks, sdp
