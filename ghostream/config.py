@@ -115,6 +115,19 @@ class AuthSettings:
     )
     basic: BasicAuthSettings = _key("basic", default_factory=BasicAuthSettings)
     ldap: LdapSettings = _key("ldap", default_factory=LdapSettings)
+    failure_delay: int = _key(
+        "failureDelay",
+        doc=(
+            "Milliseconds a refusal waits after the second failed attempt of a host or stream id;"
+            " each further failure doubles it (admin credential too)."
+        ),
+        default=1000,
+    )
+    max_failure_delay: int = _key(
+        "maxFailureDelay",
+        doc="Longest wait, in milliseconds, before a failed attempt is refused.",
+        default=60000,
+    )
 
     @property
     def uses_demo_credentials(self) -> bool:
@@ -123,6 +136,29 @@ class AuthSettings:
             and self.backend == "basic"
             and self.basic.credentials.get(DEMO_USER) == DEMO_HASH
         )
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    credentials: dict[str, str] = _key(
+        "credentials",
+        doc=(
+            "User → bcrypt hash of a password (`ghostream hash-password`), for HTTP Basic auth on "
+            "`/api/admin/`. With neither this nor `admin.token`, the admin API answers 401."
+        ),
+        secret=True,
+        default_factory=dict,
+    )
+    token: str = _key(
+        "token",
+        doc="bcrypt hash of a token sent as `Authorization: Bearer TOKEN` to `/api/admin/`.",
+        secret=True,
+        default="",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.credentials or self.token)
 
 
 @dataclass(frozen=True)
@@ -159,6 +195,15 @@ class SrtSettings:
         secret=True,
         default="",
     )
+    passphrases: dict[str, str] = _key(
+        "passphrases",
+        doc=(
+            "Stream id or user (`u=` of a `#!::` stream id) → its own SRT passphrase, used instead "
+            "of `srt.passphrase` by that stream's publisher and viewers."
+        ),
+        secret=True,
+        default_factory=dict,
+    )
     default_stream: str = _key(
         "defaultStream",
         doc=(
@@ -190,6 +235,16 @@ class HistorySettings:
         "path",
         doc="History database; empty means `$XDG_DATA_HOME/ghostream/history.sqlite3`.",
         default="",
+    )
+    retention: int = _key(
+        "retention",
+        doc="Days sessions and events are kept; older ones are deleted (0 keeps them forever).",
+        default=90,
+    )
+    truncate_peers: bool = _key(
+        "truncatePeers",
+        doc="Store peers as networks (IPv4 /24, IPv6 /48) without port instead of full addresses.",
+        default=False,
     )
 
     @property
@@ -369,6 +424,7 @@ class WebrtcSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    admin: AdminSettings = _key("admin", default_factory=AdminSettings)
     auth: AuthSettings = _key("auth", default_factory=AuthSettings)
     forwarding: dict[str, list[str]] = _key(
         "forwarding",
@@ -654,6 +710,13 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
     passphrase = settings.srt.passphrase
     if passphrase and not 10 <= len(passphrase) <= 79:
         fail(("srt", "passphrase"), "must have 10 to 79 characters")
+    if not 0 <= settings.auth.failure_delay <= settings.auth.max_failure_delay:
+        fail(("auth", "failureDelay"), "must be between 0 and auth.maxFailureDelay")
+    for name, phrase in settings.srt.passphrases.items():
+        if not 10 <= len(phrase) <= 79:
+            fail(("srt", "passphrases"), f"of {name!r} must have 10 to 79 characters")
+    if settings.history.retention < 0:
+        fail(("history", "retention"), "must not be negative")
     if not 1 <= settings.srt.max_clients <= 100_000:
         fail(("srt", "maxClients"), "must be between 1 and 100000")
     if not 20 <= settings.srt.latency <= 10_000:

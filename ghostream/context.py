@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ghostream import monitoring
 from ghostream.auth import Gatekeeper, create_authenticator
+from ghostream.auth.throttle import FailureThrottle
 from ghostream.broker.eventlog import EventLog
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
@@ -44,9 +45,15 @@ class ServerContext:
         """Wire the broker to its listeners; OSError when the history cannot be opened."""
         broker = Broker(reconnect_grace=settings.streams.reconnect_grace)
         broker.on_event.append(monitoring.observe)
+        for stream_id in configured_streams(settings):
+            monitoring.STREAM_LABELS.allow(stream_id)
         history = None
         if settings.history.enabled:
-            history = EventLog.open(settings.history.database)
+            history = EventLog.open(
+                settings.history.database,
+                retention_days=settings.history.retention,
+                truncate_peers=settings.history.truncate_peers,
+            )
             broker.on_event.append(history.record)
         auth = settings.auth
         authenticator = create_authenticator(
@@ -80,7 +87,7 @@ class ServerContext:
 
             forwarder = Forwarder(settings.forwarding, broker, packets)
             broker.on_event.append(forwarder.observe)
-        gatekeeper = Gatekeeper(authenticator)
+        gatekeeper = Gatekeeper(authenticator, failure_throttle(settings))
         context = cls(
             settings, broker, gatekeeper, history, packets, hls, webrtc, forwarder, transcoder
         )
@@ -97,3 +104,20 @@ class ServerContext:
     def close(self) -> None:
         if self.history is not None:
             self.history.close()
+
+
+def failure_throttle(settings: Settings) -> FailureThrottle:
+    """A throttle with the configured delays (publishers and the admin credential each get one)."""
+    return FailureThrottle(
+        base_delay=settings.auth.failure_delay / 1000,
+        max_delay=settings.auth.max_failure_delay / 1000,
+    )
+
+
+def configured_streams(settings: Settings) -> set[str]:
+    """Stream ids the configuration names: these may be metric labels before they go live."""
+    ids = set(settings.auth.basic.credentials) | set(settings.forwarding)
+    ids |= set(settings.web.map_domain_to_stream.values())
+    if settings.srt.default_stream:
+        ids.add(settings.srt.default_stream)
+    return {stream_id.lower() for stream_id in ids}

@@ -24,7 +24,9 @@ def metrics_markdown() -> str:
         if not family.name.startswith("ghostream_"):
             continue
         collector = _collector(family.name)
-        labels = ", ".join(getattr(collector, "_labelnames", ()))
+        # Metrics read at scrape time (SRT) have no declared labels: their samples show them.
+        sampled = dict.fromkeys(k for sample in family.samples for k in sample.labels)
+        labels = ", ".join(getattr(collector, "_labelnames", ()) or sampled)
         name = family.name + SUFFIX.get(family.type, "")
         rows.append(f"| `{name}` | {family.type} | {labels} | {family.documentation} |")
     return "\n".join(rows) + "\n"

@@ -1,15 +1,15 @@
 """Who may publish: bcrypt password hashes (basic) or an LDAP bind (ldap).
 
 Checks run in worker threads (bcrypt and LDAP block), and every refusal is
-logged once, with the stream id and the peer but never the password.  An
-address that keeps failing is slowed down, so guessing a stream key over SRT
-costs an attacker seconds per try instead of milliseconds.
+logged once, with the stream id and the peer but never the password.  A
+host or a stream id that keeps failing is slowed down (`ghostream.auth.throttle`):
+a right password is let in at once, a wrong one is refused late, so guessing
+a stream key over SRT costs an attacker up to a minute per try.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,11 +17,14 @@ from typing import Protocol
 import bcrypt
 import trio
 
+from ghostream.auth.throttle import FailureThrottle, host_key
+
 log = logging.getLogger(__name__)
 
 # Limits concurrent bcrypt/LDAP work so a flood of handshakes cannot starve the server.
 _LIMITER = trio.CapacityLimiter(4)
 # Compared against for unknown users, so that timing does not reveal which ids exist.
+BCRYPT_MAX_BYTES = 72
 _DUMMY_HASH = bcrypt.hashpw(b"unused", bcrypt.gensalt(rounds=10))
 
 
@@ -48,8 +51,10 @@ class BasicAuth:
 
     def _check(self, stream_id: str, password: str) -> AuthResult:
         hashed = self._hashes.get(stream_id)
+        # bcrypt reads 72 bytes; older bcrypt releases cut longer passwords there silently.
+        secret = password.encode()[:BCRYPT_MAX_BYTES]
         try:
-            matches = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH)
+            matches = bcrypt.checkpw(secret, hashed or _DUMMY_HASH)
         except ValueError:
             log.error("auth.basic.credentials: the hash of %r is not a bcrypt hash", stream_id)
             return AuthResult(False, "server has an invalid hash for this user")
@@ -61,68 +66,26 @@ class BasicAuth:
         return await trio.to_thread.run_sync(self._check, stream_id, password, limiter=_LIMITER)
 
 
-class FailureThrottle:
-    """Delays attempts from an address after repeated failures (bounded memory)."""
-
-    def __init__(
-        self,
-        *,
-        free_failures: int = 3,
-        base_delay: float = 1.0,
-        max_delay: float = 30.0,
-        forget_after: float = 600.0,
-        max_addresses: int = 10_000,
-    ) -> None:
-        self.free_failures = free_failures
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self.forget_after = forget_after
-        self.max_addresses = max_addresses
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
-
-    def delay_for(self, address: str) -> float:
-        entry = self._failures.get(address)
-        if entry is None:
-            return 0.0
-        count, last = entry
-        if trio.current_time() - last > self.forget_after:
-            del self._failures[address]
-            return 0.0
-        excess = count - self.free_failures
-        if excess < 0:
-            return 0.0
-        return min(self.base_delay * 2**excess, self.max_delay)
-
-    def failed(self, address: str) -> None:
-        count, _ = self._failures.pop(address, (0, 0.0))
-        self._failures[address] = (count + 1, trio.current_time())
-        while len(self._failures) > self.max_addresses:
-            self._failures.popitem(last=False)
-
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
-
-
 class Gatekeeper:
     """The authenticator plus throttling and logging, as the protocols use it."""
 
     def __init__(self, authenticator: Authenticator, throttle: FailureThrottle | None = None):
         self.authenticator = authenticator
-        self.throttle = throttle or FailureThrottle()
+        self.throttle = throttle if throttle is not None else FailureThrottle()
 
-    async def admit(self, stream_id: str, password: str, address: str) -> AuthResult:
-        delay = self.throttle.delay_for(address)
-        if delay:
-            await trio.sleep(delay)
+    async def admit(self, stream_id: str, password: str, peer: str) -> AuthResult:
+        """Check a publisher; a refusal returns only after the throttle's delay."""
         if not password and not isinstance(self.authenticator, AllowAll):
             result = AuthResult(False, "no password")
         else:
             result = await self.authenticator.check(stream_id, password)
+        keys = (host_key(peer), f"stream:{stream_id}")
         if result.ok:
-            self.throttle.succeeded(address)
-        else:
-            self.throttle.failed(address)
-            log.warning("publish of %r from %s refused: %s", stream_id, address, result.reason)
+            self.throttle.succeeded(*keys)
+            return result
+        delay = self.throttle.failed(*keys)
+        log.warning("publish of %r from %s refused: %s", stream_id, peer, result.reason)
+        await trio.sleep(delay)
         return result
 
 

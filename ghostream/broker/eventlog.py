@@ -6,6 +6,10 @@ thread (one transaction per batch, WAL mode so readers never block the
 writer).  Each server run has a row whose `alive` time is refreshed while it
 runs: after a crash, the next start closes the sessions the crashed run left
 open at that time, so the history stays truthful about durations.
+
+Peers' addresses are personal data: sessions and events older than the
+retention are deleted (at start, then hourly), and with `truncate_peers`
+only the peer's network is stored in the first place.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from ghostream.broker.events import (
     ViewerJoined,
     ViewerLeft,
 )
+from ghostream.peers import truncated_peer
 from ghostream.resources import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,8 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 0.25
 HEARTBEAT_INTERVAL = 5.0
 CRASH_REASON = "server stopped unexpectedly"
+PRUNE_INTERVAL = 3600.0
+DAY = 86400.0
 T = TypeVar("T")
 
 
@@ -80,9 +87,19 @@ def apply_migrations(db: sqlite_utils.Database, directory: Traversable = MIGRATI
 
 
 class EventLog:
-    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        path: Path,
+        *,
+        retention_days: int = 0,
+        truncate_peers: bool = False,
+    ) -> None:
         self.path = path
+        self.retention_days = retention_days
+        self.truncate_peers = truncate_peers
         self._db = db
+        self._pruned = 0.0
         self._lock = threading.Lock()
         self._pending: list[Event] = []
         self._wakeup = trio.Event()
@@ -94,9 +111,10 @@ class EventLog:
         with self._lock, db.atomic():
             self.recovered = self._close_crashed_sessions()
             self.run_id = db["runs"].insert({"started": now, "alive": now}).last_pk
+            self._prune(now)
 
     @classmethod
-    def open(cls, path: Path) -> EventLog:
+    def open(cls, path: Path, *, retention_days: int = 0, truncate_peers: bool = False) -> EventLog:
         """Open (creating and migrating) the database; OSError/sqlite3.Error if impossible."""
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -106,7 +124,7 @@ class EventLog:
             conn.execute("PRAGMA busy_timeout = 5000")
             db = sqlite_utils.Database(conn)
             apply_migrations(db)
-            return cls(db, path)
+            return cls(db, path, retention_days=retention_days, truncate_peers=truncate_peers)
         except sqlite3.Error as exc:
             conn.close()
             raise OSError(f"{path}: {exc}") from exc
@@ -193,7 +211,28 @@ class EventLog:
             for event in batch:
                 self._apply(event, open_publish, open_views)
             self._db["runs"].update(self.run_id, {"alive": now})
+            if now - self._pruned >= PRUNE_INTERVAL:
+                self._prune(now)
         self._open_publish, self._open_views = open_publish, open_views
+
+    def _prune(self, now: float) -> None:
+        """Delete what ended before the retention period (open sessions stay)."""
+        self._pruned = now
+        if not self.retention_days:
+            return
+        cutoff = now - self.retention_days * DAY
+        sessions = self._db.execute("DELETE FROM sessions WHERE ended < ?", [cutoff]).rowcount
+        events = self._db.execute("DELETE FROM events WHERE at < ?", [cutoff]).rowcount
+        if sessions or events:
+            log.info(
+                "history: deleted %d session(s) and %d event(s) older than %d days",
+                sessions,
+                events,
+                self.retention_days,
+            )
+
+    def _peer(self, peer: str) -> str:
+        return truncated_peer(peer) if self.truncate_peers else peer
 
     def _apply(
         self, event: Event, open_publish: dict[str, str], open_views: dict[int, str]
@@ -235,7 +274,7 @@ class EventLog:
                         "kind": "rejected",
                         "stream": event.stream_id,
                         "protocol": event.protocol,
-                        "peer": event.peer,
+                        "peer": self._peer(event.peer),
                         "reason": event.reason,
                         "detail": json.dumps(event.detail),
                     }
@@ -250,7 +289,7 @@ class EventLog:
                 "kind": kind,
                 "stream": event.stream_id,
                 "protocol": event.protocol,
-                "peer": event.peer,
+                "peer": self._peer(event.peer),
                 "started": event.at,
             }
         )

@@ -44,6 +44,17 @@ class ViewerLeft:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewerSkipped:
+    """A slow viewer was moved ahead to the latest keyframe, or dropped (`dropped`)."""
+
+    stream_id: str
+    viewer_id: int
+    protocol: str
+    at: float
+    dropped: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     stream_id: str
     peer: str
@@ -65,4 +76,12 @@ class Forwarding:
     bytes: int = 0
 
 
-Event = PublishStarted | PublishStopped | ViewerJoined | ViewerLeft | Rejected | Forwarding
+Event = (
+    PublishStarted
+    | PublishStopped
+    | ViewerJoined
+    | ViewerLeft
+    | ViewerSkipped
+    | Rejected
+    | Forwarding
+)

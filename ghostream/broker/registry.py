@@ -25,6 +25,7 @@ from ghostream.broker.events import (
     Rejected,
     ViewerJoined,
     ViewerLeft,
+    ViewerSkipped,
 )
 from ghostream.broker.stream import (
     DEFAULT_MAX_LAG_BYTES,
@@ -246,6 +247,7 @@ class Broker:
             stream = self._streams[stream_id]
             subscription = stream.subscribe(max_lag_bytes=max_lag_bytes)
             subscription.id = viewer.id
+            subscription.protocol = protocol
             try:
                 yield subscription
             finally:
@@ -271,3 +273,6 @@ class Broker:
     def _note_skip(self, stream: Stream, subscription: Subscription, *, dropped: bool) -> None:
         action = "dropped" if dropped else "moved ahead to the latest keyframe"
         log.info("viewer %d of %s is too slow: %s", subscription.id, stream.id, action)
+        self.emit(
+            ViewerSkipped(stream.id, subscription.id, subscription.protocol, time.time(), dropped)
+        )

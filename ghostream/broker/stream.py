@@ -45,6 +45,7 @@ class Subscription:
     def __init__(self, stream: Stream, max_lag_bytes: int) -> None:
         self.stream = stream
         self.id = 0
+        self.protocol = ""
         self.max_lag_bytes = max_lag_bytes
         self.bytes_sent = 0
         self.skips = 0

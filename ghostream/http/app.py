@@ -3,7 +3,9 @@
 `/_stats/ID/` keeps the original server's answer (`{"ConnectedViewers": N}`)
 because players and third-party widgets poll it.  `/api/streams` and
 `/api/streams/ID` are the richer views: what is live now, and a stream's
-totals and recent sessions, read from the event log.
+totals read from the event log.  These public answers never hold a peer's
+address or a refusal; `/api/admin/streams/ID` adds the recent sessions and
+events (peers, refusals, forward errors) for holders of the admin credential.
 
 LL-HLS lives below `/ID/` (`index.m3u8`, `media.m3u8`, inits and parts);
 its handlers only translate `ghostream.outputs.llhls` answers into HTTP,
@@ -19,12 +21,15 @@ from typing import TYPE_CHECKING
 import trio
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ghostream.broker.registry import StreamSummary
-from ghostream.context import ServerContext
+from ghostream.context import ServerContext, failure_throttle
+from ghostream.http.admin import AdminAuth, admin_only
+from ghostream.http.headers import SecurityHeaders
 from ghostream.http.pages import page_routes
 from ghostream.http.serving import serve_asgi
 from ghostream.outputs.llhls import HlsAnswer
@@ -156,7 +161,7 @@ def create_app(context: ServerContext) -> Starlette:
     async def streams(request: Request) -> JSONResponse:
         return JSONResponse({"streams": [_summary(s, context.webrtc) for s in broker.summaries()]})
 
-    async def stream_detail(request: Request) -> JSONResponse:
+    async def stream_detail(request: Request, *, private: bool = False) -> JSONResponse:
         stream_id = request.path_params["stream_id"]
         if not _valid_id(stream_id):
             return _not_found()
@@ -165,12 +170,19 @@ def create_app(context: ServerContext) -> Starlette:
         history = context.history
         if history is not None:
             stats = await history.query(history.stream_stats, stream_id)
-            sessions = await history.query(lambda: history.sessions(stream=stream_id, limit=50))
-            events = await history.query(lambda: history.events(stream=stream_id, limit=50))
-            body |= {"stats": stats.as_dict(), "sessions": sessions, "events": events}
+            body["stats"] = stats.as_dict()
+            if private:
+                sessions = await history.query(lambda: history.sessions(stream=stream_id, limit=50))
+                events = await history.query(lambda: history.events(stream=stream_id, limit=50))
+                body |= {"sessions": sessions, "events": events}
         elif live is None:
             return _not_found()
         return JSONResponse(body)
+
+    async def admin_stream_detail(request: Request) -> JSONResponse:
+        return await stream_detail(request, private=True)
+
+    admin = AdminAuth(context.settings.admin, failure_throttle(context.settings))
 
     hls = context.hls
 
@@ -190,6 +202,7 @@ def create_app(context: ServerContext) -> Starlette:
         Route(f"/_stats/{STREAM_PATH}/", viewer_count),
         Route("/api/streams", streams),
         Route(f"/api/streams/{STREAM_PATH}", stream_detail),
+        Route(f"/api/admin/streams/{STREAM_PATH}", admin_only(admin, admin_stream_detail)),
         hls_route(
             "index.m3u8",
             lambda stream_id, request: hls.multivariant(
@@ -210,7 +223,9 @@ def create_app(context: ServerContext) -> Starlette:
         routes += whip_routes(context.webrtc, context.gatekeeper, STREAM_PATH, _valid_id)
     # Pages last: `/ID` must not shadow any other route.
     routes += page_routes(context, _valid_id)
-    return Starlette(routes=routes)
+    return Starlette(
+        routes=routes, middleware=[Middleware(SecurityHeaders, settings=context.settings)]
+    )
 
 
 async def serve_web(

@@ -1,4 +1,11 @@
-"""Run an ASGI app with Hypercorn's Trio worker on one listen address."""
+"""Run an ASGI app with Hypercorn's Trio worker on one listen address.
+
+Whatever a client sends is bounded before the app sees it: the request
+line and headers (bytes and count), and how long a connection may stay
+silent.  Hypercorn's read timeout counts while an answer is being sent too,
+so no route may take longer than READ_TIMEOUT to answer a silent client
+(LL-HLS holds a playlist request for a few seconds at most).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,16 @@ import socket
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from hypercorn.typing import Framework
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Framework, Scope
 
 from ghostream.config import ListenAddress
 from ghostream.errors import sole_error
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADERS = 100
+# Seconds a client may stay silent on a connection, and between two requests.
+READ_TIMEOUT = 60
+KEEP_ALIVE_TIMEOUT = 30
 
 
 def _ipv6_available() -> bool:
@@ -30,6 +43,25 @@ def hypercorn_bind(address: ListenAddress) -> str:
     return str(address)
 
 
+def limit_headers(app: Framework) -> Framework:
+    """The app, answering 431 to a request with more than MAX_HEADERS headers."""
+
+    async def limited(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] == "http" and len(scope["headers"]) > MAX_HEADERS:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 431,
+                    "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"too many headers\n"})
+            return
+        await app(scope, receive, send)  # type: ignore[call-arg]
+
+    return limited  # type: ignore[return-value]
+
+
 async def serve_asgi(
     app: Framework,
     address: ListenAddress,
@@ -42,8 +74,12 @@ async def serve_asgi(
     config.accesslog = None
     config.errorlog = logging.getLogger("ghostream.http")
     config.graceful_timeout = 1.0
+    config.h11_max_incomplete_size = MAX_HEADER_BYTES
+    config.h2_max_header_list_size = MAX_HEADER_BYTES
+    config.read_timeout = READ_TIMEOUT
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     try:
-        await serve(app, config, task_status=task_status)
+        await serve(limit_headers(app), config, task_status=task_status)
     except BaseExceptionGroup as group:
         # Hypercorn nests a bind error in its nurseries: the server reports it plainly.
         raise sole_error(group) from None

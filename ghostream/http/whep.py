@@ -32,6 +32,24 @@ def _error(status: int, message: str) -> Response:
     return PlainTextResponse(message + "\n", status_code=status, headers=CORS)
 
 
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to exceed `limit` bytes.
+
+    A declared length is refused before anything is read, and a streamed
+    body is dropped at the first chunk past the limit, so a large body never
+    sits in memory.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def whep_routes(webrtc: WebRtcOutput, stream_path: str, valid_id) -> list[Route]:
     def links() -> dict[str, str]:
         servers = [f'<{url}>; rel="ice-server"' for url in webrtc.ice_servers]
@@ -48,8 +66,8 @@ def whep_routes(webrtc: WebRtcOutput, stream_path: str, valid_id) -> list[Route]
             return _error(404, "no such stream")
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/sdp":
             return _error(415, "the offer must be sent as application/sdp")
-        body = await request.body()
-        if len(body) > MAX_OFFER_BYTES:
+        body = await read_body(request, MAX_OFFER_BYTES)
+        if body is None:
             return _error(413, "the offer is too large")
         try:
             sdp = body.decode()
@@ -60,8 +78,11 @@ def whep_routes(webrtc: WebRtcOutput, stream_path: str, valid_id) -> list[Route]
             uid = request.query_params.get("uid", "")
             session, answer = await webrtc.answer(stream_id, sdp, peer, uid)
         except WebRtcError as exc:
-            if exc.status >= 500 or exc.status == 400:
+            if exc.status >= 500:
                 log.warning("WHEP offer for %s from %s refused: %s", stream_id, peer, exc)
+            elif exc.status == 400:
+                # The parser's message may quote the offer: the client hears it, the log does not.
+                log.warning("WHEP offer for %s from %s refused: malformed offer", stream_id, peer)
             return _error(exc.status, str(exc))
         location = f"/{stream_id}/whep/{session.id}"
         return Response(

@@ -4,11 +4,19 @@ Everything is decided at handshake time, so that a refused peer hears why
 (ffmpeg prints the reject reason) instead of timing out: the stream id says
 publish or watch; publishing needs the auth backend's approval and a free
 stream; watching needs a live stream (or, with an empty id, the default one).
+The passphrase is chosen from the stream id too: `srt.passphrases` names
+streams (and their variants) or users with their own, others use
+`srt.passphrase`.
+
+The service is also the source of the SRT metrics: it knows each open
+connection's role and keeps the totals of those that closed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import trio
 from prometheus_client import Counter
@@ -17,6 +25,7 @@ from ghostream import monitoring
 from ghostream.broker.registry import StreamBusy, StreamNotFound
 from ghostream.broker.stream import StreamEnded, StreamState, Subscription
 from ghostream.context import ServerContext
+from ghostream.srt.connection import Stats
 from ghostream.srt.endpoint import Handler, Reject, SrtClosed, SrtListener, SrtSocket, peer_text
 from ghostream.srt.handshake import ConnectionRequest
 from ghostream.srt.packet import RejectReason
@@ -42,20 +51,76 @@ class SrtService:
             passphrase=settings.passphrase,
             max_clients=settings.max_clients,
             on_overload=self._overloaded,
+            passphrase_for=self._passphrase_for,
+            on_rejected=self._handshake_refused,
+        )
+        self._passphrases = {name.lower(): phrase for name, phrase in settings.passphrases.items()}
+        self._open: dict[SrtSocket, str] = {}
+        self._closed = {role: monitoring.SrtFigures() for role in monitoring.SRT_ROLES}
+        self._closed_invalid = 0
+        monitoring.SRT.source = self
+
+    def srt_figures(self) -> dict[str, monitoring.SrtFigures]:
+        figures = {
+            role: monitoring.SrtFigures(0, closed.retransmitted, closed.lost, closed.dropped, 0.0)
+            for role, closed in self._closed.items()
+        }
+        for sock, role in self._open.items():
+            _add(figures[role], sock.connection.stats)
+            figures[role].connections += 1
+            figures[role].rtt_total += sock.connection.rtt
+        return figures
+
+    def srt_invalid_datagrams(self) -> int:
+        stats = self.listener.stats
+        open_invalid = sum(_invalid(sock.connection.stats) for sock in self._open)
+        return (
+            stats.datagrams_invalid
+            + stats.datagrams_unroutable
+            + self._closed_invalid
+            + open_invalid
         )
 
-    def _overloaded(self, request: ConnectionRequest) -> None:
-        limit = self.context.settings.srt.max_clients
-        reason = f"srt.maxClients ({limit}) reached"
-        self._refuse(request, _requested_id(request.stream_id), RejectReason.OVERLOAD, reason)
+    @contextmanager
+    def _counted(self, sock: SrtSocket, role: str) -> Iterator[None]:
+        self._open[sock] = role
+        try:
+            yield
+        finally:
+            del self._open[sock]
+            _add(self._closed[role], sock.connection.stats)
+            self._closed_invalid += _invalid(sock.connection.stats)
+
+    def _passphrase_for(self, raw_stream_id: str) -> str:
+        default = self.context.settings.srt.passphrase
+        if not self._passphrases:
+            return default
+        try:
+            wanted = parse_stream_id(raw_stream_id)
+        except InvalidStreamId:
+            return default
+        for name in (wanted.user.lower(), wanted.stream_id, wanted.stream_id.partition("@")[0]):
+            if name and name in self._passphrases:
+                return self._passphrases[name]
+        return default
+
+    def _overloaded(self, request: ConnectionRequest, why: str) -> None:
+        self._refuse(request, _requested_id(request.stream_id), RejectReason.OVERLOAD, why)
 
     def _refuse(
         self, request: ConnectionRequest, stream_id: str, code: RejectReason, reason: str
     ) -> Reject:
-        peer = peer_text(request.peer)
-        log.warning("SRT %s from %s refused: %s", stream_id or "(no stream id)", peer, reason)
-        self.broker.reject(stream_id, peer, PROTOCOL, reason, code=int(code))
+        self._record_refusal(request.peer, stream_id, code, reason)
         return Reject(code, reason)
+
+    def _handshake_refused(self, peer: tuple, raw_stream_id: str, code: int, reason: str) -> None:
+        """A refusal by the handshake itself (passphrase, version, file mode)."""
+        self._record_refusal(peer, _requested_id(raw_stream_id), code, reason)
+
+    def _record_refusal(self, peer: tuple, stream_id: str, code: int, reason: str) -> None:
+        text = peer_text(peer)
+        log.warning("SRT %s from %s refused: %s", stream_id or "(no stream id)", text, reason)
+        self.broker.reject(stream_id, text, PROTOCOL, reason, code=int(code))
 
     async def accept(self, request: ConnectionRequest) -> Handler | Reject:
         try:
@@ -82,7 +147,8 @@ class SrtService:
             )
 
         async def publish(sock: SrtSocket) -> None:
-            await self._publish(sock, stream_id, peer)
+            with self._counted(sock, "publish"):
+                await self._publish(sock, stream_id, peer)
 
         return publish
 
@@ -104,7 +170,8 @@ class SrtService:
         peer = peer_text(request.peer)
 
         async def watch(sock: SrtSocket) -> None:
-            await self._watch(sock, stream_id, peer)
+            with self._counted(sock, "watch"):
+                await self._watch(sock, stream_id, peer)
 
         return watch
 
@@ -142,6 +209,16 @@ class SrtService:
             pass
         finally:
             log.info("%s stopped watching %s: %s", peer, stream_id, reason)
+
+
+def _add(figures: monitoring.SrtFigures, stats: Stats) -> None:
+    figures.retransmitted += stats.packets_retransmitted + stats.packets_retransmit_received
+    figures.lost += stats.packets_lost
+    figures.dropped += stats.packets_dropped
+
+
+def _invalid(stats: Stats) -> int:
+    return stats.packets_invalid + stats.packets_undecryptable
 
 
 def _requested_id(raw: str) -> str:

@@ -115,6 +115,7 @@ class Stats:
     bytes_received: int = 0
     bytes_sent: int = 0
     packets_retransmitted: int = 0
+    packets_retransmit_received: int = 0
     packets_lost: int = 0
     packets_dropped: int = 0
     packets_duplicate: int = 0
@@ -623,6 +624,7 @@ class Connection:
         self._rcv_buffer[seq] = packet
         self._ts_ref = self._extend_timestamp(packet.timestamp)
         self.stats.packets_received += 1
+        self.stats.packets_retransmit_received += packet.retransmitted
         self.stats.bytes_received += len(packet.payload)
         self._rate_packets += 1
         self._rate_bytes += len(packet.payload)

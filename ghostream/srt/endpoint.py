@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import trio
 
 from ghostream.errors import sole_error
+from ghostream.peers import source_host
 from ghostream.srt.connection import (
     Connected,
     Connection,
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 INBOX_LIMIT = 4096
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 MAX_DATAGRAM = 2048
+# Handshakes waiting for a decision (authentication, a throttled refusal): per
+# sending host, so that one host cannot hold every slot, and in all.
+MAX_PENDING_PER_HOST = 4
+MAX_PENDING = 256
 
 
 class SrtError(Exception):
@@ -78,6 +83,7 @@ class Reject:
 
 Handler = Callable[["SrtSocket"], Awaitable[None]]
 AcceptCallback = Callable[[ConnectionRequest], Awaitable["Handler | Reject"]]
+OverloadCallback = Callable[[ConnectionRequest, str], None]
 
 
 class SrtSocket:
@@ -234,7 +240,12 @@ class ListenerStats:
 
 
 class SrtListener:
-    """Accepts SRT callers on one UDP port and runs a handler per connection."""
+    """Accepts SRT callers on one UDP port and runs a handler per connection.
+
+    `max_clients` counts established connections; handshakes still being
+    decided are bounded apart, per sending host and in all, and a refusal
+    for lack of room goes to `on_overload` with the reason.
+    """
 
     def __init__(
         self,
@@ -246,7 +257,9 @@ class SrtListener:
         passphrase: str = "",
         key_length: int = 16,
         max_clients: int = 64,
-        on_overload: Callable[[ConnectionRequest], None] | None = None,
+        on_overload: OverloadCallback | None = None,
+        passphrase_for: Callable[[str], str] | None = None,
+        on_rejected: Callable[[tuple, str, int, str], None] | None = None,
     ) -> None:
         self.host = host
         self.on_overload = on_overload
@@ -255,10 +268,14 @@ class SrtListener:
         self.stats = ListenerStats()
         self._accept = accept
         self._handshake = ListenerHandshake(
-            latency=latency, passphrase=passphrase, key_length=key_length
+            latency=latency,
+            passphrase=passphrase,
+            key_length=key_length,
+            passphrase_for=passphrase_for,
+            on_rejected=on_rejected,
         )
         self._connections: dict[int, SrtSocket] = {}
-        self._pending = 0
+        self._pending: dict[str, int] = {}
         self._udp: trio.socket.SocketType | None = None
 
     @property
@@ -308,18 +325,13 @@ class SrtListener:
             if isinstance(answer, bytes):
                 await self._udp.sendto(answer, peer)
             elif answer is not None:
-                if len(self._connections) + self._pending >= self.max_clients:
-                    if self.on_overload is not None:
-                        self.on_overload(answer)
-                    else:
-                        log.warning("SRT connection from %s refused: overload", peer_text(peer))
-                    self.stats.handshakes_rejected += 1
-                    await self._udp.sendto(
-                        self._handshake.reject(answer, RejectReason.OVERLOAD, now), peer
-                    )
+                host = source_host(peer[0])
+                full = self._room_for(host)
+                if full:
+                    await self._overloaded(answer, full)
                 else:
-                    self._pending += 1
-                    nursery.start_soon(self._decide, answer)
+                    self._pending[host] = self._pending.get(host, 0) + 1
+                    nursery.start_soon(self._decide, answer, host)
             return
         sock = self._connections.get(dst)
         if sock is None or sock.peer != peer:
@@ -328,7 +340,29 @@ class SrtListener:
         sock.feed(packet, now)
         await sock.flush()
 
-    async def _decide(self, request: ConnectionRequest) -> None:
+    def _room_for(self, host: str) -> str:
+        """Why a new handshake from `host` cannot be decided now, or "" if it can."""
+        if len(self._connections) >= self.max_clients:
+            return f"srt.maxClients ({self.max_clients}) reached"
+        if self._pending.get(host, 0) >= MAX_PENDING_PER_HOST:
+            return f"{MAX_PENDING_PER_HOST} connections from this host are already being decided"
+        if sum(self._pending.values()) >= MAX_PENDING:
+            return f"{MAX_PENDING} connections are already being decided"
+        return ""
+
+    async def _overloaded(self, request: ConnectionRequest, why: str) -> None:
+        assert self._udp is not None
+        if self.on_overload is not None:
+            self.on_overload(request, why)
+        else:
+            log.warning("SRT connection from %s refused: %s", peer_text(request.peer), why)
+        self.stats.handshakes_rejected += 1
+        now = trio.current_time()
+        await self._udp.sendto(
+            self._handshake.reject(request, RejectReason.OVERLOAD, now), request.peer
+        )
+
+    async def _decide(self, request: ConnectionRequest, host: str) -> None:
         assert self._udp is not None
         try:
             try:
@@ -337,7 +371,13 @@ class SrtListener:
                 log.exception("deciding on SRT connection from %s failed", peer_text(request.peer))
                 decision = Reject(RejectReason.INTERNAL_ERROR, "internal error")
         finally:
-            self._pending -= 1
+            self._pending[host] -= 1
+            if not self._pending[host]:
+                del self._pending[host]
+        if not isinstance(decision, Reject) and len(self._connections) >= self.max_clients:
+            # Others were let in while this one was being decided.
+            await self._overloaded(request, f"srt.maxClients ({self.max_clients}) reached")
+            return
         now = trio.current_time()
         if isinstance(decision, Reject):
             self.stats.handshakes_rejected += 1
@@ -377,13 +417,15 @@ async def connect(
     passphrase: str = "",
     latency: float = 0.120,
     key_length: int = 16,
+    local_host: str = "",
 ) -> AsyncIterator[SrtSocket]:
-    """Call an SRT listener; the connection lives as long as the context."""
+    """Call an SRT listener (bound to `local_host` if given) for as long as the context."""
     info = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
     family, _, _, _, address = info[0]
     udp = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
     with udp:
-        await udp.bind(("::", 0) if family == trio.socket.AF_INET6 else ("0.0.0.0", 0))
+        any_host = "::" if family == trio.socket.AF_INET6 else "0.0.0.0"
+        await udp.bind((local_host or any_host, 0))
         connection = Connection.caller(
             now=trio.current_time(),
             stream_id=streamid,

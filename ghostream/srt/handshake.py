@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ghostream.srt.connection import Connection
@@ -85,7 +86,12 @@ class _Answer:
 
 
 class ListenerHandshake:
-    """Handshake logic shared by every connection of one listening socket."""
+    """Handshake logic shared by every connection of one listening socket.
+
+    The passphrase may depend on the stream id (`passphrase_for`), which is
+    only known from the conclusion: the induction advertises the key length
+    of the default passphrase alone.
+    """
 
     def __init__(
         self,
@@ -94,9 +100,14 @@ class ListenerHandshake:
         passphrase: str = "",
         key_length: int = 16,
         listener_id: int | None = None,
+        passphrase_for: Callable[[str], str] | None = None,
+        on_rejected: Callable[[Address, str, int, str], None] | None = None,
     ) -> None:
         self.latency = latency
         self.passphrase = passphrase
+        self.passphrase_for = passphrase_for
+        # Told of each conclusion refused here (peer, raw stream id, code, reason), once.
+        self.on_rejected = on_rejected
         self.key_length = key_length
         self.listener_id = listener_id or (int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF) or 1
         self._secret = os.urandom(16)
@@ -134,6 +145,10 @@ class ListenerHandshake:
         try:
             request = self._check_conclusion(hs, packet.timestamp, peer, now)
         except HandshakeRejected as rejection:
+            if self.on_rejected is not None:
+                sid = hs.extension(ExtensionType.SID)
+                raw_id = decode_string(sid)[:MAX_STREAM_ID] if sid is not None else ""
+                self.on_rejected(peer, raw_id, rejection.code, rejection.reason)
             return self.reject_conclusion(peer, hs.socket_id, rejection.code, now)
         self._pending.add(key)
         return request
@@ -266,11 +281,12 @@ class ListenerHandshake:
             raise HandshakeRejected(RejectReason.BAD_REQUEST, "stream id too long")
         kmreq = hs.extension(ExtensionType.KMREQ)
         cipher = None
-        if self.passphrase:
+        passphrase = self.passphrase_for(stream_id) if self.passphrase_for else self.passphrase
+        if passphrase:
             if kmreq is None:
                 raise HandshakeRejected(RejectReason.UNSECURE, "caller has no passphrase")
             try:
-                cipher = StreamCipher.from_key_material(KeyMaterial.parse(kmreq), self.passphrase)
+                cipher = StreamCipher.from_key_material(KeyMaterial.parse(kmreq), passphrase)
             except BadSecret as exc:
                 raise HandshakeRejected(RejectReason.BADSECRET, "wrong passphrase") from exc
             except CryptoError as exc:

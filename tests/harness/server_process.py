@@ -7,6 +7,8 @@ logs on stderr, the exit status.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import signal
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,10 @@ import yaml
 
 READY_TIMEOUT = 20.0
 READY_LINE = "Ghostream ready"
+# The admin credential every test server has (a cheap bcrypt cost, for speed).
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "admin-test-password"
+ADMIN_HASH = "$2b$04$wQYqFfwOUFsjQlkMJhlCJOl7qeYRp/VOJ7xxL40RCbZ0zK1yMJ7l2"
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -60,6 +67,15 @@ class ServerProcess:
             query = {"streamid": streamid, **query}
         suffix = "?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""
         return f"srt://127.0.0.1:{self.srt_port}{suffix}"
+
+    def admin_json(self, path: str) -> dict:
+        """GET an admin API path with the test admin credential."""
+        credential = base64.b64encode(f"{ADMIN_USER}:{ADMIN_PASSWORD}".encode()).decode()
+        request = urllib.request.Request(
+            self.web_url + path, headers={"Authorization": f"Basic {credential}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.load(response)
 
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -131,6 +147,7 @@ def make_config(directory: Path, overrides: dict[str, Any]) -> dict:
         "web": {"listenAddress": f"127.0.0.1:{free_port()}"},
         "monitoring": {"listenAddress": f"127.0.0.1:{free_port()}"},
         "history": {"path": str(directory / "history.sqlite3")},
+        "admin": {"credentials": {ADMIN_USER: ADMIN_HASH}},
         # No STUN server can be reached from the test machine.
         "webrtc": {"STUNServers": []},
     }

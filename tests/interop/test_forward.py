@@ -52,8 +52,7 @@ def probe(url: str, timeout: float = 15) -> dict:
 
 
 def events(server, stream_id: str) -> list[dict]:
-    with urllib.request.urlopen(f"{server.web_url}/api/streams/{stream_id}", timeout=5) as r:
-        return json.load(r)["events"]
+    return server.admin_json(f"/api/admin/streams/{stream_id}")["events"]
 
 
 def test_the_rtmp_server_receives_the_stream(rtmp, ghostream_server) -> None:

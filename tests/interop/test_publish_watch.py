@@ -247,7 +247,7 @@ def publish_command(url: str) -> list[str]:
 
 
 def rejection_events(server: ServerProcess, stream_id: str) -> list[dict]:
-    events = get_json(f"{server.web_url}/api/streams/{stream_id}")["events"]
+    events = server.admin_json(f"/api/admin/streams/{stream_id}")["events"]
     return [event for event in events if event["kind"] == "rejected"]
 
 
@@ -319,7 +319,7 @@ def test_viewer_counts_and_history_follow_the_sessions(peers, ghostream_server) 
         # The first viewer's leave is the first such line; this one's is the second.
         server.wait_for_log("stopped watching demo: viewer left", count=2)
         assert get_json(server.web_url + "/_stats/demo/") == {"ConnectedViewers": 0}
-    detail = get_json(server.web_url + "/api/streams/demo")
+    detail = server.admin_json("/api/admin/streams/demo")
     assert detail["stats"]["peak_viewers"] == 1
     assert detail["stats"]["total_views"] == 2
     assert detail["stats"]["current_viewers"] == 0

@@ -164,7 +164,7 @@ def test_telnet_viewers_share_one_conversion_and_are_counted(telnet, ghostream_s
             first.close()
             second.close()
         server.wait_for_log("demo: text art stopped: nobody watches", 20)
-        sessions = get_json(f"{server.web_url}/api/streams/demo")["sessions"]
+        sessions = server.admin_json("/api/admin/streams/demo")["sessions"]
         telnet_sessions = [s for s in sessions if s["protocol"] == "telnet"]
         assert len(telnet_sessions) == 2
         assert {s["end_reason"] for s in telnet_sessions} == {"viewer left"}

@@ -9,7 +9,14 @@ import pytest
 import trio
 from harness.programs import require
 
-from ghostream.broker.events import PublishStarted, PublishStopped, ViewerJoined, ViewerLeft
+from ghostream import monitoring
+from ghostream.broker.events import (
+    PublishStarted,
+    PublishStopped,
+    ViewerJoined,
+    ViewerLeft,
+    ViewerSkipped,
+)
 from ghostream.broker.registry import Broker, StreamBusy, StreamNotFound
 from ghostream.broker.stream import Stream, StreamEnded, StreamState
 from ghostream.media.ts import PACKET_SIZE, TsInspector
@@ -220,3 +227,30 @@ async def test_default_stream_is_configured_or_the_only_one() -> None:
         assert broker.default_stream("main") == "main"
         with broker.publish("two", "p", "srt"):
             assert broker.default_stream() is None
+
+
+async def test_a_slow_viewer_skipping_is_an_event_and_a_metric(media, autojump_clock) -> None:
+    _, data, _ = media
+    parts = chunks(data)
+    broker = Broker(ring_bytes=4 * len(data))
+    events: list = []
+    broker.on_event += [events.append, monitoring.observe]
+    labels = {"stream": "skippy", "protocol": "srt"}
+    before = monitoring.REGISTRY.get_sample_value("ghostream_viewer_skips_total", labels) or 0
+    with (
+        broker.publish("skippy", "a:1", "srt") as stream,
+        broker.watch("skippy", "v:1", "srt", max_lag_bytes=len(data) // 2) as slow,
+    ):
+        with pytest.raises(StreamEnded):
+            for _ in range(4):
+                for chunk in parts:
+                    stream.publish(chunk)
+                await slow.receive()
+    skips = [event for event in events if isinstance(event, ViewerSkipped)]
+    assert [(e.stream_id, e.protocol, e.dropped) for e in skips] == [
+        ("skippy", "srt", False),
+        ("skippy", "srt", False),
+        ("skippy", "srt", True),
+    ]
+    after = monitoring.REGISTRY.get_sample_value("ghostream_viewer_skips_total", labels)
+    assert after - before == 3

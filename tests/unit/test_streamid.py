@@ -18,7 +18,8 @@ from ghostream.streamid import InvalidStreamId, Mode, StreamRequest, parse_strea
         ("", StreamRequest(Mode.WATCH, "")),
         ("#!::r=demo,m=request", StreamRequest(Mode.WATCH, "demo")),
         ("#!::r=demo", StreamRequest(Mode.WATCH, "demo")),
-        ("#!::r=demo,m=publish,u=demo,s=pw", StreamRequest(Mode.PUBLISH, "demo", "pw")),
+        ("#!::r=demo,m=publish,u=ann,s=pw", StreamRequest(Mode.PUBLISH, "demo", "pw", "ann")),
+        ("#!::r=demo,m=publish,s=pass,word", StreamRequest(Mode.PUBLISH, "demo", "pass,word")),
     ],
 )
 def test_forms_users_send(raw: str, expected: StreamRequest) -> None:
@@ -47,3 +48,26 @@ def test_ids_we_cannot_serve_are_refused(raw: str) -> None:
 def test_empty_id_watches_the_default_stream() -> None:
     assert parse_stream_id("").is_default
     assert not parse_stream_id("demo").is_default
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "#!::" + ",".join(f"x{n}=1" for n in range(17)),
+        "#!::r=demo,m=publish,s=" + "p" * 257,
+        "demo:" + "p" * 257,
+    ],
+)
+def test_oversized_ids_are_refused(raw: str) -> None:
+    with pytest.raises(InvalidStreamId):
+        parse_stream_id(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["#!::r=demo,m=x-pass,s=word", "#!::r=UPPER-pass word,m=publish", "#!::pass,r=demo"],
+)
+def test_refusals_do_not_quote_the_peer(raw: str) -> None:
+    with pytest.raises(InvalidStreamId) as refused:
+        parse_stream_id(raw)
+    assert "pass" not in str(refused.value).lower()
