@@ -50,10 +50,15 @@ async def read_body(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
+def ice_server_links(webrtc: WebRtcOutput) -> dict[str, str]:
+    """The STUN servers as `Link` headers, as WHEP and WHIP advertise them."""
+    servers = [f'<{url}>; rel="ice-server"' for url in webrtc.ice_servers]
+    return {"Link": ", ".join(servers)} if servers else {}
+
+
 def whep_routes(webrtc: WebRtcOutput, stream_path: str, valid_id) -> list[Route]:
     def links() -> dict[str, str]:
-        servers = [f'<{url}>; rel="ice-server"' for url in webrtc.ice_servers]
-        return {"Link": ", ".join(servers)} if servers else {}
+        return ice_server_links(webrtc)
 
     async def options(request: Request) -> Response:
         return Response(

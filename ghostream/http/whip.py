@@ -19,18 +19,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ghostream.auth import Gatekeeper
+from ghostream.http.whep import CORS, MAX_OFFER_BYTES, ice_server_links, read_body
 from ghostream.outputs.webrtc import WebRtcError, WebRtcOutput
 from ghostream.streamid import InvalidStreamId, publish_request
 
 log = logging.getLogger(__name__)
-
-MAX_OFFER_BYTES = 64 * 1024
-CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, Authorization, If-Match",
-    "Access-Control-Expose-Headers": "Location, Link, ETag",
-}
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -42,25 +35,11 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def read_body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None as soon as it grows past `limit` (nothing more is read)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 def whip_routes(
     webrtc: WebRtcOutput, gatekeeper: Gatekeeper, stream_path: str, valid_id
 ) -> list[Route]:
     def links() -> dict[str, str]:
-        servers = [f'<{url}>; rel="ice-server"' for url in webrtc.ice_servers]
-        return {"Link": ", ".join(servers)} if servers else {}
+        return ice_server_links(webrtc)
 
     async def options(request: Request) -> Response:
         return Response(
@@ -71,8 +50,7 @@ def whip_routes(
         raw_id = request.path_params["stream_id"]
         if not valid_id(raw_id.lower()):
             return _error(404, "no such stream")
-        host = request.client.host if request.client else "?"
-        peer = f"{host}:{request.client.port}" if request.client else "?"
+        peer = f"{request.client.host}:{request.client.port}" if request.client else "?"
         token = _bearer(request)
         if token is None:
             return _error(
@@ -90,7 +68,7 @@ def whip_routes(
         if body is None:
             return _error(413, f"the offer is larger than {MAX_OFFER_BYTES} bytes")
         stream_id = wanted.stream_id
-        result = await gatekeeper.admit(stream_id, wanted.password, host)
+        result = await gatekeeper.admit(stream_id, wanted.password, peer)
         if not result.ok:
             webrtc.broker.reject(stream_id, peer, "whip", result.reason)
             return _error(401, "wrong stream id or password", {"WWW-Authenticate": "Bearer"})
