@@ -140,3 +140,14 @@ def test_opus_durations_follow_the_toc() -> None:
     assert opus.packet_samples(bytes([0x1B, 0x03])) == 3 * 2880  # SILK 60 ms, three frames
     with pytest.raises(opus.OpusError):
         opus.ts_packets(b"\x7f\xe0\x05ab")
+
+
+def test_an_access_unit_larger_than_a_pes_length_is_carried_whole() -> None:
+    muxer = TsMuxer(video=True, channels=0)
+    big = b"\x00\x00\x00\x01\x67\x42\x00\x1f\x00\x00\x00\x01\x65" + bytes(range(256)) * 400
+    demuxer = TsDemuxer()
+    packets = demuxer.feed(muxer.video_unit(big, 0, True))
+    # Its PES has no length: it ends where the next one starts.
+    packets += demuxer.feed(muxer.video_unit(b"\x00\x00\x00\x01\x41\x9a", 3000, False))
+    assert len(packets) == 2 and packets[0].data.endswith(big[-1000:])
+    assert packets[0].keyframe and len(packets[0].data) >= len(big)
