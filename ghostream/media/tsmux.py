@@ -25,8 +25,6 @@ VIDEO_STREAM_ID = 0xE0
 PRIVATE_STREAM_1 = 0xBD
 # Timestamps start this far ahead of the PCR, so that a player's buffer fills first.
 PTS_OFFSET = 18000
-# Tables are repeated at least this often (90 kHz) when no keyframe brings them.
-TABLE_INTERVAL = 45000
 AUD = b"\x00\x00\x00\x01\x09\xf0"
 PAYLOAD_SIZE = PACKET_SIZE - 4
 TIMESTAMP_MASK = (1 << 33) - 1
@@ -69,17 +67,15 @@ def _pcr(value: int) -> bytes:
 
 
 class TsMuxer:
-    """H.264 and Opus in, TS bytes out; `channels` is 0 for a publish without audio."""
+    """H.264 (and Opus) in, TS bytes out; `channels` is 0 for a publish without audio.
 
-    def __init__(self, *, video: bool, channels: int) -> None:
-        self.video = video
+    The video carries the PCR, and its keyframes bring the tables.
+    """
+
+    def __init__(self, *, channels: int) -> None:
         self.channels = channels
         self._counters: dict[int, int] = {}
-        self._last_tables: int | None = None
-        pcr_pid = VIDEO_PID if video else AUDIO_PID
-        streams = b""
-        if video:
-            streams += struct.pack(">BHH", H264_STREAM_TYPE, 0xE000 | VIDEO_PID, 0xF000)
+        streams = struct.pack(">BHH", H264_STREAM_TYPE, 0xE000 | VIDEO_PID, 0xF000)
         if channels:
             descriptors = b"\x05\x04Opus" + bytes([0x7F, 2, 0x80, channels])
             streams += struct.pack(
@@ -87,26 +83,20 @@ class TsMuxer:
             )
             streams += descriptors
         self._pat = _section(0x00, 1, struct.pack(">HH", 1, 0xE000 | PMT_PID))
-        self._pmt = _section(0x02, 1, struct.pack(">HH", 0xE000 | pcr_pid, 0xF000) + streams)
+        self._pmt = _section(0x02, 1, struct.pack(">HH", 0xE000 | VIDEO_PID, 0xF000) + streams)
 
     def video_unit(self, data: bytes, pts: int, keyframe: bool) -> bytes:
         """One H.264 access unit (Annex B), with the tables first when it is a keyframe."""
-        tables = self._tables(pts, force=keyframe)
+        tables = self._tables() if keyframe else b""
         pes = self._pes(VIDEO_STREAM_ID, pts, AUD + data)
         return tables + self._packetize(VIDEO_PID, pes, pcr=pts, random_access=keyframe)
 
     def audio_packet(self, data: bytes, pts: int) -> bytes:
-        """One Opus packet; it carries the PCR when there is no video."""
-        tables = b"" if self.video else self._tables(pts, force=False)
+        """One Opus packet."""
         pes = self._pes(PRIVATE_STREAM_1, pts, opus.ts_frame(data))
-        pcr = None if self.video else pts
-        return tables + self._packetize(AUDIO_PID, pes, pcr=pcr, random_access=not self.video)
+        return self._packetize(AUDIO_PID, pes, pcr=None, random_access=False)
 
-    def _tables(self, pts: int, *, force: bool) -> bytes:
-        due = self._last_tables is None or pts - self._last_tables >= TABLE_INTERVAL
-        if not (force or due):
-            return b""
-        self._last_tables = pts
+    def _tables(self) -> bytes:
         return self._section_packet(0, self._pat) + self._section_packet(PMT_PID, self._pmt)
 
     def _section_packet(self, pid: int, section: bytes) -> bytes:

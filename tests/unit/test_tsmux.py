@@ -52,7 +52,7 @@ def encoded(codec: str, count: int, **options) -> list[av.Packet]:
 def muxed() -> tuple[bytes, list, list]:
     video = encoded("libx264", 30)
     audio = encoded("libopus", 50)
-    muxer = TsMuxer(video=True, channels=2)
+    muxer = TsMuxer(channels=2)
     chunks = []
     events = sorted(
         [(float(p.pts * p.time_base), "v", p) for p in video]
@@ -100,20 +100,13 @@ def test_our_demuxer_returns_what_was_muxed(muxed) -> None:
 
 
 def test_keyframe_chunks_start_with_the_tables() -> None:
-    muxer = TsMuxer(video=True, channels=0)
+    muxer = TsMuxer(channels=0)
     inspector = TsInspector()
     key = muxer.video_unit(b"\x00\x00\x00\x01\x67\x42\x00\x1f\x00\x00\x00\x01\x65\x88", 0, True)
     assert inspector.inspect(key).keyframe and inspector.video_codec == "h264"
     assert inspector.audio_pid is None
     delta = muxer.video_unit(b"\x00\x00\x00\x01\x41\x9a", 3000, False)
     assert not inspector.inspect(delta).keyframe and delta[1] & 0x1F != 0
-
-
-def test_an_audio_only_publish_repeats_its_tables() -> None:
-    muxer = TsMuxer(video=False, channels=1)
-    chunks = [muxer.audio_packet(b"\xfc\x00", n * 1800) for n in range(60)]
-    with_tables = [c for c in chunks if c[1] & 0x1F == 0 and c[2] == 0]
-    assert len(with_tables) == 3
 
 
 def test_opus_written_by_ffmpeg_is_demuxed(tmp_path) -> None:
@@ -143,7 +136,7 @@ def test_opus_durations_follow_the_toc() -> None:
 
 
 def test_an_access_unit_larger_than_a_pes_length_is_carried_whole() -> None:
-    muxer = TsMuxer(video=True, channels=0)
+    muxer = TsMuxer(channels=0)
     big = b"\x00\x00\x00\x01\x67\x42\x00\x1f\x00\x00\x00\x01\x65" + bytes(range(256)) * 400
     demuxer = TsDemuxer()
     packets = demuxer.feed(muxer.video_unit(big, 0, True))

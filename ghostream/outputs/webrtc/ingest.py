@@ -154,8 +154,8 @@ class WhipIngest:
             if pc.connectionState in ("failed", "closed"):
                 publish.close(f"connection {pc.connectionState}")
 
-        if "video" not in kinds and "audio" not in kinds:
-            raise WebRtcError(400, "the offer sends neither audio nor video")
+        if "video" not in kinds:
+            raise WebRtcError(406, "a publish needs H.264 video (audio alone is not served)")
         tracks = []
         for kind in ("video", "audio"):
             if kind in kinds:
@@ -182,14 +182,13 @@ class WhipIngest:
     async def _serve(self, publish: Publish, stream: Stream, tracks: list[_Track]) -> None:
         audio = next((t for t in tracks if t.kind == "audio"), None)
         # Opus is always negotiated as two channels (RFC 7587); a mono publisher decodes as stereo.
-        muxer = TsMuxer(video=any(t.kind == "video" for t in tracks), channels=2 if audio else 0)
+        muxer = TsMuxer(channels=2 if audio else 0)
         feed = _Feed(publish, stream, muxer)
         async with trio.open_nursery() as nursery:
             for track in tracks:
                 nursery.start_soon(feed.receive, track)
-            if muxer.video:
-                video = next(t for t in tracks if t.kind == "video")
-                nursery.start_soon(feed.ask_for_keyframes, video)
+            video = next(t for t in tracks if t.kind == "video")
+            nursery.start_soon(feed.ask_for_keyframes, video)
             nursery.start_soon(feed.watch_silence)
             await publish.closed.wait()
             nursery.cancel_scope.cancel()
