@@ -130,9 +130,11 @@ class WhipIngest:
                 except Exception:
                     # A bug in one publish must not stop the others or the server.
                     log.exception("WHIP publish %s failed", publish.id)
-                    publish.reason = "internal error"
+                    publish.close("internal error")
                 finally:
                     self.publishes.pop(publish.id, None)
+                    # Serving ends only once closed, unless the server is stopping.
+                    publish.close("server stopping")
                     log.info(
                         "%s stopped publishing %s over WHIP: %s",
                         publish.peer,
