@@ -203,6 +203,8 @@ def test_refusals_as_obs_meets_them(require_program, ghostream_server) -> None:
     assert status == 400, body
     status, body, _ = offer(server, "demo", "demo", sdp_offer(VP8))
     assert status == 406 and "H.264" in body, body
+    status, body, _ = offer(server, "demo", "demo", OFFER.replace("sendonly", "recvonly"))
+    assert status == 400 and "sent" in body, body
     audio_only = OFFER.replace("m=video", "m=audio").replace("H264/90000", "opus/48000/2")
     status, body, _ = offer(server, "demo", "demo", audio_only)
     assert status == 406 and "video" in body, body

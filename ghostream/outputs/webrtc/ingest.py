@@ -176,6 +176,8 @@ class WhipIngest:
             raise WebRtcError(400, "send at most one video and one audio track")
         answer = await trio_asyncio.aio_as_trio(pc.createAnswer)()
         await trio_asyncio.aio_as_trio(pc.setLocalDescription)(answer)
+        if any(t.transceiver.currentDirection != "recvonly" for t in tracks):
+            raise WebRtcError(400, "the offer's media must be sent (a=sendonly or a=sendrecv)")
         sdp = pc.localDescription.sdp
         if "a=candidate" not in sdp:
             raise WebRtcError(503, "no free WebRTC port; try again later")
