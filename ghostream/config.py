@@ -10,6 +10,7 @@ defaults test all walk the same tree instead of repeating the key list.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -401,13 +402,35 @@ class WebrtcSettings:
     enabled: bool = _key("enabled", doc="WebRTC playback (WHEP at `/ID/whep`).", default=True)
     min_port_udp: int = _key(
         "minPortUDP",
-        doc="Lowest UDP port for WebRTC media; each connected browser takes one.",
+        doc=(
+            "Lowest UDP port for WebRTC media. Every browser shares these ports (one is "
+            "enough); more ports spread the load, they do not limit the number of viewers."
+        ),
         default=10000,
     )
     max_port_udp: int = _key("maxPortUDP", doc="Highest UDP port for WebRTC media.", default=10005)
+    tcp_listen_address: ListenAddress = _key(
+        "tcpListenAddress",
+        doc=(
+            "TCP address for WebRTC media (ICE-TCP) when a browser's UDP is blocked; port 0 "
+            "turns it off."
+        ),
+        default=ListenAddress("", 10000),
+    )
+    public_ips: list[str] = _key(
+        "publicIPs",
+        doc=(
+            "IP addresses browsers should reach the WebRTC ports at, announced before the "
+            "server's own (behind NAT or in Docker: the public or host address)."
+        ),
+        default_factory=list,
+    )
     stun_servers: list[str] = _key(
         "STUNServers",
-        doc="STUN servers given to browsers and used to find the server's public address.",
+        doc=(
+            "STUN servers given to browsers; the first `stun:` one also tells the server the "
+            "public address of its UDP ports, announced besides `webrtc.publicIPs`."
+        ),
         default_factory=lambda: ["stun:stun.l.google.com:19302"],
     )
     transcode: str = _key(
@@ -729,6 +752,11 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
             fail(("webrtc", name), f"must be a UDP port from 1 to 65535, not {port}")
     if settings.webrtc.min_port_udp > settings.webrtc.max_port_udp:
         fail(("webrtc", "minPortUDP"), "must not be above webrtc.maxPortUDP")
+    for address in settings.webrtc.public_ips:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            fail(("webrtc", "publicIPs"), f"has {address!r}, which is not an IP address")
     if settings.webrtc.transcode not in WEBRTC_TRANSCODE_MODES:
         fail(
             ("webrtc", "transcode"),

@@ -179,6 +179,12 @@ TEXT_CONVERSIONS = Gauge(
 WEBRTC_SESSIONS = Gauge(
     "ghostream_webrtc_connected_sessions", "Connected WebRTC sessions", registry=REGISTRY
 )
+WEBRTC_DROPPED = Counter(
+    "ghostream_webrtc_dropped_packets_total",
+    "Packets on the shared WebRTC ports that belong to no session, by why",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 
 SRT_ROLES = ("publish", "watch")

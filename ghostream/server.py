@@ -58,6 +58,8 @@ def plan_services(context: ServerContext) -> list[Service]:
         services.append(Service("forwarding", "", context.forwarder.run))
     if context.webrtc is not None:
         ports = f"{settings.webrtc.min_port_udp}-{settings.webrtc.max_port_udp}/udp"
+        if settings.webrtc.tcp_listen_address.port:
+            ports += f" {settings.webrtc.tcp_listen_address}/tcp"
         services.append(Service("WebRTC", ports, context.webrtc.run))
     if context.telnet is not None:
         address = f"{settings.telnet.listen_address}/tcp"

@@ -148,8 +148,13 @@ def make_config(directory: Path, overrides: dict[str, Any]) -> dict:
         "monitoring": {"listenAddress": f"127.0.0.1:{free_port()}"},
         "history": {"path": str(directory / "history.sqlite3")},
         "admin": {"credentials": {ADMIN_USER: ADMIN_HASH}},
-        # No STUN server can be reached from the test machine.
-        "webrtc": {"STUNServers": []},
+        # No STUN server can be reached from the test machine; ports of its own for WebRTC.
+        "webrtc": {
+            "STUNServers": [],
+            "minPortUDP": (webrtc_udp := free_port(socket.SOCK_DGRAM)),
+            "maxPortUDP": webrtc_udp,
+            "tcpListenAddress": f":{free_port()}",
+        },
     }
     return merge(base, overrides)
 

@@ -52,7 +52,7 @@ def test_player_plays_over_webrtc_and_counts_its_viewer_once(
     server = ghostream_server({"web": {"viewersCounterRefreshPeriod": 1000}})
     with publishing(server, "demo:demo"):
         chromium.get(server.web_url + "/demo")
-        playing_over(chromium, "WebRTC")
+        playing_over(chromium, "WebRTC/UDP")
         # The page polls with its uid and its WebRTC session is a viewer: one person, one count.
         wait_for(chromium, "return document.getElementById('viewers').textContent",
                  lambda text: text == "1 viewer", 5, "the counter")  # fmt: skip

@@ -368,6 +368,7 @@ def test_bad_listen_address_in_file_names_the_key(tmp_path: Path) -> None:
         ("srt:\n  passphrase: short\n", "srt.passphrase"),
         ("srt:\n  latency: 5\n", "srt.latency"),
         ("webrtc:\n  minPortUDP: 10010\n", "webrtc.minPortUDP"),
+        ("webrtc:\n  publicIPs: [stream.example.com]\n", "webrtc.publicIPs"),
         ("webrtc:\n  transcode: sometimes\n", "webrtc.transcode"),
         ("webrtc:\n  minPortUDP: 0\n", "webrtc.minPortUDP"),
         ("webrtc:\n  minPortUDP: 10000\n  maxPortUDP: 70000\n", "webrtc.maxPortUDP"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from aiortc import RTCRtpReceiver
+from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCRtpReceiver
 from aiortc import rtcrtpreceiver as aiortc_receiver
 from aiortc.rtp import RtpPacket
 
@@ -42,12 +42,18 @@ def test_audio_packets_are_frames_and_late_ones_are_dropped() -> None:
     assert frames.add(rtp(0, 1920, b"y"))[1] is None
 
 
-def test_the_aiortc_internals_used_are_there() -> None:
+def test_only_marked_receivers_pass_their_frames_through() -> None:
     source = inspect.getsource(aiortc_receiver.decoder_worker)
     assert "get_decoder(codec)" in source and "decoder.decode(encoded_frame)" in source
     receiver_source = inspect.getsource(RTCRtpReceiver)
     assert "self.__jitter_buffer.add(packet)" in receiver_source
+    assert "self.__codecs[codec.payloadType] = codec" in receiver_source
     assert callable(RTCRtpReceiver._send_rtcp_pli)
-    internals.pass_encoded_frames()
-    decoder = aiortc_receiver.get_decoder(None)
-    assert decoder.decode("frame") == ["frame"]
+    publisher = RTCPeerConnection().addTransceiver("video", direction="recvonly")
+    publisher._codecs = [RTCRtpCodecParameters("video/H264", 90000, 96)]
+    internals.receive_encoded(publisher)
+    assert aiortc_receiver.get_decoder(publisher._codecs[0]).decode("frame") == ["frame"]
+    assert isinstance(publisher.receiver._RTCRtpReceiver__jitter_buffer, internals.VideoFrames)
+    # Any other receiver (a test's own browser stand-in) still decodes.
+    other = RTCRtpCodecParameters("video/H264", 90000, 96)
+    assert type(aiortc_receiver.get_decoder(other)).__name__ == "H264Decoder"

@@ -1,4 +1,4 @@
-"""WebRTC playback over WHEP: sessions, the codecs they answer with, and their ICE ports."""
+"""WebRTC playback over WHEP: sessions, their codecs, ICE on shared ports, shared RTP payloads."""
 
 from ghostream.outputs.webrtc.errors import WebRtcError
 from ghostream.outputs.webrtc.service import WebRtcOutput

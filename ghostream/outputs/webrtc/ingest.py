@@ -39,12 +39,8 @@ from ghostream.media.demux import is_keyframe_unit, nal_type, split_nal_units
 from ghostream.media.tsmux import TsMuxer
 from ghostream.outputs.webrtc.codecs import publish_preferences
 from ghostream.outputs.webrtc.errors import WebRtcError
-from ghostream.outputs.webrtc.internals import (
-    hand_over_frames_at_once,
-    pass_encoded_frames,
-    request_keyframe,
-)
-from ghostream.outputs.webrtc.peer import close_peer, offered_kinds
+from ghostream.outputs.webrtc.internals import receive_encoded, request_keyframe
+from ghostream.outputs.webrtc.peer import offered_kinds
 
 if TYPE_CHECKING:
     from ghostream.outputs.webrtc.service import WebRtcOutput
@@ -59,9 +55,6 @@ PLI_SPACING = 1.0
 # A publisher that sends nothing for this long is gone (ICE consent also ends it, later).
 MEDIA_TIMEOUT = 15.0
 CLOCK = 90000
-
-
-pass_encoded_frames()
 
 
 @dataclass
@@ -146,7 +139,7 @@ class WhipIngest:
         except trio.TooSlowError as exc:
             raise WebRtcError(503, "negotiation took too long") from exc
         finally:
-            await close_peer(pc)
+            await self.output.close_peer(pc)
 
     async def _negotiate(
         self, publish: Publish, pc: RTCPeerConnection, offer_sdp: str, kinds: set[str]
@@ -163,7 +156,6 @@ class WhipIngest:
             if kind in kinds:
                 transceiver = pc.addTransceiver(kind, direction="recvonly")
                 transceiver.setCodecPreferences(publish_preferences(kind))
-                hand_over_frames_at_once(transceiver.receiver, kind)
                 tracks.append(_Track(kind, transceiver, CLOCK if kind == "video" else 48000))
         try:
             offer = RTCSessionDescription(offer_sdp, "offer")
@@ -174,13 +166,14 @@ class WhipIngest:
             raise WebRtcError(400, f"malformed SDP offer: {exc}") from exc
         if len(pc.getTransceivers()) != len(tracks):
             raise WebRtcError(400, "send at most one video and one audio track")
+        for track in tracks:
+            receive_encoded(track.transceiver)
+        await self.output.attach_ice(pc)
         answer = await trio_asyncio.aio_as_trio(pc.createAnswer)()
         await trio_asyncio.aio_as_trio(pc.setLocalDescription)(answer)
         if any(t.transceiver.currentDirection != "recvonly" for t in tracks):
             raise WebRtcError(400, "the offer's media must be sent (a=sendonly or a=sendrecv)")
         sdp = pc.localDescription.sdp
-        if "a=candidate" not in sdp:
-            raise WebRtcError(503, "no free WebRTC port; try again later")
         return tracks, sdp
 
     async def _serve(self, publish: Publish, stream: Stream, tracks: list[_Track]) -> None:

@@ -1,12 +1,33 @@
-"""Every use of aiortc beyond its public API, in one place.
+"""Every use of aioice and aiortc beyond their public API, in one place.
 
-A WHIP publisher's media is received by aiortc but never decoded: the
-server passes it on as it came.  What is relied on, in aiortc 1.16, is
-pinned by tests/unit/test_webrtc_receiving.py:
+Ghostream shares ICE sockets between sessions (`icemux`), packetizes a
+stream's media once for all its viewers (`packetize`) and passes a WHIP
+publisher's media on without decoding it (`ingest`); neither library is
+built for that.  What is relied on, in aioice 0.13 / aiortc 1.16, is pinned
+by tests/unit/test_webrtc_icemux.py, tests/unit/test_webrtc_packetize.py and
+tests/unit/test_webrtc_receiving.py:
 
+- an `RTCIceGatherer` keeps its aioice `Connection` in `_connection`, and
+  `Connection.gather_candidates` does nothing once `_local_candidates_start`
+  is set, so candidates put in `_local_candidates` are the ones answered;
+- a `Connection` checks and sends through the `StunProtocol`s in
+  `_protocols`: each has a `local_candidate`, sends with its transport's
+  `sendto`, takes datagrams in `datagram_received`, and closes by closing
+  its transport and waiting for `connection_lost`;
+- a check from an address no candidate announced becomes a peer-reflexive
+  candidate paired with the protocol it came in on, so a browser's ICE-TCP
+  connection needs no signalling;
+- an `RTCRtpSender` makes its encoder (`_RTCRtpSender__encoder`) only when it
+  has none, and sends whatever that encoder's `pack` returns for what its
+  track gives, when that is not an `av.Frame`;
+- `H264Encoder._packetize(H264Encoder._split_bitstream(data))` makes the
+  FU-A / STAP-A payloads of an Annex B access unit;
+- aiortc reads the time through `aiortc.clock.current_ntp_time` and
+  `current_ms`, looked up at each call;
 - an `RTCRtpReceiver`'s decoder thread looks its decoder up with
-  `aiortc.rtcrtpreceiver.get_decoder(codec)` for each new codec, calls its
-  `decode(JitterFrame)` and hands each result to the receiver's track;
+  `aiortc.rtcrtpreceiver.get_decoder(codec)` for each new codec (the very
+  objects of its transceiver's `_codecs`), calls its `decode(JitterFrame)`
+  and hands each result to the receiver's track;
 - the receiver reassembles frames with the `add(packet)` of its
   `_RTCRtpReceiver__jitter_buffer`, which returns (ask for a keyframe, frame);
   depayloaded bytes are in `packet._data`;
@@ -15,11 +36,135 @@ pinned by tests/unit/test_webrtc_receiving.py:
 
 from __future__ import annotations
 
-from aiortc import RTCRtpReceiver
+import asyncio
+import time
+from typing import Any
+
+from aioice.candidate import Candidate
+from aioice.ice import Connection, StunProtocol, get_host_addresses, server_reflexive_candidate
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    clock,
+)
 from aiortc import rtcrtpreceiver as aiortc_receiver
+from aiortc.codecs.h264 import H264Encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcicetransport import parse_stun_turn_uri
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
+
+__all__ = [
+    "AudioFrames",
+    "Connection",
+    "StunProtocol",
+    "VideoFrames",
+    "adopt",
+    "bundled_connection",
+    "h264_payloads",
+    "host_addresses",
+    "new_protocol",
+    "public_address",
+    "receive_encoded",
+    "request_keyframe",
+    "send_prepacketized",
+    "stun_server",
+    "use_fast_clock",
+]
+
+# Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+NTP_TO_UNIX = 2_208_988_800
+
+
+def bundled_connection(pc: RTCPeerConnection) -> Connection:
+    """The aioice connection of a peer connection whose media is bundled on one transport.
+
+    ValueError when the offer left several (no BUNDLE): aiortc gives them one ufrag.
+    """
+    transports = (t.receiver.transport.transport for t in pc.getTransceivers())
+    gatherers = {id(ice.iceGatherer): ice.iceGatherer for ice in transports}
+    if len(gatherers) != 1:
+        raise ValueError("the offer must bundle its media on one transport (a=group:BUNDLE)")
+    (gatherer,) = gatherers.values()
+    return gatherer._connection
+
+
+def new_protocol(
+    connection: Connection | None, transport: asyncio.DatagramTransport, candidate: Candidate
+) -> StunProtocol:
+    """An aioice endpoint of `connection` sending through `transport`, announced as `candidate`."""
+    protocol = StunProtocol(connection)
+    protocol.connection_made(transport)
+    protocol.local_candidate = candidate
+    return protocol
+
+
+def adopt(
+    connection: Connection, protocols: list[StunProtocol], candidates: list[Candidate]
+) -> None:
+    """Make these the connection's endpoints and candidates; it gathers nothing of its own."""
+    connection._protocols += protocols
+    connection._local_candidates += candidates
+    connection._local_candidates_start = True
+    connection._local_candidates_end = True
+
+
+def host_addresses(ipv6: bool = True) -> list[str]:
+    """The host's own addresses, as aioice would announce them (no loopback, no link-local)."""
+    return get_host_addresses(use_ipv4=True, use_ipv6=ipv6)
+
+
+def stun_server(url: str) -> tuple[str, int]:
+    """Host and port of a `stun:` URL; ValueError when it is not one."""
+    parsed = parse_stun_turn_uri(url)
+    if parsed["scheme"] != "stun":
+        raise ValueError("not a stun: URL")
+    return parsed["host"], parsed["port"]
+
+
+async def public_address(protocol: StunProtocol, server: tuple[str, int]) -> tuple[str, int]:
+    """The address a STUN server sees `protocol`'s datagrams come from."""
+    candidate, _ = await server_reflexive_candidate(protocol, server)
+    return candidate.host, candidate.port
+
+
+class _Prepacketized:
+    """An encoder for a sender whose track gives RTP payloads already made."""
+
+    def pack(self, frame: Any) -> tuple[list[bytes], int]:
+        return frame.payloads, frame.timestamp
+
+
+def send_prepacketized(sender: RTCRtpSender) -> None:
+    """Let a sender send its track's `payloads` at `timestamp` as they are."""
+    sender._RTCRtpSender__encoder = _Prepacketized()  # type: ignore[attr-defined]
+
+
+def h264_payloads(access_unit: bytes) -> list[bytes]:
+    """The RTP payloads (FU-A, STAP-A, single NAL units) of an Annex B access unit."""
+    return H264Encoder._packetize(H264Encoder._split_bitstream(access_unit))
+
+
+def _ntp_now() -> int:
+    """aiortc's NTP time (32.32 fixed point), from `time.time()` rather than through datetime."""
+    now = time.time() + NTP_TO_UNIX
+    seconds = int(now)
+    return seconds << 32 | int((now - seconds) * (1 << 32))
+
+
+def _ms_now() -> int:
+    return int((time.time() + NTP_TO_UNIX) * 1000)
+
+
+def use_fast_clock() -> None:
+    """Give aiortc the same clock, cheaper: a sender reads it twice per RTP packet, and
+    through datetime that is a large part of what sending costs per viewer."""
+    clock.current_ntp_time = _ntp_now
+    clock.current_ms = _ms_now
+
 
 VIDEO_BUFFER = 512
 
@@ -31,13 +176,29 @@ class _PassThrough:
         return [frame]
 
 
-def pass_encoded_frames() -> None:
-    """Make every receiver of the process hand over encoded frames instead of decoding them.
+_aiortc_get_decoder = aiortc_receiver.get_decoder
+_PASS_THROUGH = "_ghostream_pass_through"
 
-    Only WHIP publishers are received from (WHEP sessions only send), so no
-    receiver of the server ever needs a decoder.
+
+def _get_decoder(codec: RTCRtpCodecParameters) -> Any:
+    if getattr(codec, _PASS_THROUGH, False):
+        return _PassThrough()
+    return _aiortc_get_decoder(codec)
+
+
+def receive_encoded(transceiver: RTCRtpTransceiver) -> None:
+    """Make a transceiver's receiver hand over encoded frames, undecoded, as soon as complete.
+
+    Call it once the remote description has chosen the codecs, before the
+    local one starts the receiver: the codecs it was given are marked so
+    that its decoder thread gets a `_PassThrough`, and the receiver gets a
+    frame assembly that does not wait (`VideoFrames`, `AudioFrames`).
     """
-    aiortc_receiver.get_decoder = lambda codec: _PassThrough()
+    aiortc_receiver.get_decoder = _get_decoder
+    for codec in transceiver._codecs:
+        setattr(codec, _PASS_THROUGH, True)
+    buffer = VideoFrames() if transceiver.kind == "video" else AudioFrames()
+    transceiver.receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
 
 
 class VideoFrames(JitterBuffer):
@@ -84,12 +245,6 @@ class AudioFrames:
             return False, None
         self._next = uint16_add(sequence, 1)
         return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
-
-
-def hand_over_frames_at_once(receiver: RTCRtpReceiver, kind: str) -> None:
-    """Give a receiver the frame assembly above instead of aiortc's buffering one."""
-    buffer = VideoFrames() if kind == "video" else AudioFrames()
-    receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
 
 
 async def request_keyframe(receiver: RTCRtpReceiver, ssrc: int) -> None:

@@ -12,7 +12,7 @@ from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.media.demux import MediaPacket, Track
-from ghostream.outputs.webrtc.tracks import PacketTrack
+from ghostream.outputs.webrtc.tracks import PacketTrack, RtpFrame
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,9 @@ class OpusFeed:
                     else:
                         continue
                     for data, pts in encoded:
+                        frame = RtpFrame([data], pts, len(data))
                         for track in self.tracks:
-                            track.offer(data, pts, Fraction(1, OPUS_RATE), True)
+                            track.offer(frame, True)
         except (StreamEnded, StreamNotFound):
             pass
 

@@ -1,10 +1,7 @@
-"""What every WebRTC session (a WHEP viewer, a WHIP publisher) does with its peer connection."""
+"""What every WebRTC session (a WHEP viewer, a WHIP publisher) reads from its offer."""
 
 from __future__ import annotations
 
-import trio
-import trio_asyncio
-from aiortc import RTCPeerConnection
 from aiortc import sdp as aiortc_sdp
 
 from ghostream.outputs.webrtc.errors import WebRtcError
@@ -19,9 +16,3 @@ def offered_kinds(offer_sdp: str) -> set[str]:
     if not parsed.media or any(not media.rtp.codecs for media in parsed.media):
         raise WebRtcError(400, "malformed SDP offer: a media section lists no codec")
     return {media.kind for media in parsed.media}
-
-
-async def close_peer(pc: RTCPeerConnection) -> None:
-    """Close a peer connection even while the session is being cancelled, but never hang."""
-    with trio.CancelScope(shield=True), trio.move_on_after(2):
-        await trio_asyncio.aio_as_trio(pc.close)()

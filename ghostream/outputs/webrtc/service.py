@@ -8,9 +8,10 @@ other connection of the server.
 
 Video is passed through: each viewer reads the stream's demuxed H.264 access
 units with its own cursor (`PacketHub`), so a viewer that falls behind skips
-to the next keyframe without touching anyone else.  Audio must become Opus,
-and that is done once per stream by `OpusFeed`, whose packets every viewer
-of the stream shares.
+to the next keyframe without touching anyone else; each access unit is cut
+into RTP payloads once (`SharedPayloads`) for all of them.  Audio must become
+Opus, and that is done once per stream by `OpusFeed`, whose packets every
+viewer of the stream shares.  Per viewer only RTP headers and SRTP remain.
 
 Video browsers cannot decode as it is (see `codecs.passthrough_obstacle`)
 is re-encoded once per stream by the transcoder into the internal stream
@@ -27,13 +28,12 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from functools import partial
 from typing import Any
 
 import trio
 import trio_asyncio
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from ghostream import monitoring
 from ghostream.broker.packets import PacketHub, PacketReader
@@ -43,6 +43,7 @@ from ghostream.config import WebrtcSettings
 from ghostream.media.demux import Track
 from ghostream.media.properties import VideoProperties
 from ghostream.outputs.transcode import WEBRTC_PROFILE, Transcoder
+from ghostream.outputs.webrtc import internals
 from ghostream.outputs.webrtc.codecs import (
     h264_preferences,
     h264_profile,
@@ -50,17 +51,17 @@ from ghostream.outputs.webrtc.codecs import (
     passthrough_obstacle,
 )
 from ghostream.outputs.webrtc.errors import WebRtcError
+from ghostream.outputs.webrtc.icemux import IceMux
 from ghostream.outputs.webrtc.ingest import WhipIngest
 from ghostream.outputs.webrtc.opus import OpusFeed
-from ghostream.outputs.webrtc.peer import close_peer, offered_kinds
-from ghostream.outputs.webrtc.ports import PortRange
-from ghostream.outputs.webrtc.tracks import PacketTrack
+from ghostream.outputs.webrtc.packetize import SharedPayloads
+from ghostream.outputs.webrtc.peer import offered_kinds
+from ghostream.outputs.webrtc.tracks import PacketTrack, RtpFrame
 from ghostream.tasks import start_registered
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = "webrtc"
-VIDEO_TIME_BASE = Fraction(1, 90000)
 # How far (seconds of media) a viewer may lag before it jumps to the latest keyframe.
 MAX_VIDEO_LAG = 1.0
 NEGOTIATION_TIMEOUT = 10.0
@@ -101,8 +102,16 @@ class WebRtcOutput:
         self.transcoder = transcoder if settings.transcode != "never" else None
         broker.on_described.append(self._tell_streamer)
         self.sessions: dict[str, Session] = {}
-        self._ports = PortRange(settings.min_port_udp, settings.max_port_udp)
+        tcp = settings.tcp_listen_address
+        self._ice = IceMux(
+            range(settings.min_port_udp, settings.max_port_udp + 1),
+            (tcp.host, tcp.port) if tcp.port else None,
+            settings.public_ips,
+            lambda reason: monitoring.WEBRTC_DROPPED.labels(reason).inc(),
+        )
         self._opus: dict[str, OpusFeed] = {}
+        self._payloads = SharedPayloads()
+        internals.use_fast_clock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nursery: trio.Nursery | None = None
         self.ingest = WhipIngest(self)
@@ -113,12 +122,19 @@ class WebRtcOutput:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio_asyncio.open_loop() as loop:
-            self._ports.install(loop)
             self._loop = loop
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                task_status.started()
-                await trio.sleep_forever()
+            await trio_asyncio.aio_as_trio(self._ice.start)()
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    stun = [url for url in self.settings.stun_servers if url.startswith("stun:")]
+                    if stun:
+                        nursery.start_soon(trio_asyncio.aio_as_trio(self._ice.discover), stun[0])
+                    task_status.started()
+                    await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio_asyncio.aio_as_trio(self._ice.stop)()
 
     def delivery(self, codec: str | None, video: VideoProperties | None) -> dict:
         """How WebRTC viewers get a stream's video, for its API: the streamer can act on it."""
@@ -154,8 +170,15 @@ class WebRtcOutput:
             )
 
     def peer_connection(self) -> RTCPeerConnection:
-        servers = [RTCIceServer(urls=url) for url in self.settings.stun_servers]
-        return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        """A peer connection for a session; `attach_ice` gives it the shared ICE sockets."""
+        return RTCPeerConnection()
+
+    async def attach_ice(self, pc: RTCPeerConnection) -> None:
+        """Put a peer connection (its remote description set) on the shared ICE sockets."""
+        try:
+            await trio_asyncio.aio_as_trio(self._ice.attach)(pc)
+        except ValueError as exc:
+            raise WebRtcError(400, f"unsupported offer: {exc}") from exc
 
     async def start_session(self, run: Callable[..., Awaitable[None]], *args: Any) -> Any:
         """Start a session (viewer or publisher) in the output's nursery and asyncio loop.
@@ -163,7 +186,7 @@ class WebRtcOutput:
         What the session passes to `task_status.started` is returned; what it
         raises before that (WebRtcError) is raised here.
         """
-        if self._nursery is None:
+        if self._nursery is None or not self._ice.ready:
             raise WebRtcError(503, "WebRTC is not running")
         return await self._nursery.start(self._in_loop, run, *args)
 
@@ -310,7 +333,7 @@ class WebRtcOutput:
             self.sessions.pop(session.id, None)
             viewer.bytes_sent = (video.sent if video else 0) + (audio.sent if audio else 0)
             viewer.left_because = session.reason
-            await close_peer(pc)
+            await self.close_peer(pc)
 
     async def _negotiate(
         self, session: Session, offer_sdp: str, kinds: set[str], tracks: list[Track]
@@ -319,7 +342,7 @@ class WebRtcOutput:
         try:
             return await self._set_up(session, pc, offer_sdp, kinds, tracks)
         except BaseException:
-            await close_peer(pc)
+            await self.close_peer(pc)
             raise
 
     async def _set_up(
@@ -342,9 +365,10 @@ class WebRtcOutput:
             video = PacketTrack("video")
             transceiver = pc.addTransceiver(video, direction="sendonly")
             transceiver.setCodecPreferences(h264_preferences(video_track, offer_sdp))
+            internals.send_prepacketized(transceiver.sender)
         if any(t.kind == "audio" for t in tracks) and "audio" in kinds:
             audio = PacketTrack("audio")
-            pc.addTransceiver(audio, direction="sendonly")
+            internals.send_prepacketized(pc.addTransceiver(audio, direction="sendonly").sender)
         if video is None and audio is None:
             raise WebRtcError(400, "the offer asks for no media this stream has")
         try:
@@ -352,23 +376,13 @@ class WebRtcOutput:
             await trio_asyncio.aio_as_trio(pc.setRemoteDescription)(offer)
         except (ValueError, KeyError, IndexError, AttributeError) as exc:
             raise WebRtcError(400, f"malformed SDP offer: {exc}") from exc
+        await self.attach_ice(pc)
         try:
             answer = await trio_asyncio.aio_as_trio(pc.createAnswer)()
         except (ValueError, RuntimeError) as exc:
             raise WebRtcError(406, f"no common codec with the offer: {exc}") from exc
         await trio_asyncio.aio_as_trio(pc.setLocalDescription)(answer)
-        sdp = pc.localDescription.sdp
-        if "a=candidate" not in sdp:
-            log.warning(
-                "WebRTC viewer of %s from %s refused: no free UDP port in %d-%d "
-                "(raise webrtc.maxPortUDP to serve more viewers)",
-                session.stream_id,
-                session.peer,
-                self.settings.min_port_udp,
-                self.settings.max_port_udp,
-            )
-            raise WebRtcError(503, "no free WebRTC port; try again later")
-        return pc, video, audio, sdp
+        return pc, video, audio, pc.localDescription.sdp
 
     async def _serve(
         self,
@@ -385,13 +399,19 @@ class WebRtcOutput:
                 if audio is not None:
                     nursery.start_soon(self._share_audio, session.stream_id, audio)
                 if video is not None:
-                    nursery.start_soon(_feed_video, reader, video, session)
+                    nursery.start_soon(_feed_video, reader, video, session, self._payloads)
                 else:
                     nursery.start_soon(_follow_end, reader, session)
                 await session.closed.wait()
                 nursery.cancel_scope.cancel()
         finally:
             gauge.dec()
+
+    async def close_peer(self, pc: RTCPeerConnection) -> None:
+        """Close a peer connection even while the session is being cancelled, but never hang."""
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await trio_asyncio.aio_as_trio(pc.close)()
+        self._ice.release(pc)
 
     async def _share_audio(self, stream_id: str, track: PacketTrack) -> None:
         feed = self._opus.get(stream_id)
@@ -417,7 +437,9 @@ async def _follow_end(reader: PacketReader, session: Session) -> None:
         session.close(ended.reason)
 
 
-async def _feed_video(reader: PacketReader, track: PacketTrack, session: Session) -> None:
+async def _feed_video(
+    reader: PacketReader, track: PacketTrack, session: Session, payloads: SharedPayloads
+) -> None:
     """Send the video, the cached GOP first, squeezed in time so the browser catches up.
 
     A browser plays frames at the pace their timestamps say; the GOP a viewer
@@ -435,6 +457,8 @@ async def _feed_video(reader: PacketReader, track: PacketTrack, session: Session
             pts = packet.pts
             if edge is not None and pts < edge:
                 pts = edge - (edge - pts) // CATCH_UP_SPEED
-            track.offer(packet.data, pts, VIDEO_TIME_BASE, packet.keyframe)
+            # MPEG-TS timestamps tick at 90 kHz, the H.264 RTP clock.
+            frame = RtpFrame(payloads.of(packet), pts, len(packet.data))
+            track.offer(frame, packet.keyframe)
     except StreamEnded as ended:
         session.close(ended.reason)

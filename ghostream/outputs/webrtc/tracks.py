@@ -1,29 +1,41 @@
-"""An aiortc track fed with already-encoded packets, so that nothing is re-encoded per viewer."""
+"""aiortc tracks fed with RTP payloads made once per stream, so nothing is redone per viewer."""
 
 from __future__ import annotations
 
 import asyncio
-from fractions import Fraction
+from dataclasses import dataclass
 
-import av
 from aiortc import MediaStreamTrack
 
-# Packets waiting for aiortc to send them; more means the viewer's loop is stuck.
+# Frames waiting for aiortc to send them; more means the viewer's loop is stuck.
 TRACK_QUEUE = 256
 
 
+@dataclass(frozen=True, slots=True)
+class RtpFrame:
+    """An access unit or audio packet as RTP payloads, at a time in the RTP clock (90 kHz, 48 kHz).
+
+    The payloads are shared by every viewer of the stream; the timestamp is a
+    viewer's own (it may be squeezed while the viewer catches up).
+    """
+
+    payloads: list[bytes]
+    timestamp: int
+    size: int
+
+
 class PacketTrack(MediaStreamTrack):
-    """A track of already-encoded packets; aiortc packetizes them without re-encoding."""
+    """A track of RTP payloads: its sender (`internals.send_prepacketized`) only adds headers."""
 
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
         self.sent = 0
-        self._queue: asyncio.Queue[av.Packet] = asyncio.Queue(TRACK_QUEUE)
+        self._queue: asyncio.Queue[RtpFrame] = asyncio.Queue(TRACK_QUEUE)
         self._need_keyframe = kind == "video"
 
-    def offer(self, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> None:
-        """Queue a packet; when the queue is full, drop and restart at a keyframe."""
+    def offer(self, frame: RtpFrame, keyframe: bool) -> None:
+        """Queue a frame; when the queue is full, drop and restart at a keyframe."""
         if self._queue.full():
             while not self._queue.empty():
                 self._queue.get_nowait()
@@ -31,12 +43,8 @@ class PacketTrack(MediaStreamTrack):
         if self._need_keyframe and not keyframe:
             return
         self._need_keyframe = False
-        packet = av.Packet(data)
-        packet.pts = pts
-        packet.dts = pts
-        packet.time_base = time_base
-        self._queue.put_nowait(packet)
-        self.sent += len(data)
+        self._queue.put_nowait(frame)
+        self.sent += frame.size
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> RtpFrame:  # type: ignore[override]
         return await self._queue.get()

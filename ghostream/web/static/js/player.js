@@ -1,4 +1,4 @@
-// The Ghostream player: WebRTC (WHEP) first, LL-HLS (hls.js) when UDP is blocked,
+// The Ghostream player: WebRTC (WHEP; UDP, else ICE-TCP) first, LL-HLS (hls.js) when both fail,
 // the poster while the stream is offline, and the viewer counter below.
 "use strict";
 
@@ -44,10 +44,10 @@ function retryLater(reason) {
   player.retry = setTimeout(start, RETRY_MS);
 }
 
-function playing(mode) {
+function playing(mode, transport) {
   player.mode = mode;
   offline(false);
-  const label = mode === "webrtc" ? "WebRTC" : "LL-HLS";
+  const label = mode === "webrtc" ? `WebRTC${transport ? "/" + transport.toUpperCase() : ""}` : "LL-HLS";
   const quality = qualitySelect.value === "auto" ? "auto" : qualitySelect.value.split("@")[1];
   say(`Live over ${label}` + (quality ? ` (${quality})` : "") + (player.why ? `: ${player.why}` : ""));
 }
@@ -96,6 +96,9 @@ async function startWebrtc(generation) {
       if (pc.connectionState === "connected") {
         clearTimeout(timer);
         playing("webrtc");
+        transportOf(pc).then((transport) => {
+          if (generation === player.generation && player.mode === "webrtc") playing("webrtc", transport);
+        });
         resolve({});
       } else if (pc.connectionState === "failed") {
         clearTimeout(timer);
@@ -110,6 +113,17 @@ async function startWebrtc(generation) {
     };
     check();
   });
+}
+
+// "udp", or "tcp" when the network lets WebRTC through only over ICE-TCP.
+async function transportOf(pc) {
+  const reports = await pc.getStats();
+  for (const report of reports.values()) {
+    if (report.type !== "transport" || !report.selectedCandidatePairId) continue;
+    const pair = reports.get(report.selectedCandidatePairId);
+    return pair && reports.get(pair.localCandidateId)?.protocol;
+  }
+  return undefined;
 }
 
 function gathered(pc) {
