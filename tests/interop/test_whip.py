@@ -10,6 +10,7 @@ refusals are checked with plain HTTP, as OBS would meet them.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -132,6 +133,12 @@ def test_chromium_publishes_and_every_output_serves_it(
     with publishing_from_chromium(server, browsers) as publisher:
         status_text = "return document.getElementById('status').textContent"
         wait_for(publisher, status_text, lambda s: s.startswith("Publishing"), 20, "publishing")
+        # The publisher reaches the shared WebRTC ports, UDP and ICE-TCP, as viewers do.
+        answer = publisher.execute_script("return window.publisher.pc.remoteDescription.sdp")
+        udp = re.findall(r"a=candidate:\S+ 1 udp \d+ \S+ (\d+) typ host", answer)
+        assert set(udp) == {str(server.config["webrtc"]["minPortUDP"])}, answer
+        tcp_port = server.config["webrtc"]["tcpListenAddress"].rsplit(":", 1)[1]
+        assert f" {tcp_port} typ host tcptype passive" in answer, answer
         frames = probe_srt(server, tmp_path)
         assert frames.get("h264", 0) >= 25 and frames.get("opus", 0) >= 50, frames
         frames = decode_llhls(server, tmp_path)
