@@ -194,14 +194,15 @@ def main() -> None:
     print(f"Machine load (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     with tempfile.TemporaryDirectory() as work:
-        server = start_server(Path(work), {"streams": {"reconnectGrace": 1}})
+        # bench/webrtc.py's numbered SRT source publishes with a key of its own.
+        overrides = {"streams": {"reconnectGrace": 1}, "auth": {"enabled": False}}
+        server = start_server(Path(work), overrides)
         try:
             print(f"Glass-to-glass latency (drawn -> displayed in Chromium), {RATE} fps:")
             with open_chromium(chromium, driver) as browser:
                 whip_run(server, browser, args.seconds, args.bitrate)
-            time.sleep(2)  # the WHIP stream ends after its grace period
             with open_chromium(chromium, driver) as browser:
-                values = srt_latency(server, browser, args.seconds)
+                values = srt_latency(server, browser, args.seconds, tcp=False)
             print(f"  SRT -> WHEP (320x180, 25 fps, srt.latency default): {summary(values)}")
         finally:
             server.stop()
