@@ -1,17 +1,19 @@
 """WebRTC playback: one aiortc peer connection per browser viewer, fed from the broker.
 
 This module is the one place where asyncio code runs.  `WebRtcOutput.run`
-opens a trio-asyncio loop; every session is a Trio task in the output's
-nursery that talks to aiortc through `aio_as_trio`, so a session's life
-(negotiation, feeding, ICE failure, DELETE, shutdown) is structured like any
-other connection of the server.
+opens a trio-asyncio loop; every session (a viewer here, a WHIP publisher in
+`ingest`) is a Trio task in the output's nursery that talks to aiortc
+through `aio_as_trio`, so a session's life (negotiation, feeding, ICE
+failure, DELETE, shutdown) is structured like any other connection of the
+server.
 
 Video is passed through: each viewer reads the stream's demuxed H.264 access
 units with its own cursor (`PacketHub`), so a viewer that falls behind skips
 to the next keyframe without touching anyone else; each access unit is cut
 into RTP payloads once (`SharedPayloads`) for all of them.  Audio must become
-Opus, and that is done once per stream by `OpusFeed`, whose packets every
-viewer of the stream shares.  Per viewer only RTP headers and SRTP remain.
+Opus (unless it is already: a WHIP publish), and that is done once per
+stream by `OpusFeed`, whose packets every viewer of the stream shares.
+Per viewer only RTP headers and SRTP remain.
 
 Video browsers cannot decode as it is (see `codecs.passthrough_obstacle`)
 is re-encoded once per stream by the transcoder into the internal stream
