@@ -225,3 +225,13 @@ def test_refusals_as_obs_meets_them(require_program, ghostream_server) -> None:
         status, body, _ = offer(server, "demo", "demo")
         assert status == 409, body
     assert "Traceback" not in server.log
+
+
+def test_a_publisher_that_vanishes_frees_the_stream(browsers, ghostream_server) -> None:
+    server = ghostream_server()
+    with publishing_from_chromium(server, browsers) as publisher:
+        # The browser goes without a DELETE, as a crashed OBS or a dropped network would.
+        publisher.execute_script("window.removeEventListener('pagehide', stop)")
+    server.wait_for_log(r"stopped publishing demo over WHIP: no media for \d+ s", 20)
+    status, streams, _ = request("GET", f"{server.web_url}/api/streams")
+    assert json.loads(streams)["streams"][0]["state"] == "waiting for publisher"

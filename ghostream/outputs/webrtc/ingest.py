@@ -52,8 +52,9 @@ NEGOTIATION_TIMEOUT = 10.0
 # Ask for a keyframe when the newest one is older than this (seconds), at most once per second.
 KEYFRAME_INTERVAL = 2.0
 PLI_SPACING = 1.0
-# A publisher that sends nothing for this long is gone (ICE consent also ends it, later).
-MEDIA_TIMEOUT = 15.0
+# A publisher that sends nothing for this long is gone (ICE consent also ends it, later):
+# soon enough that OBS, reconnecting after a network drop, is not refused for long (409).
+MEDIA_TIMEOUT = 5.0
 CLOCK = 90000
 
 
