@@ -35,7 +35,18 @@ MASK = "********"
 WEBRTC_TRANSCODE_MODES = ("auto", "always", "never")
 
 
+PULL_KEY = re.compile(r"[A-Za-z0-9_.~+/-]{8,128}")
 BCRYPT_HASH = re.compile(r"\$2[aby]?\$[0-9]{2}\$[./A-Za-z0-9]{53}")
+
+
+def srt_address(url: str) -> tuple[str, int]:
+    """Host and port of `srt://HOST:PORT`; ValueError naming the URL otherwise."""
+    match = re.fullmatch(
+        r"srt://(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:/\[\]\s]+)):(?P<port>[0-9]{1,5})/?", url
+    )
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(f"{url!r} is not an address like srt://origin:9710")
+    return match["v6"] or match["host"], int(match["port"])
 
 
 class ConfigError(Exception):
@@ -210,6 +221,65 @@ class SrtSettings:
         doc=(
             "Stream served to SRT viewers that send no stream id (VLC); empty means the only live"
             " stream."
+        ),
+        default="",
+    )
+    pull_keys: list[str] = _key(
+        "pullKeys",
+        doc=(
+            "Keys of the edge servers that pull streams from this one (their `origin.key`): an"
+            " SRT viewer presenting one is an edge, and only edges may report their viewers."
+        ),
+        secret=True,
+        default_factory=list,
+    )
+    pull_only: bool = _key(
+        "pullOnly",
+        doc=(
+            "true: SRT viewers must be edges presenting one of `srt.pullKeys` (WebRTC and LL-HLS"
+            " viewers are not affected)."
+        ),
+        default=False,
+    )
+
+
+@dataclass(frozen=True)
+class OriginSettings:
+    """Where an edge server pulls the streams its viewers ask for."""
+
+    url: str = _key(
+        "url",
+        doc=(
+            "SRT address of the origin (`srt://origin:9710`); when set, this server is an edge"
+            " that pulls a stream from there when a viewer asks for one it does not have."
+        ),
+        default="",
+    )
+    passphrase: str = _key(
+        "passphrase",
+        doc="SRT encryption passphrase of the origin (its `srt.passphrase`); empty: none.",
+        secret=True,
+        default="",
+    )
+    key: str = _key(
+        "key",
+        doc=(
+            "This edge's key, one of the origin's `srt.pullKeys`: sent in the stream id of each"
+            " pull (`#!::r=ID,m=request,s=KEY`) and with each viewer report."
+        ),
+        secret=True,
+        default="",
+    )
+    idle_timeout: int = _key(
+        "idleTimeout",
+        doc="Seconds a pulled stream is kept after its last viewer left.",
+        default=10,
+    )
+    web_url: str = _key(
+        "webUrl",
+        doc=(
+            "Web address of the origin (`http://origin:8080`): this edge reports its viewers"
+            " there every few seconds so that the origin counts them; empty: no reports."
         ),
         default="",
     )
@@ -460,6 +530,7 @@ class Settings:
     )
     history: HistorySettings = _key("history", default_factory=HistorySettings)
     monitoring: MonitoringSettings = _key("monitoring", default_factory=MonitoringSettings)
+    origin: OriginSettings = _key("origin", default_factory=OriginSettings)
     srt: SrtSettings = _key("srt", default_factory=SrtSettings)
     streams: StreamsSettings = _key("streams", default_factory=StreamsSettings)
     telnet: TelnetSettings = _key("telnet", default_factory=TelnetSettings)
@@ -757,6 +828,24 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
             ipaddress.ip_address(address)
         except ValueError:
             fail(("webrtc", "publicIPs"), f"has {address!r}, which is not an IP address")
+    origin = settings.origin
+    if origin.url:
+        try:
+            srt_address(origin.url)
+        except ValueError as exc:
+            fail(("origin", "url"), f"is wrong: {exc}")
+    if origin.passphrase and not 10 <= len(origin.passphrase) <= 79:
+        fail(("origin", "passphrase"), "must have 10 to 79 characters")
+    for path, key in [(("origin", "key"), origin.key)] + [
+        (("srt", "pullKeys"), key) for key in settings.srt.pull_keys
+    ]:
+        # The key travels in an SRT stream id and an HTTP header; never echo it.
+        if key and not PULL_KEY.fullmatch(key):
+            fail(path, "must be 8 to 128 letters, digits or - _ . ~ + /")
+    if origin.idle_timeout < 1:
+        fail(("origin", "idleTimeout"), "must be at least 1 (second)")
+    if origin.web_url and not re.fullmatch(r"https?://[^\s/]+/?", origin.web_url):
+        fail(("origin", "webUrl"), "must be an address like http://origin:8080")
     if settings.webrtc.transcode not in WEBRTC_TRANSCODE_MODES:
         fail(
             ("webrtc", "transcode"),

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ghostream import monitoring
+from ghostream.audience import Audience
 from ghostream.auth import Gatekeeper, create_authenticator
 from ghostream.auth.throttle import FailureThrottle
 from ghostream.broker.eventlog import EventLog
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
-from ghostream.config import Settings
+from ghostream.config import Profile, Settings
 from ghostream.outputs.llhls import LlHls
 
 if TYPE_CHECKING:
+    from ghostream.edge.puller import EdgePuller
     from ghostream.outputs.forward import Forwarder
     from ghostream.outputs.telnet import TelnetOutput
     from ghostream.outputs.transcode import Transcoder
@@ -32,9 +35,11 @@ class ServerContext:
     history: EventLog | None
     packets: PacketHub
     hls: LlHls
+    audience: Audience
     webrtc: WebRtcOutput | None = None
     forwarder: Forwarder | None = None
     transcoder: Transcoder | None = None
+    edge: EdgePuller | None = None
     telnet: TelnetOutput | None = None
     # Services listening so far, and whether all of them are (for /healthz).
     listening: list[str] = field(default_factory=list)
@@ -69,6 +74,13 @@ class ServerContext:
         transcoding = settings.transcoding
         variant_names = [p.name for p in transcoding.parsed_profiles] if transcoding.enabled else []
         hls = LlHls(packets, broker, variant_names)
+        edge = None
+        if settings.origin.url:
+            from ghostream.edge.puller import EdgePuller
+
+            edge = EdgePuller(settings.origin, settings.srt.latency / 1000, broker, packets)
+            # An edge pulls its variants, made on the origin; it makes only the WebRTC copy.
+            transcoding = dataclasses.replace(transcoding, profiles=[])
         transcoder = None
         copies_for_webrtc = settings.webrtc.enabled and settings.webrtc.transcode != "never"
         if copies_for_webrtc or (transcoding.enabled and transcoding.profiles):
@@ -87,9 +99,21 @@ class ServerContext:
 
             forwarder = Forwarder(settings.forwarding, broker, packets)
             broker.on_event.append(forwarder.observe)
+        audience = Audience(broker, webrtc.page_uids if webrtc is not None else set)
+        monitoring.EDGE_VIEWERS.source = audience.edge_viewers
         gatekeeper = Gatekeeper(authenticator, failure_throttle(settings))
         context = cls(
-            settings, broker, gatekeeper, history, packets, hls, webrtc, forwarder, transcoder
+            settings,
+            broker,
+            gatekeeper,
+            history,
+            packets,
+            hls,
+            audience,
+            webrtc,
+            forwarder,
+            transcoder,
+            edge,
         )
         if settings.telnet.enabled and not settings.transcoder.text.enabled:
             log.warning("telnet output off: it needs transcoder.text.enabled too")
@@ -100,6 +124,14 @@ class ServerContext:
                 settings.telnet, settings.transcoder.text, broker, packets
             )
         return context
+
+    @property
+    def variant_profiles(self) -> list[Profile]:
+        """Variants offered to players: made here, or on the origin an edge pulls them from."""
+        transcoding = self.settings.transcoding
+        if self.edge is not None:
+            return transcoding.parsed_profiles if transcoding.enabled else []
+        return list(self.transcoder.profiles.values()) if self.transcoder is not None else []
 
     def close(self) -> None:
         if self.history is not None:

@@ -14,7 +14,7 @@ were live in this run (at most MAX_STREAM_LABELS), otherwise "other"; the
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +25,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Info,
+    Metric,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -171,6 +172,35 @@ TRANSCODE_BEHIND = StreamCounter(
     ["stream"],
     registry=REGISTRY,
 )
+
+
+class EdgeViewers:
+    """Viewers that edges report per stream, read from the audience at each scrape."""
+
+    _name = "ghostream_edge_viewers"
+    _labelnames = ("stream",)
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, int]] = dict
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            self._name,
+            "Viewers of a stream on the edge servers that pull it from this one",
+            labels=self._labelnames,
+        )
+        totals: dict[str, int] = {}
+        for stream, count in self.source().items():
+            label = STREAM_LABELS(stream)
+            totals[label] = totals.get(label, 0) + count
+        for label, count in sorted(totals.items()):
+            family.add_metric([label], count)
+        yield family
+
+
+EDGE_VIEWERS = EdgeViewers()
+REGISTRY.register(EDGE_VIEWERS)
+
 TEXT_CONVERSIONS = Gauge(
     "ghostream_text_conversions",
     "Streams decoded and scaled to text art for telnet viewers (one per stream)",

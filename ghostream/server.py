@@ -54,6 +54,13 @@ def plan_services(context: ServerContext) -> list[Service]:
         )
     if context.transcoder is not None:
         services.append(Service("transcoding", "", context.transcoder.run))
+    if context.edge is not None:
+        services.append(Service("edge", "", context.edge.run))
+        if settings.origin.web_url:
+            from ghostream.edge.reports import EdgeReporter
+
+            reporter = EdgeReporter(settings.origin, context.audience)
+            services.append(Service("edge reports", "", reporter.run))
     if context.forwarder is not None:
         services.append(Service("forwarding", "", context.forwarder.run))
     if context.webrtc is not None:

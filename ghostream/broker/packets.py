@@ -205,6 +205,15 @@ class PacketHub(TaskOwner):
         demux = self._demuxes.get(stream_id)
         return len(demux.readers) if demux is not None else 0
 
+    def watched(self, stream_id: str) -> bool:
+        """Whether anyone uses a stream: what decides that on-demand work may stop.
+
+        Counted viewers (SRT, WebRTC, edges pulling it) attend the broker's
+        stream; LL-HLS packagers, forwarders and transcoders read packets.
+        """
+        stream = self.broker.get(stream_id)
+        return (stream is not None and stream.viewers > 0) or self.reader_count(stream_id) > 0
+
     @asynccontextmanager
     async def read(self, stream_id: str, *, max_lag: float = 2.0) -> AsyncIterator[PacketReader]:
         """Read a live stream's packets; StreamNotFound when it is not live."""

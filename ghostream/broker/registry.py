@@ -158,6 +158,17 @@ class Broker:
             for stream_id in list(self._streams):
                 self._end(stream_id)
 
+    def end(self, stream_id: str) -> None:
+        """End a stream that has no publisher now, without waiting out the grace.
+
+        For a source that knows no publisher is coming back (an edge's pull
+        that let go of an unwatched stream); a stream with a live publisher
+        is left alone.
+        """
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.state is not StreamState.LIVE:
+            self._end(stream_id)
+
     def _end(self, stream_id: str) -> None:
         self._deadlines.pop(stream_id, None)
         stream = self._streams.pop(stream_id, None)

@@ -55,6 +55,11 @@ class Subscription:
         self._generation = -1
 
     @property
+    def generation(self) -> int:
+        """The publisher generation the cursor reads (-1 before the first bytes)."""
+        return self._generation
+
+    @property
     def lag_bytes(self) -> int:
         if self._cursor is None:
             return 0

@@ -14,7 +14,7 @@ with CORS so that players on other origins can load them.
 
 from __future__ import annotations
 
-import time
+import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -26,8 +26,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ghostream.auth.throttle import host_key
 from ghostream.broker.registry import StreamSummary
 from ghostream.context import ServerContext, failure_throttle
+from ghostream.edge.access import is_edge_key
 from ghostream.http.admin import AdminAuth, admin_only
 from ghostream.http.headers import SecurityHeaders
 from ghostream.http.pages import page_routes
@@ -40,9 +42,7 @@ if TYPE_CHECKING:
 # Characters of a stream id in a URL; anything else is a 404 like any unknown page.
 STREAM_PATH = "{stream_id:str}"
 STREAM_ID_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@_-.")
-# A browser page polls the counter every 20 s; one not seen for this long has left.
-PAGE_VIEWER_TTL = 40.0
-MAX_PAGE_VIEWERS = 100_000
+MAX_REPORT_BYTES = 64 * 1024
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
@@ -66,51 +66,47 @@ class HlsMediaConvertor(Convertor[str]):
 register_url_convertor("hlsmedia", HlsMediaConvertor())
 
 
-class PageViewers:
-    """Browser pages that poll `/_stats/ID/?uid=…`, each counted once while it polls."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[str, float]] = {}
-
-    def saw(self, uid: str, stream_id: str) -> None:
-        self._seen.pop(uid, None)
-        self._seen[uid] = (stream_id, time.monotonic())
-        if len(self._seen) > MAX_PAGE_VIEWERS:
-            self._expire(force_oldest=True)
-
-    def count(self, stream_id: str, already_counted: set[str]) -> int:
-        """Pages of a stream, except those whose WebRTC session is counted as a viewer."""
-        self._expire()
-        return sum(
-            1
-            for uid, (stream, _) in self._seen.items()
-            if _same_stream(stream, stream_id) and uid not in already_counted
-        )
-
-    def _expire(self, *, force_oldest: bool = False) -> None:
-        limit = time.monotonic() - PAGE_VIEWER_TTL
-        for uid, (_, seen) in list(self._seen.items()):
-            if seen >= limit and not force_oldest:
-                break
-            del self._seen[uid]
-            force_oldest = False
-
-
-def _same_stream(stream: str, wanted: str) -> bool:
-    """A quality variant (`id@480p`) counts toward its stream."""
-    return stream == wanted or stream.startswith(wanted + "@")
-
-
 def _valid_id(stream_id: str) -> bool:
     return bool(stream_id) and len(stream_id) <= 128 and set(stream_id) <= STREAM_ID_CHARACTERS
 
 
-def _summary(summary: StreamSummary, webrtc: WebRtcOutput | None) -> dict:
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it is larger than `limit`."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def parse_report(body: bytes | None) -> tuple[str, dict[str, int]] | None:
+    """`{"edge": ID, "viewers": {STREAM: N}}` as values; None when malformed."""
+    try:
+        data = json.loads(body) if body is not None else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    edge, viewers = data.get("edge"), data.get("viewers")
+    if not isinstance(edge, str) or not 0 < len(edge) <= 64 or not isinstance(viewers, dict):
+        return None
+    counts = {
+        stream_id: count
+        for stream_id, count in viewers.items()
+        if _valid_id(stream_id) and type(count) is int and 0 <= count <= 10_000_000
+    }
+    return edge, counts
+
+
+def _summary(summary: StreamSummary, audience: int, webrtc: WebRtcOutput | None) -> dict:
+    """`viewers` are this server's connections (an edge is one); `audience` counts people."""
     delivery = webrtc.delivery(summary.video_codec, summary.video) if webrtc else None
     return {
         "id": summary.id,
         "state": summary.state,
         "viewers": summary.viewers,
+        "audience": audience,
         "bytes_in": summary.bytes_in,
         "video_codec": summary.video_codec,
         "audio_codecs": list(summary.audio_codecs),
@@ -133,10 +129,8 @@ def _hls_response(request: Request, answer: HlsAnswer) -> Response:
 
 def create_app(context: ServerContext) -> Starlette:
     broker = context.broker
-    pages = PageViewers()
-
-    def live_viewers(stream_id: str) -> int:
-        return sum(s.viewers for s in broker.summaries() if _same_stream(s.id, stream_id))
+    audience = context.audience
+    edge_throttle = failure_throttle(context.settings)
 
     async def health(request: Request) -> JSONResponse:
         """Ready (200) once every enabled service listens; a container's HEALTHCHECK asks."""
@@ -153,20 +147,42 @@ def create_app(context: ServerContext) -> Starlette:
             return _not_found()
         uid = request.query_params.get("uid", "")
         if uid:
-            pages.saw(uid[:64], stream_id)
-        sessions = context.webrtc.page_uids() if context.webrtc else set()
-        count = live_viewers(stream_id) + pages.count(stream_id, sessions)
-        return JSONResponse({"ConnectedViewers": count})
+            audience.pages.saw(uid[:64], stream_id)
+        return JSONResponse({"ConnectedViewers": audience.total(stream_id)})
+
+    async def edge_report(request: Request) -> Response:
+        """An edge's viewers per stream, so that this server's counts include them.
+
+        The answer is the totals of those streams, for the edge's own counter.
+        """
+        presented = request.headers.get("authorization", "").removeprefix("Bearer ")
+        client = host_key(request.client.host if request.client else "?")
+        if not is_edge_key(context.settings.srt.pull_keys, presented):
+            # Guessing keys is slow, as for stream keys and the admin credential.
+            await trio.sleep(edge_throttle.failed(client))
+            return JSONResponse({"error": "not an edge of this server"}, status_code=403)
+        edge_throttle.succeeded(client)
+        report = parse_report(await _bounded_body(request, MAX_REPORT_BYTES))
+        if report is None:
+            return JSONResponse({"error": "malformed report"}, status_code=400)
+        edge, counts = report
+        audience.receive(edge, counts)
+        totals = {stream_id: audience.total(stream_id) for stream_id in counts}
+        return JSONResponse({"viewers": totals})
 
     async def streams(request: Request) -> JSONResponse:
-        return JSONResponse({"streams": [_summary(s, context.webrtc) for s in broker.summaries()]})
+        summaries = broker.summaries()
+        return JSONResponse(
+            {"streams": [_summary(s, audience.count(s.id), context.webrtc) for s in summaries]}
+        )
 
     async def stream_detail(request: Request, *, private: bool = False) -> JSONResponse:
         stream_id = request.path_params["stream_id"]
         if not _valid_id(stream_id):
             return _not_found()
         live = next((s for s in broker.summaries() if s.id == stream_id), None)
-        body: dict = {"id": stream_id, "live": _summary(live, context.webrtc) if live else None}
+        summary = _summary(live, audience.count(stream_id), context.webrtc) if live else None
+        body: dict = {"id": stream_id, "live": summary}
         history = context.history
         if history is not None:
             stats = await history.query(history.stream_stats, stream_id)
@@ -200,6 +216,7 @@ def create_app(context: ServerContext) -> Starlette:
     routes = [
         Route("/healthz", health),
         Route(f"/_stats/{STREAM_PATH}/", viewer_count),
+        Route("/_edges/viewers", edge_report, methods=["POST"]),
         Route("/api/streams", streams),
         Route(f"/api/streams/{STREAM_PATH}", stream_detail),
         Route(f"/api/admin/streams/{STREAM_PATH}", admin_only(admin, admin_stream_detail)),

@@ -35,8 +35,7 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
         "player_poster": settings.player_poster,
     }
 
-    transcoder = context.transcoder
-    offered_profiles = list(transcoder.profiles.values()) if transcoder is not None else []
+    offered_profiles = context.variant_profiles
 
     def domain_stream(request: Request) -> str | None:
         """The stream a domain is dedicated to, if any."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import trio
 from prometheus_client import Counter
@@ -25,6 +25,7 @@ from ghostream import monitoring
 from ghostream.broker.registry import StreamBusy, StreamNotFound
 from ghostream.broker.stream import StreamEnded, StreamState, Subscription
 from ghostream.context import ServerContext
+from ghostream.edge.access import is_edge_key
 from ghostream.srt.connection import Stats
 from ghostream.srt.endpoint import Handler, Reject, SrtClosed, SrtListener, SrtSocket, peer_text
 from ghostream.srt.handshake import ConnectionRequest
@@ -137,6 +138,10 @@ class SrtService:
     ) -> Handler | Reject:
         stream_id = wanted.stream_id
         peer = peer_text(request.peer)
+        if self.context.edge is not None:
+            # An edge serves its origin's streams; a local one would shadow the origin's.
+            reason = "this server is an edge: publish to its origin"
+            return self._refuse(request, stream_id, RejectReason.FORBIDDEN, reason)
         result = await self.context.gatekeeper.admit(stream_id, wanted.password, peer)
         if not result.ok:
             return self._refuse(request, stream_id, RejectReason.FORBIDDEN, result.reason)
@@ -156,8 +161,18 @@ class SrtService:
         self, request: ConnectionRequest, wanted: StreamRequest
     ) -> Handler | Reject:
         stream_id = wanted.stream_id
+        settings = self.context.settings.srt
+        # An edge pulling the stream: counted through its own viewers' report, not as one.
+        edge_pull = is_edge_key(settings.pull_keys, wanted.password)
+        if settings.pull_only and not edge_pull:
+            return self._refuse(
+                request,
+                stream_id,
+                RejectReason.FORBIDDEN,
+                "only edges may watch over SRT here (srt.pullOnly): no valid pull key",
+            )
         if wanted.is_default:
-            stream_id = self.broker.default_stream(self.context.settings.srt.default_stream) or ""
+            stream_id = self.broker.default_stream(settings.default_stream) or ""
             if not stream_id:
                 return self._refuse(
                     request,
@@ -168,10 +183,14 @@ class SrtService:
         if not await self.broker.provide(stream_id):
             return self._refuse(request, stream_id, RejectReason.NOTFOUND, "no such live stream")
         peer = peer_text(request.peer)
+        audience = self.context.audience
 
         async def watch(sock: SrtSocket) -> None:
-            with self._counted(sock, "watch"):
-                await self._watch(sock, stream_id, peer)
+            with (
+                self._counted(sock, "watch"),
+                audience.edge_pull(stream_id) if edge_pull else nullcontext(),
+            ):
+                await self._watch(sock, stream_id, peer, edge_pull)
 
         return watch
 
@@ -193,13 +212,14 @@ class SrtService:
         finally:
             log.info("%s stopped publishing %s: %s", peer, stream_id, sock.closed_reason or "")
 
-    async def _watch(self, sock: SrtSocket, stream_id: str, peer: str) -> None:
+    async def _watch(self, sock: SrtSocket, stream_id: str, peer: str, edge_pull: bool) -> None:
         bytes_out = monitoring.BYTES_OUT.labels(stream_id, PROTOCOL)
         reason = "viewer left"
         try:
             with self.broker.watch(stream_id, peer, PROTOCOL) as subscription:
-                log.info("%s watching %s over SRT", peer, stream_id)
-                ended = await _serve_viewer(sock, subscription, bytes_out)
+                kind = " (an edge pulling it)" if edge_pull else ""
+                log.info("%s watching %s over SRT%s", peer, stream_id, kind)
+                ended = await _serve_viewer(sock, subscription, bytes_out, edge_pull=edge_pull)
                 if ended is not None:
                     reason = ended.reason
                     raise ended
@@ -230,15 +250,24 @@ def _requested_id(raw: str) -> str:
 
 
 async def _serve_viewer(
-    sock: SrtSocket, subscription: Subscription, bytes_out: Counter
+    sock: SrtSocket, subscription: Subscription, bytes_out: Counter, *, edge_pull: bool = False
 ) -> StreamEnded | None:
-    """Send the stream until it ends (returned) or the viewer hangs up (None)."""
+    """Send the stream until it ends (returned) or the viewer hangs up (None).
+
+    An edge's pull ends when a new publisher takes over: the edge pulls
+    again and publishes anew, so that its readers resync as they do here.
+    """
     ended = None
+    generation = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_until_closed, sock, nursery.cancel_scope)
         try:
             while True:
                 data = await subscription.receive()
+                if edge_pull and generation not in (None, subscription.generation):
+                    ended = StreamEnded("a new publisher: the edge pulls again")
+                    break
+                generation = subscription.generation
                 for offset in range(0, len(data), MESSAGE_SIZE):
                     await sock.send(data[offset : offset + MESSAGE_SIZE])
                 bytes_out.inc(len(data))

@@ -254,9 +254,7 @@ class SourceTranscoder:
             if self.always and name != WEBRTC_PROFILE.name:
                 continue
             variant = self.variants.get(name)
-            # Watched: counted viewers (SRT, WebRTC) or frame readers (LL-HLS packagers).
-            readers = self.hub.reader_count(f"{self.stream_id}@{name}")
-            if variant is not None and (variant.stream.viewers > 0 or readers > 0):
+            if variant is not None and self.hub.watched(f"{self.stream_id}@{name}"):
                 self._last_watched[name] = now
             elif now - self._last_watched.get(name, now) > (
                 COPY_IDLE_STOP if name == WEBRTC_PROFILE.name else IDLE_STOP

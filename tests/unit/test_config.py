@@ -465,3 +465,28 @@ def test_example_file_documents_every_key_with_its_default() -> None:
     data.pop("forwarding")
     defaults.pop("forwarding")
     assert data == defaults
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("GHOSTREAM_ORIGIN_URL", "http://origin:9710", "origin.url is wrong"),
+        ("GHOSTREAM_ORIGIN_URL", "srt://origin", "origin.url is wrong"),
+        ("GHOSTREAM_ORIGIN_KEY", "short", "origin.key must be 8 to 128"),
+        ("GHOSTREAM_SRT_PULLKEYS", "good-edge-key,bad key, with spaces", "srt.pullKeys must"),
+        ("GHOSTREAM_ORIGIN_IDLETIMEOUT", "0", "origin.idleTimeout must be at least 1"),
+        ("GHOSTREAM_ORIGIN_WEBURL", "origin:8080", "origin.webUrl must be an address"),
+    ],
+)
+def test_edge_settings_are_checked_without_echoing_keys(
+    variable: str, value: str, message: str
+) -> None:
+    error = load_error(None, {variable: value})
+    assert error.startswith(variable) and message in error
+    if "KEY" in variable:
+        assert value.split(",")[-1] not in error
+
+
+def test_an_edge_setting_parses_its_origin() -> None:
+    settings = load_settings(None, environ={"GHOSTREAM_ORIGIN_URL": "srt://[::1]:9710"})
+    assert config_module.srt_address(settings.origin.url) == ("::1", 9710)
