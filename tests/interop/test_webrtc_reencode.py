@@ -117,8 +117,9 @@ def test_hevc_plays_over_whep_and_is_named_in_the_hls_playlist(
 ) -> None:
     server = ghostream_server()
     with publishing(server, "demo:demo", source=HEVC, seconds=60):
-        server.wait_for_log(r"demo: video HEVC Main [\d.]+, 640x360, 30 fps")
-        server.wait_for_log("demo: HEVC: WebRTC viewers get a re-encoded copy")
+        # libx265 starts slowly on a busy machine: allow it time to send its first pictures.
+        server.wait_for_log(r"demo: video HEVC Main [\d.]+, 640x360, 30 fps", 30)
+        server.wait_for_log("demo: HEVC: WebRTC viewers get a re-encoded copy", 30)
         open_viewer(chromium, server, "demo")
         before, after = decodes_in_real_time(chromium)
         assert after["framesDecoded"] - before["framesDecoded"] >= 0.9 * RATE * SECONDS
