@@ -42,6 +42,7 @@ from ghostream.broker.events import (
     PublishStarted,
     PublishStopped,
     Rejected,
+    StreamFault,
     ViewerJoined,
     ViewerLeft,
     ViewerSkipped,
@@ -170,6 +171,13 @@ TRANSCODE_BEHIND = StreamCounter(
     "ghostream_transcode_behind_total",
     "Times a source's variants fell behind real time and skipped to a keyframe",
     ["stream"],
+    registry=REGISTRY,
+)
+STREAM_FAULTS = Counter(
+    "ghostream_stream_faults_total",
+    "Per-stream components (demux, llhls, opus, transcode, forward, srt, telnet, edge) that "
+    "failed on a stream's data and were restarted or stopped for that stream only",
+    ["component"],
     registry=REGISTRY,
 )
 
@@ -324,6 +332,8 @@ def observe(event: Event) -> None:
             VIEWERS_SERVED.labels(event.stream_id, event.protocol).inc()
         case ViewerLeft():
             VIEWERS.labels(event.stream_id, event.protocol).dec()
+        case StreamFault():
+            STREAM_FAULTS.labels(event.component).inc()
         case ViewerSkipped():
             VIEWERS_SKIPPED.labels(event.stream_id, event.protocol).inc()
         case Rejected():

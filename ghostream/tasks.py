@@ -7,6 +7,8 @@ from typing import TypeVar
 
 import trio
 
+from ghostream.broker.supervisor import Supervisor
+
 K = TypeVar("K")
 T = TypeVar("T")
 
@@ -33,17 +35,23 @@ def start_registered(
     key: K,
     item: T,
     run: Callable[[], Awaitable[object]],
+    *,
+    supervisor: Supervisor,
+    component: str,
+    again: Callable[[], bool] | None = None,
 ) -> None:
     """Run `run()` in `nursery` with `item` registered under `key` for as long as it runs.
 
     Lookups in `registry` find only running items, so a caller that finds
     none starts a new one; a newer item under the same key is left alone.
+    The key names a stream: `run` is that stream's `component`, under the
+    supervisor's error boundary (restarted while `again()` says so).
     """
     registry[key] = item
 
     async def registered() -> None:
         try:
-            await run()
+            await supervisor.run(str(key), component, run, again=again)
         finally:
             if registry.get(key) is item:
                 del registry[key]

@@ -29,12 +29,14 @@ from typing import Any, TypeVar
 import sqlite_utils
 import trio
 
+from ghostream import threads
 from ghostream.broker.events import (
     Event,
     Forwarding,
     PublishStarted,
     PublishStopped,
     Rejected,
+    StreamFault,
     ViewerJoined,
     ViewerLeft,
 )
@@ -171,7 +173,7 @@ class EventLog:
 
     async def _write_or_requeue(self, batch: list[Event]) -> None:
         try:
-            await trio.to_thread.run_sync(self._write, batch)
+            await trio.to_thread.run_sync(self._write, batch, limiter=threads.HISTORY)
         except sqlite3.Error as exc:
             # Keep the events: the next batch tries again (disk full, locked...).
             self._pending[:0] = batch
@@ -267,6 +269,18 @@ class EventLog:
                         "detail": json.dumps({"bytes": event.bytes}),
                     }
                 )
+            case StreamFault():
+                self._db["events"].insert(
+                    {
+                        "at": event.at,
+                        "kind": "fault",
+                        "stream": event.stream_id,
+                        "protocol": event.component,
+                        "peer": "",
+                        "reason": event.reason,
+                        "detail": json.dumps({"action": event.action}),
+                    }
+                )
             case Rejected():
                 self._db["events"].insert(
                     {
@@ -300,7 +314,7 @@ class EventLog:
     async def query(self, function: Callable[..., T], *args: Any) -> T:
         """Run a read after writing what is queued, so answers include the latest events."""
         await self.flush()
-        return await trio.to_thread.run_sync(self._read, function, *args)
+        return await trio.to_thread.run_sync(self._read, function, *args, limiter=threads.HISTORY)
 
     def _read(self, function: Callable[..., T], *args: Any) -> T:
         with self._lock:

@@ -76,6 +76,17 @@ class Forwarding:
     bytes: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class StreamFault:
+    """A per-stream component failed on the stream's data; `action` says what was done."""
+
+    stream_id: str
+    component: str
+    at: float
+    reason: str
+    action: str
+
+
 Event = (
     PublishStarted
     | PublishStopped
@@ -84,4 +95,5 @@ Event = (
     | ViewerSkipped
     | Rejected
     | Forwarding
+    | StreamFault
 )

@@ -22,6 +22,7 @@ from ghostream.broker.events import Event, PublishStarted
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.media.demux import MediaPacket, Track, TsDemuxer
+from ghostream.media.errors import UnsupportedStream
 from ghostream.media.properties import PropertiesTracker
 from ghostream.tasks import TaskOwner, start_registered
 
@@ -64,10 +65,17 @@ class PacketReader:
         return next((p for p in reversed(self.demux.packets) if p.track.kind == kind), None)
 
     async def tracks(self) -> list[Track]:
-        """Every track of the stream, once each has been seen (for init segments, SDP)."""
+        """Every track of the stream, once each has been seen (for init segments, SDP).
+
+        UnsupportedStream when the program has nothing to make frames of (no
+        H.264/HEVC video); a track whose `problem` is set is returned as is.
+        """
         while not self.demux.ready:
             if self.demux.ended is not None:
                 raise StreamEnded(self.demux.ended)
+            unsupported = self.demux.demuxer.unsupported
+            if unsupported is not None:
+                raise UnsupportedStream(unsupported)
             await self.demux.wait()
         return self.demux.demuxer.tracks
 
@@ -111,8 +119,24 @@ class StreamDemux:
         if self.keyframe is not None and self.keyframe < self.first:
             self.keyframe = None
         self.ready = self.demuxer.ready and self.keyframe is not None
-        if packets:
+        if packets or self.demuxer.unsupported is not None:
             self._wakeup.unpark_all()
+
+    def follow(self, generation: int) -> None:
+        """After a new publisher came, start over: new tracks, timestamps from zero.
+
+        Readers then wait for its first keyframe, never reading the previous
+        publisher's packets (or tracks) as if they were the new one's.
+        """
+        if generation == self.generation:
+            return
+        self.generation = generation
+        self.demuxer = TsDemuxer()
+        self.properties = PropertiesTracker()
+        self.first = self.next
+        self.packets.clear()
+        self.keyframe = None
+        self.ready = False
 
     def finish(self, reason: str) -> None:
         self.ended = reason
@@ -146,7 +170,7 @@ class StreamDemux:
             return
         try:
             with stream.subscribe() as subscription:
-                generation = stream.generation
+                self.generation = stream.generation
                 while True:
                     if not self.readers:
                         self._reader_came = trio.Event()
@@ -156,12 +180,7 @@ class StreamDemux:
                             return
                     with trio.move_on_after(IDLE_LINGER):
                         data = await subscription.receive()
-                        if stream.generation != generation:
-                            # A new publisher: new tracks, timestamps from zero.
-                            generation = stream.generation
-                            self.demuxer = TsDemuxer()
-                            self.properties = PropertiesTracker()
-                        self.generation = generation
+                        self.follow(stream.generation)
                         packets = self.demuxer.feed(data)
                         self.add(packets)
                         self._describe(broker, packets)
@@ -217,14 +236,23 @@ class PacketHub(TaskOwner):
     @asynccontextmanager
     async def read(self, stream_id: str, *, max_lag: float = 2.0) -> AsyncIterator[PacketReader]:
         """Read a live stream's packets; StreamNotFound when it is not live."""
-        if self.broker.get(stream_id) is None:
+        stream = self.broker.get(stream_id)
+        if stream is None:
             raise StreamNotFound(stream_id)
         assert self._nursery is not None, "PacketHub.run is not running"
         demux = self._demuxes.get(stream_id)
+        if demux is not None:
+            demux.follow(stream.generation)
         if demux is None or demux.ended is not None:
             demux = StreamDemux(stream_id)
             start_registered(
-                self._nursery, self._demuxes, stream_id, demux, partial(demux.run, self.broker)
+                self._nursery,
+                self._demuxes,
+                stream_id,
+                demux,
+                partial(demux.run, self.broker),
+                supervisor=self.broker.supervisor,
+                component="demux",
             )
         reader = PacketReader(demux, max_lag)
         demux.joined(reader)

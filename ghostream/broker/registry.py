@@ -34,6 +34,7 @@ from ghostream.broker.stream import (
     StreamState,
     Subscription,
 )
+from ghostream.broker.supervisor import Supervisor
 from ghostream.media.properties import VideoProperties
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class Broker:
         self.reconnect_grace = reconnect_grace
         self.ring_bytes = ring_bytes
         self.on_event: list[Callable[[Event], None]] = []
+        # Every per-stream task runs under it: a failure stops that task, not the server.
+        self.supervisor = Supervisor(self.emit)
         # Asked for a stream that is not live; one may start it (a quality variant).
         self.providers: list[Callable[[str], Awaitable[bool]]] = []
         # Told a stream's video properties when a publish's video is described or changes.
@@ -273,7 +276,7 @@ class Broker:
                 state=stream.state.value,
                 viewers=stream.viewers,
                 bytes_in=stream.bytes_in,
-                video_codec=stream.inspector.video_codec,
+                video_codec=stream.inspector.video_codec or stream.inspector.other_video,
                 audio_codecs=tuple(stream.inspector.audio_codecs),
                 video=stream.video,
             )

@@ -134,6 +134,9 @@ class Stream:
         # The server's own copy of another stream: served, but not listed (see Broker.publish).
         self.internal = False
         self.on_skip: list = []
+        # Outputs that refused this publish's data: their component name, and their own record
+        # of why (an LL-HLS packager that failed); cleared when a new publisher comes.
+        self.unplayable: dict[str, object] = {}
         self._chunks: deque[bytes] = deque()
         self._first = 0
         self._buffered = 0
@@ -168,6 +171,7 @@ class Stream:
         self.generation += 1
         self.inspector = TsInspector()
         self.gop_start = None
+        self.unplayable.clear()
         self.video = None
 
     def end(self) -> None:

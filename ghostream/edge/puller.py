@@ -197,7 +197,15 @@ class EdgePuller(TaskOwner):
         pull = self.pulls.get(stream_id)
         if pull is None or pull.stopping:
             pull = Pull(stream_id, self)
-            start_registered(self._nursery, self.pulls, stream_id, pull, pull.run)
+            start_registered(
+                self._nursery,
+                self.pulls,
+                stream_id,
+                pull,
+                pull.run,
+                supervisor=self.broker.supervisor,
+                component="edge",
+            )
         outcomes = pull.ask()
         with trio.move_on_after(START_TIMEOUT):
             await pull.settled(outcomes)

@@ -16,16 +16,25 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from ghostream.media import opus
+from ghostream.media.bitstream import (
+    START_CODE,
+    VideoConfig,
+    nal_type,
+    parse_adts,
+    parse_video_config,
+    split_nal_units,
+)
+from ghostream.media.errors import MalformedStream
 from ghostream.media.ts import PACKET_SIZE, SYNC_BYTE, TsInspector
 
+__all__ = ["START_CODE", "MediaPacket", "Track", "TsDemuxer", "nal_type", "split_nal_units"]
+
 TIME_BASE = Fraction(1, 90000)
-START_CODE = b"\x00\x00\x00\x01"
-AAC_SAMPLE_RATES = (
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-)  # fmt: skip
 # Parameter-set NAL unit types and keyframe test, per video codec.
 PARAMETER_SETS = {"h264": (7, 8), "hevc": (32, 33, 34)}
 MAX_PES_BYTES = 8 * 1024 * 1024
+# PES timestamps count 90 kHz ticks in 33 bits: they wrap after 26.5 hours.
+TIMESTAMP_WRAP = 1 << 33
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +42,9 @@ class Track:
     """One elementary stream as a decoder or muxer needs to know it.
 
     A new Track object means the decoder must start over: the publisher
-    reconnected or changed its parameter sets.
+    reconnected or changed its parameter sets.  A video track reads its
+    parameter sets once, when it is made: `config` holds them, or `problem`
+    says why they cannot be used (outputs that need them refuse the stream).
     """
 
     kind: str
@@ -42,6 +53,16 @@ class Track:
     sample_rate: int = 0
     channels: int = 0
     time_base: Fraction = TIME_BASE
+    config: VideoConfig | None = field(default=None, init=False, compare=False, repr=False)
+    problem: str = field(default="", init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind != "video":
+            return
+        try:
+            object.__setattr__(self, "config", parse_video_config(self.codec, self.extradata))
+        except MalformedStream as exc:
+            object.__setattr__(self, "problem", str(exc))
 
     @property
     def h264_profile_level_id(self) -> str | None:
@@ -67,25 +88,6 @@ class MediaPacket:
         return float(self.pts * self.track.time_base)
 
 
-def split_nal_units(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex B byte stream, without their start codes."""
-    units = []
-    start = data.find(b"\x00\x00\x01")
-    while start != -1:
-        begin = start + 3
-        end = data.find(b"\x00\x00\x01", begin)
-        unit = data[begin:] if end == -1 else data[begin:end]
-        if end != -1 and unit.endswith(b"\x00"):
-            unit = unit[:-1]
-        units.append(unit)
-        start = end
-    return units
-
-
-def nal_type(codec: str, unit: bytes) -> int:
-    return (unit[0] >> 1) & 0x3F if codec == "hevc" else unit[0] & 0x1F
-
-
 def is_keyframe_unit(codec: str, kind: int) -> bool:
     return 16 <= kind <= 21 if codec == "hevc" else kind == 5
 
@@ -98,8 +100,62 @@ class _Pes:
     expected: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PesHeader:
+    pts: int
+    dts: int
+    body_start: int
+
+
+def parse_pes_header(data: bytes) -> PesHeader:
+    """Where a PES packet's payload starts and its timestamps; MalformedStream if unusable."""
+    if len(data) < 9 or data[:3] != b"\x00\x00\x01":
+        raise MalformedStream("PES packet without a start code")
+    flags = data[7] >> 6
+    header_end = 9 + data[8]
+    if not flags & 0x2:
+        raise MalformedStream("PES packet without a presentation timestamp")
+    if flags == 0x1:
+        raise MalformedStream("PES header with a DTS but no PTS")
+    needed = 19 if flags == 0x3 else 14
+    if header_end < needed or len(data) < header_end:
+        raise MalformedStream("PES header shorter than its timestamps")
+    pts = _timestamp(data[9:14])
+    dts = _timestamp(data[14:19]) if flags == 0x3 else pts
+    return PesHeader(pts, dts, header_end)
+
+
+class Unwrapper:
+    """33-bit PES timestamps made continuous: after a wrap, counting goes on past 2**33.
+
+    Each value is placed in the wrap period that puts it nearest the previous
+    one, so a stream that runs for days keeps one increasing timeline and
+    no output sees time jump back by 26.5 hours.
+    """
+
+    def __init__(self) -> None:
+        self.reference: int | None = None
+
+    def __call__(self, raw: int) -> int:
+        if self.reference is None:
+            value = raw
+        else:
+            value = self.reference - self.reference % TIMESTAMP_WRAP + raw
+            if value - self.reference > TIMESTAMP_WRAP // 2 and value >= TIMESTAMP_WRAP:
+                value -= TIMESTAMP_WRAP
+            elif self.reference - value > TIMESTAMP_WRAP // 2:
+                value += TIMESTAMP_WRAP
+        self.reference = value
+        return value
+
+
 class TsDemuxer:
-    """Feed it TS bytes, get back the access units completed so far."""
+    """Feed it TS bytes, get back the access units completed so far.
+
+    Malformed TS or PES packets are counted in `invalid` and skipped; a
+    video track whose parameter sets are impossible is still made (with its
+    `problem`), so that outputs can say why they refuse it.
+    """
 
     def __init__(self) -> None:
         self.tables = TsInspector()
@@ -109,6 +165,7 @@ class TsDemuxer:
         self._video: Track | None = None
         self._audio: Track | None = None
         self._pmt: bytes | None = None
+        self._unwrap = Unwrapper()
 
     @property
     def tracks(self) -> list[Track]:
@@ -123,6 +180,16 @@ class TsDemuxer:
             pid is None or track is not None for pid, track in zip(wanted, have, strict=True)
         )
 
+    @property
+    def unsupported(self) -> str | None:
+        """Why the program has nothing to demux into frames (no H.264/HEVC video), if so."""
+        tables = self.tables
+        if tables.pmt_packet is None or tables.video_pid is not None:
+            return None
+        if tables.other_video is not None:
+            return f"its video is {tables.other_video}; only H.264 and HEVC are repackaged"
+        return "it has no video (audio only)"
+
     def feed(self, data: bytes) -> list[MediaPacket]:
         data = self._pending + data
         out: list[MediaPacket] = []
@@ -135,16 +202,14 @@ class TsDemuxer:
                 # A new program: new PIDs, new timestamps, new decoder state.
                 self._pes.clear()
                 self._video = self._audio = None
+                self._unwrap = Unwrapper()
             self._pmt = self.tables.pmt_packet
         for offset in range(0, end, PACKET_SIZE):
             packet = data[offset : offset + PACKET_SIZE]
             if packet[0] != SYNC_BYTE:
                 self.invalid += 1
                 continue
-            try:
-                self._packet(packet, out)
-            except (IndexError, ValueError):
-                self.invalid += 1
+            self._packet(packet, out)
         self._pending = data[end:]
         return out
 
@@ -175,24 +240,25 @@ class TsDemuxer:
             self._finish(pes, out)
 
     def _finish(self, pes: _Pes, out: list[MediaPacket]) -> None:
+        try:
+            self._access_units(pes, out)
+        except MalformedStream:
+            self.invalid += 1
+
+    def _access_units(self, pes: _Pes, out: list[MediaPacket]) -> None:
         data = b"".join(pes.parts)
-        if len(data) < 9 or data[:3] != b"\x00\x00\x01":
-            self.invalid += 1
-            return
-        flags = data[7] >> 6
-        header_end = 9 + data[8]
-        if not flags & 0x2 or len(data) < 14:
-            self.invalid += 1
-            return
-        pts = _timestamp(data[9:14])
-        dts = _timestamp(data[14:19]) if flags == 0x3 else pts
-        body = data[header_end : pes.expected or None]
+        header = parse_pes_header(data)
+        dts = self._unwrap(header.dts)
+        # The PTS is never far from the DTS: it lands in the DTS's wrap period.
+        pts = dts + (header.pts - header.dts + TIMESTAMP_WRAP // 2) % TIMESTAMP_WRAP
+        pts -= TIMESTAMP_WRAP // 2
+        body = data[header.body_start : pes.expected or None]
         if pes.pid == self.tables.video_pid:
-            self._video_unit(body, pts, dts, out)
+            self._video_unit(body, max(pts, 0), dts, out)
         elif self.tables.audio_codec == "opus":
-            self._opus_packets(body, pts, out)
+            self._opus_packets(body, max(pts, 0), out)
         else:
-            self._audio_frames(body, pts, out)
+            self._audio_frames(body, max(pts, 0), out)
 
     def _video_unit(self, body: bytes, pts: int, dts: int, out: list[MediaPacket]) -> None:
         codec = self.tables.video_codec or "h264"
@@ -214,38 +280,22 @@ class TsDemuxer:
     def _audio_frames(self, body: bytes, pts: int, out: list[MediaPacket]) -> None:
         offset = count = 0
         while offset + 7 <= len(body):
-            header = body[offset : offset + 7]
-            if header[0] != 0xFF or header[1] & 0xF0 != 0xF0:
-                self.invalid += 1
-                return
-            length = ((header[3] & 0x03) << 11) | (header[4] << 3) | (header[5] >> 5)
-            header_size = 7 if header[1] & 0x01 else 9
-            if length <= header_size or offset + length > len(body):
-                self.invalid += 1
-                return
-            object_type = (header[2] >> 6) + 1
-            rate_index = (header[2] >> 2) & 0x0F
-            channels = ((header[2] & 0x01) << 2) | (header[3] >> 6)
-            if rate_index >= len(AAC_SAMPLE_RATES):
-                self.invalid += 1
-                return
-            config = ((object_type << 11) | (rate_index << 7) | (channels << 3)).to_bytes(2, "big")
-            if self._audio is None or self._audio.extradata != config:
-                rate = AAC_SAMPLE_RATES[rate_index]
-                self._audio = Track("audio", "aac", config, sample_rate=rate, channels=channels)
-            frame = body[offset + header_size : offset + length]
+            header = parse_adts(body[offset : offset + 7])
+            if offset + header.length > len(body):
+                raise MalformedStream("ADTS frame longer than its PES packet")
+            if self._audio is None or self._audio.extradata != header.config:
+                self._audio = Track(
+                    "audio", "aac", header.config, header.sample_rate, header.channels
+                )
+            frame = body[offset + header.header_size : offset + header.length]
             at = pts + round(count * 1024 * 90000 / self._audio.sample_rate)
             out.append(MediaPacket(self._audio, frame, at, at, True))
             count += 1
-            offset += length
+            offset += header.length
 
     def _opus_packets(self, body: bytes, pts: int, out: list[MediaPacket]) -> None:
-        try:
-            packets = opus.ts_packets(body)
-            durations = [opus.packet_samples(p) for p in packets]
-        except opus.OpusError:
-            self.invalid += 1
-            return
+        packets = opus.ts_packets(body)
+        durations = [opus.packet_samples(p) for p in packets]
         channels = self.tables.audio_channels
         if self._audio is None or self._audio.channels != channels:
             head = opus.opus_head(channels)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import struct
 
+from ghostream.media.errors import MalformedStream
+
 RATE = 48000
 # Samples (at 48 kHz) of one frame, by TOC configuration (RFC 6716 section 3.1).
 _SILK = (480, 960, 1920, 2880)
@@ -20,7 +22,7 @@ CONTROL_PREFIX = 0x7FE0
 PRE_SKIP = 312
 
 
-class OpusError(ValueError):
+class OpusError(MalformedStream):
     """Bytes that are not an Opus packet or its TS framing."""
 
 

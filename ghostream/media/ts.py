@@ -3,9 +3,10 @@
 A viewer that joins mid-stream needs the program tables (PAT, PMT) and then
 a video keyframe; everything before the keyframe is useless to its decoder.
 `TsInspector` follows the tables to find the video PID and tells which
-chunks begin a keyframe (H.264 IDR/SPS, HEVC IRAP/VPS, or the adaptation
-field's random access flag).  It never raises on bad input: a broken packet
-only means a keyframe may be found one GOP later.
+chunks begin a keyframe (H.264 IDR/SPS, HEVC IRAP/VPS, an MPEG-1/2 sequence
+header, or the adaptation field's random access flag).  A program without
+video starts anywhere an audio frame starts.  It never raises on bad input:
+a broken packet only means a keyframe may be found one GOP later.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ PACKET_SIZE = 188
 SYNC_BYTE = 0x47
 PAT_PID = 0
 STREAM_TYPES = {
+    0x01: "mpeg1video",
+    0x02: "mpeg2video",
+    0x10: "mpeg4",
     0x1B: "h264",
     0x24: "hevc",
     0x0F: "aac",
@@ -26,8 +30,12 @@ STREAM_TYPES = {
     0x06: "private",
 }
 VIDEO_CODECS = ("h264", "hevc")
+OTHER_VIDEO_CODECS = ("mpeg1video", "mpeg2video", "mpeg4")
+AUDIO_CODECS = ("aac", "aac-latm", "mp2", "ac3", "opus")
 # Audio codecs the demuxer turns into packets (the first such track is the stream's audio).
 PACKET_AUDIO = ("aac", "opus")
+# Start codes that open an MPEG-1/2 GOP (sequence header, group of pictures).
+MPEG_GOP_STARTS = (b"\x00\x00\x01\xb3", b"\x00\x00\x01\xb8")
 
 
 @dataclass
@@ -45,6 +53,10 @@ class TsInspector:
         self.audio_pid: int | None = None
         self.audio_codec: str | None = None
         self.audio_channels = 0
+        # Video other than H.264/HEVC: relayed to SRT viewers, not repackaged.
+        self.other_video: str | None = None
+        # Where a new viewer may start: the video PID of any codec, else the first audio PID.
+        self.start_pid: int | None = None
         self.pat_packet: bytes | None = None
         self.pmt_packet: bytes | None = None
         self.invalid_packets = 0
@@ -89,8 +101,8 @@ class TsInspector:
             if self._parse_pmt(payload):
                 info.tables_changed |= packet != self.pmt_packet
                 self.pmt_packet = packet
-        elif pid == self.video_pid and unit_start:
-            if random_access or self._starts_keyframe(payload):
+        elif pid == self.start_pid and unit_start:
+            if random_access or self._starts_keyframe(pid, payload):
                 info.keyframe = True
 
     @staticmethod
@@ -122,6 +134,7 @@ class TsInspector:
         i = 9 + info_length
         video_pid, video_codec, audio, audio_pid = None, None, [], None
         audio_codec, channels = None, 0
+        other_video = other_pid = first_audio_pid = None
         while i + 5 <= len(body):
             stream_type = body[i]
             pid = ((body[i + 1] & 0x1F) << 8) | body[i + 2]
@@ -132,17 +145,28 @@ class TsInspector:
                 codec = "opus"
             if codec in VIDEO_CODECS and video_pid is None:
                 video_pid, video_codec = pid, codec
-            elif codec in ("aac", "aac-latm", "mp2", "ac3", "opus"):
+            elif codec in OTHER_VIDEO_CODECS and other_pid is None:
+                other_video, other_pid = codec, pid
+            elif codec in AUDIO_CODECS:
                 audio.append(codec)
+                first_audio_pid = pid if first_audio_pid is None else first_audio_pid
                 if codec in PACKET_AUDIO and audio_pid is None:
                     audio_pid, audio_codec = pid, codec
                     channels = _opus_channels(descriptors) if codec == "opus" else 0
             i += 5 + es_length
         self.video_pid, self.video_codec, self.audio_codecs = video_pid, video_codec, audio
         self.audio_pid, self.audio_codec, self.audio_channels = audio_pid, audio_codec, channels
+        self.other_video = other_video if video_pid is None else None
+        self.start_pid = next(
+            (p for p in (video_pid, other_pid, first_audio_pid) if p is not None), None
+        )
         return True
 
-    def _starts_keyframe(self, payload: bytes) -> bool:
+    def _starts_keyframe(self, pid: int, payload: bytes) -> bool:
+        if pid != self.video_pid:
+            if self.other_video is None:
+                return True  # no video: every audio frame is a place to start
+            return any(code in payload for code in MPEG_GOP_STARTS)
         if len(payload) < 9 or payload[:3] != b"\x00\x00\x01":
             return False
         data = payload[9 + payload[8] :]

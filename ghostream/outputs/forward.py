@@ -1,19 +1,23 @@
 """Forwarding: while a stream is live, remux it to each URL of `forwarding.<id>` (simulcast).
 
-Each target is a Trio task owning a PyAV writer in a worker thread, fed
+Each target is a Trio task owning a PyAV writer in its own thread, fed
 through a bounded queue.  Nothing a target does can touch the stream or the
 other targets: a full queue drops video up to the next keyframe, a failure
 (refused, dropped, stalled) ends the attempt and the task retries with
-exponential backoff while the stream stays live, and a writer stuck in a
-blocking call is abandoned after `STALL_TIMEOUT` (its thread ends when
-PyAV's own I/O timeout fires).  Logs and events name a target with its
-stream key hidden.
+exponential backoff while the stream stays live.  Every attempt ends by
+telling its writer to stop and joining it; PyAV cannot interrupt a write to
+a peer that stopped reading, so a writer still blocked after `JOIN_TIMEOUT`
+is logged and keeps its slot of the forwarding thread limiter until the
+kernel gives up: the number of writer threads stays bounded whatever
+targets and publishers do.  Logs and events name a target with its stream
+key hidden.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -21,13 +25,15 @@ from pathlib import Path
 import av
 import trio
 
-from ghostream import monitoring
+from ghostream import monitoring, threads
 from ghostream.broker.events import Event, Forwarding, PublishStarted
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import mask_url
-from ghostream.media.demux import Track
+from ghostream.media.continuity import Continuity
+from ghostream.media.demux import MediaPacket, Track
+from ghostream.media.errors import MalformedStream, UnplayableStream
 from ghostream.media.pictures import picture_size
 from ghostream.outputs.forward_audio import AAC_TRACK, AacFeed
 from ghostream.tasks import start_registered
@@ -40,6 +46,7 @@ MAX_RETRY = 60.0
 # An attempt that lasted this long was a success: the next failure retries quickly again.
 HEALTHY_AFTER = 30.0
 STALL_TIMEOUT = 10.0
+JOIN_TIMEOUT = STALL_TIMEOUT
 IO_TIMEOUT = 10.0
 FORMATS = {"rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts", "tcp": "mpegts"}
 TIME_BASE = Fraction(1, 90000)
@@ -48,6 +55,10 @@ _END = object()
 
 class TargetFailed(Exception):
     pass
+
+
+class TracksChanged(Exception):
+    """The publisher came back with other tracks: the target needs a new connection."""
 
 
 def expand(url: str, stream_id: str, started: float) -> str:
@@ -85,6 +96,49 @@ class Writer:
         self.queue: queue.Queue = queue.Queue(QUEUE_PACKETS)
         self.bytes = 0
         self.progress = time.monotonic()
+        self.failure: str | None = None
+        self.done = trio.Event()
+
+    async def start(self, limiter: trio.CapacityLimiter, name: str) -> None:
+        """Run `run` in a thread of its own, holding a slot of `limiter` until it ends.
+
+        The thread is a daemon: one blocked in a peer's I/O never keeps the
+        server from exiting.  `done` is set, in Trio, when it has ended.
+        """
+        await limiter.acquire_on_behalf_of(self)
+        token = trio.lowlevel.current_trio_token()
+
+        def ended() -> None:
+            limiter.release_on_behalf_of(self)
+            self.done.set()
+
+        def main() -> None:
+            try:
+                self.run()
+            except TargetFailed as exc:
+                self.failure = str(exc)
+            except Exception as exc:
+                log.exception("forward writer to %s failed", name)
+                self.failure = f"internal error: {exc!r}"
+            finally:
+                try:
+                    token.run_sync_soon(ended)
+                except trio.RunFinishedError:
+                    pass
+
+        threading.Thread(target=main, name=f"forward {name}", daemon=True).start()
+
+    async def stop(self, stream_id: str, shown: str) -> None:
+        """Tell the writer to close the target and wait (bounded) for its thread to end."""
+        _finish(self)
+        with trio.CancelScope(shield=True), trio.move_on_after(JOIN_TIMEOUT):
+            await self.done.wait()
+        if not self.done.is_set():
+            log.warning(
+                "forwarding %s to %s: the writer is still blocked in the target's I/O after "
+                "%.0f s; its thread ends when the connection times out",
+                stream_id, shown, JOIN_TIMEOUT,
+            )  # fmt: skip
 
     def run(self) -> None:
         try:
@@ -97,14 +151,14 @@ class Writer:
         except (av.error.FFmpegError, OSError) as exc:
             raise TargetFailed(f"cannot open: {exc}") from exc
         try:
-            streams = {id(track): self._add_stream(container, track) for track in self.tracks}
+            streams = {track.kind: self._add_stream(container, track) for track in self.tracks}
             self.progress = time.monotonic()
             while True:
                 packet = self.queue.get()
                 if packet is _END:
                     break
                 out = av.Packet(packet.data)
-                out.stream = streams[id(packet.track)]
+                out.stream = streams[packet.track.kind]
                 out.pts, out.dts, out.time_base = packet.pts, packet.dts, TIME_BASE
                 out.is_keyframe = packet.keyframe
                 container.mux(out)
@@ -184,6 +238,20 @@ class Forwarder:
                 began = trio.current_time()
                 try:
                     sent = await self._attempt(stream_id, resolved, shown)
+                except TracksChanged as exc:
+                    # Not the target's fault: connect again at once with the new tracks.
+                    log.info("forwarding %s to %s starts over: %s", stream_id, shown, exc)
+                    self._emit(stream_id, shown, "stopped", str(exc))
+                    delay = FIRST_RETRY
+                    continue
+                except UnplayableStream as exc:
+                    # Nothing to retry until a publisher sends something else.
+                    if isinstance(exc, MalformedStream):
+                        self.broker.supervisor.report(stream_id, "forward", exc, "stopped")
+                    else:
+                        log.info("forwarding %s to %s stopped: %s", stream_id, shown, exc)
+                    self._emit(stream_id, shown, "failed", str(exc))
+                    return
                 except Exception as failure:
                     if not isinstance(failure, TargetFailed):
                         log.exception("forwarding %s to %s: unexpected error", stream_id, shown)
@@ -214,88 +282,102 @@ class Forwarder:
         try:
             async with self.hub.read(stream_id, max_lag=5.0) as reader:
                 tracks = await reader.tracks()
+                problem = next((t.problem for t in tracks if t.problem), None)
+                if problem is not None:
+                    raise MalformedStream(problem)
                 first = await reader.receive()
-                size = await trio.to_thread.run_sync(picture_size, first)
+                size = await trio.to_thread.run_sync(
+                    picture_size, first, limiter=threads.FORWARDING
+                )
                 aac = needs_aac(url, tracks)
                 written = [AAC_TRACK if aac and t.kind == "audio" else t for t in tracks]
                 writer = Writer(url, written, size)
                 writer.queue.put_nowait(first)
+                await writer.start(threads.FORWARDING, shown)
                 log.info("forwarding %s to %s", stream_id, shown)
                 self._emit(stream_id, shown, "started")
-                failure: list[str] = []
-                done = trio.Event()
-                async with trio.open_nursery() as nursery:
-
-                    async def write() -> None:
+                failure: list[Exception] = []
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._watch, writer, failure, nursery.cancel_scope)
+                        aac_feed = self._subscribe_aac(stream_id, writer) if aac else None
                         try:
-                            await trio.to_thread.run_sync(writer.run, abandon_on_cancel=True)
-                        except TargetFailed as exc:
-                            failure.append(str(exc))
+                            await self._feed(reader, writer, tracks, skip_audio=aac)
+                        except TracksChanged as exc:
+                            failure.append(exc)
                         finally:
-                            done.set()
-                            nursery.cancel_scope.cancel()
-
-                    nursery.start_soon(write)
-                    nursery.start_soon(self._watch_stall, writer, done, failure, nursery)
-                    if aac:
-                        self._subscribe_aac(stream_id, writer)
-                    try:
-                        outcome = await self._feed(reader, writer, tracks, skip_audio=aac)
-                    finally:
-                        if aac:
-                            self._aac[stream_id].subscribers.discard(writer.queue)
-                    if outcome is None:
-                        _finish(writer)
-                        with trio.move_on_after(STALL_TIMEOUT):
-                            await done.wait()
-                    else:
-                        failure.append(outcome)
-                    nursery.cancel_scope.cancel()
+                            if aac_feed is not None:
+                                aac_feed.subscribers.discard(writer.queue)
+                        nursery.cancel_scope.cancel()
+                finally:
+                    await writer.stop(stream_id, shown)
+                if writer.failure is not None:
+                    raise TargetFailed(writer.failure)
                 if failure:
-                    raise TargetFailed(failure[0])
+                    raise failure[0]
                 return writer.bytes
         except (StreamNotFound, StreamEnded):
             return 0
 
-    async def _watch_stall(
-        self, writer: Writer, done: trio.Event, failure: list[str], nursery: trio.Nursery
+    async def _watch(
+        self, writer: Writer, failure: list[Exception], scope: trio.CancelScope
     ) -> None:
-        while not done.is_set():
-            await trio.sleep(1.0)
+        """End the attempt when the writer ends, or when it makes no progress (a stalled target)."""
+        while not writer.done.is_set():
+            with trio.move_on_after(1.0):
+                await writer.done.wait()
             if not writer.queue.empty() and time.monotonic() - writer.progress > STALL_TIMEOUT:
-                failure.append(f"stalled for {STALL_TIMEOUT:.0f} s, abandoned")
-                nursery.cancel_scope.cancel()
-                return
+                failure.append(TargetFailed(f"stalled for {STALL_TIMEOUT:.0f} s"))
+                break
+        scope.cancel()
 
-    def _subscribe_aac(self, stream_id: str, writer: Writer) -> None:
+    def _subscribe_aac(self, stream_id: str, writer: Writer) -> AacFeed:
         feed = self._aac.get(stream_id)
         if feed is None:
             feed = AacFeed(stream_id)
             assert self._nursery is not None
             start_registered(self._nursery, self._aac, stream_id, feed, lambda: feed.run(self.hub))
         feed.subscribers.add(writer.queue)
+        return feed
 
     async def _feed(
         self, reader: PacketReader, writer: Writer, tracks: list[Track], *, skip_audio: bool
-    ) -> str | None:
-        """Queue packets for the writer; None when the stream ended, else why to start over.
+    ) -> None:
+        """Queue packets for the writer until the stream ends; TracksChanged to start over.
 
-        With `skip_audio`, the audio comes from the stream's AAC feed instead.
+        A publisher that comes back with the same tracks keeps the target's
+        connection: its timestamps, which start afresh, are shifted to go on
+        from where the previous publisher stopped.  With `skip_audio`, the
+        audio comes from the stream's AAC feed instead.
         """
         skipping = False
+        clock = Continuity()
+        current = {track.kind: track for track in tracks}
+        last_dts: dict[str, int] = {}
         while True:
             try:
                 packet = await reader.receive()
             except StreamEnded:
-                return None
-            if packet.track not in tracks:
-                return "the stream's tracks changed (new publisher or new settings)"
-            if skip_audio and packet.track.kind == "audio":
+                return
+            kind = packet.track.kind
+            if skip_audio and kind == "audio":
                 continue
-            if skipping and not (packet.keyframe and packet.track.kind == "video"):
+            if packet.track is not current.get(kind):
+                if packet.track != current.get(kind):
+                    raise TracksChanged("the stream's tracks changed (new publisher or settings)")
+                current[kind] = packet.track
+                clock.restart()
+            dts = clock(packet.dts)
+            if dts <= last_dts.get(kind, -1):
+                continue  # from before the change: the muxer needs each track's DTS to grow
+            if skipping and not (packet.keyframe and kind == "video"):
                 continue
+            retimed = MediaPacket(
+                packet.track, packet.data, packet.pts + clock.offset, dts, packet.keyframe
+            )
             try:
-                writer.queue.put_nowait(packet)
+                writer.queue.put_nowait(retimed)
+                last_dts[kind] = dts
                 skipping = False
             except queue.Full:
                 skipping = True

@@ -16,10 +16,12 @@ from typing import Protocol
 import av
 import trio
 
+from ghostream import threads
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import StreamNotFound
 from ghostream.broker.stream import StreamEnded
-from ghostream.media.demux import AAC_SAMPLE_RATES, MediaPacket, Track
+from ghostream.media.bitstream import AAC_SAMPLE_RATES
+from ghostream.media.demux import MediaPacket, Track
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,10 @@ class AacFeed:
                     packet = await reader.receive()
                     if packet.track.kind != "audio" or packet.track.codec != "opus":
                         continue
-                    for encoded in await trio.to_thread.run_sync(self._transcode, packet):
+                    made = await trio.to_thread.run_sync(
+                        self._transcode, packet, limiter=threads.AUDIO
+                    )
+                    for encoded in made:
                         for subscriber in list(self.subscribers):
                             try:
                                 subscriber.put_nowait(encoded)

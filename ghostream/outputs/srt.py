@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import trio
 from prometheus_client import Counter
@@ -35,6 +36,7 @@ from ghostream.streamid import InvalidStreamId, Mode, StreamRequest, parse_strea
 log = logging.getLogger(__name__)
 
 PROTOCOL = "srt"
+COMPONENT = "srt"
 # Seven TS packets: the payload every SRT live sender uses, and what players expect.
 MESSAGE_SIZE = 7 * 188
 
@@ -153,7 +155,8 @@ class SrtService:
 
         async def publish(sock: SrtSocket) -> None:
             with self._counted(sock, "publish"):
-                await self._publish(sock, stream_id, peer)
+                run = partial(self._publish, sock, stream_id, peer)
+                await self.broker.supervisor.run(stream_id, COMPONENT, run)
 
         return publish
 
@@ -190,7 +193,8 @@ class SrtService:
                 self._counted(sock, "watch"),
                 audience.edge_pull(stream_id) if edge_pull else nullcontext(),
             ):
-                await self._watch(sock, stream_id, peer, edge_pull)
+                run = partial(self._watch, sock, stream_id, peer, edge_pull)
+                await self.broker.supervisor.run(stream_id, COMPONENT, run)
 
         return watch
 

@@ -27,12 +27,13 @@ from fractions import Fraction
 import av
 import trio
 
-from ghostream import monitoring
+from ghostream import monitoring, threads
 from ghostream.broker.events import Event, PublishStarted
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import Stream, StreamEnded
 from ghostream.config import Profile, TranscodingSettings
+from ghostream.media.continuity import Continuity
 from ghostream.media.demux import MediaPacket, Track
 from ghostream.media.pictures import picture_size
 from ghostream.tasks import start_registered
@@ -173,6 +174,7 @@ class SourceTranscoder:
         self.source_size: tuple[int, int] | None = None
         self.tracks: list[Track] = []
         self._decoders: dict[str, tuple[Track, av.CodecContext]] = {}
+        self._clock = Continuity()
         self._last_watched: dict[str, float] = {}
 
     def want(self, profile: Profile) -> None:
@@ -193,9 +195,6 @@ class SourceTranscoder:
                     self.variants.clear()
         except (StreamEnded, StreamNotFound):
             pass
-        except Exception:
-            # A bug in one source's variants must not stop the server or other streams.
-            log.exception("%s: transcoding failed; its variants stop", self.stream_id)
 
     async def _loop(self, reader: PacketReader) -> None:
         skips = 0
@@ -215,14 +214,18 @@ class SourceTranscoder:
             if not self.variants:
                 continue
             variants = list(self.variants.values())
-            chunks = await trio.to_thread.run_sync(self._transcode, packet, variants)
+            chunks = await trio.to_thread.run_sync(
+                self._transcode, packet, variants, limiter=threads.TRANSCODING
+            )
             for variant, parts in zip(variants, chunks, strict=True):
                 for chunk in parts:
                     variant.stream.publish(chunk)
 
     async def _start_variant(self, name: str, keyframe: MediaPacket) -> None:
         if self.source_size is None:
-            self.source_size = await trio.to_thread.run_sync(picture_size, keyframe)
+            self.source_size = await trio.to_thread.run_sync(
+                picture_size, keyframe, limiter=threads.TRANSCODING
+            )
         width, height = self.source_size
         profile = self.profiles[name]
         if not height or (profile != WEBRTC_PROFILE and profile.height >= height):
@@ -268,6 +271,8 @@ class SourceTranscoder:
         """Decode once, encode for every variant; each variant's TS chunks, in order."""
         track, decoder = self._decoders.get(packet.track.kind, (None, None))
         if track is not packet.track or decoder is None:
+            if track is not None:
+                self._clock.restart()  # a new publisher: the variants' clock goes on
             decoder = av.CodecContext.create(packet.track.codec, "r")
             decoder.extradata = packet.track.extradata
             self._decoders[packet.track.kind] = (packet.track, decoder)
@@ -278,7 +283,7 @@ class SourceTranscoder:
         except av.error.FFmpegError:
             return [[] for _ in variants]
         for frame in frames:
-            frame.pts = frame.pts if frame.pts is not None else packet.pts
+            frame.pts = self._clock(frame.pts if frame.pts is not None else packet.pts)
             frame.time_base = TIME_BASE
             for variant in variants:
                 if packet.track.kind == "video":
@@ -352,5 +357,13 @@ class Transcoder:
         source = self.sources.get(source_id)
         if source is None:
             source = SourceTranscoder(source_id, self.broker, self.hub, not self.settings.on_demand)
-            start_registered(self._nursery, self.sources, source_id, source, source.run)
+            start_registered(
+                self._nursery,
+                self.sources,
+                source_id,
+                source,
+                source.run,
+                supervisor=self.broker.supervisor,
+                component="transcode",
+            )
         source.want(profile)

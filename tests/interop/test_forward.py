@@ -8,6 +8,7 @@ disturbs the stream, its SRT viewers or the other targets.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -15,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from harness.publisher import publishing
+from harness.publisher import publishing, signal_source
 from harness.rtmp_server import MODULE, RtmpServer
 from harness.server_process import free_port
 
@@ -97,11 +98,18 @@ def test_an_unreachable_target_leaves_the_stream_and_other_targets_alone(
             )  # fmt: skip
             assert viewer.returncode == 0 and viewer.stderr == b"", viewer.stderr.decode()
             probe(rtmp.url("alive"))
-            server.wait_for_log(r"forwarding demo to rtmp://127.0.0.1:\d+/live/\*+ failed")
+            # The dead target is retried after 1 s, then 2 s, then 4 s: backing off, not hammering.
+            for delay in (1, 2, 4):
+                server.wait_for_log(
+                    rf"forwarding demo to rtmp://127.0.0.1:\d+/live/\*+ failed: .*"
+                    rf"retrying in {delay} s",
+                    15,
+                )
     finally:
         closed.close()
     metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
-    assert 'ghostream_forward_failures_total{stream="demo"}' in metrics
+    failures = re.search(r'ghostream_forward_failures_total\{stream="demo"\} ([0-9.]+)', metrics)
+    assert failures and float(failures[1]) >= 3
 
 
 def test_a_file_target_records_the_stream(require_program, ghostream_server, tmp_path) -> None:
@@ -120,3 +128,35 @@ def test_a_file_target_records_the_stream(require_program, ghostream_server, tmp
     streams = {s["codec_type"]: s for s in json.loads(probe_result.stdout)["streams"]}
     assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"
     assert int(streams["video"]["nb_read_frames"]) >= 75
+
+
+RECONNECTS = 12
+
+
+def thread_count(server) -> int:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(re.search(r"^Threads:\s+(\d+)", status, re.MULTILINE)[1])
+
+
+def test_a_publisher_that_keeps_changing_settings_leaks_no_threads(rtmp, ghostream_server) -> None:
+    """Each comeback at another size makes a new connection to the target, never a stray thread."""
+    server = ghostream_server(
+        {"forwarding": {"demo": [rtmp.url("key")]}, "streams": {"reconnectGrace": 30}}
+    )
+    counts = []
+    for number in range(RECONNECTS):
+        size = ("160x90", "192x108")[number % 2]
+        mark = server.line_count()
+        with publishing(server, "demo:demo", source=signal_source(size), seconds=3) as process:
+            server.wait_for_log(r"forwarding demo to rtmp://", 20, start=mark)
+            process.wait(20)
+        counts.append(thread_count(server))
+    with publishing(server, "demo:demo", source=signal_source("224x126"), seconds=40):
+        deadline = time.monotonic() + 20
+        while probe(rtmp.url("key"))["video"]["width"] != 224:
+            assert time.monotonic() < deadline, "the target never got the last publish"
+        sessions = server.admin_json("/api/admin/streams/demo")["sessions"]
+    # Writer threads end with their connection: the count does not grow with the comebacks.
+    assert max(counts[2:]) <= counts[1] + 3, counts
+    assert len([s for s in sessions if s["kind"] == "publish"]) == RECONNECTS + 1
+    assert "Traceback" not in server.log

@@ -50,6 +50,7 @@ def test_dockerfile_matches_the_server(path: Path) -> None:
         f"{defaults.srt.listen_address.port}/udp",
         f"{defaults.web.listen_address.port}/tcp",
         f"{defaults.webrtc.min_port_udp}-{defaults.webrtc.max_port_udp}/udp",
+        f"{defaults.webrtc.tcp_listen_address.port}/tcp",
         f"{defaults.monitoring.listen_address.port}/tcp",
     }
     assert set(ops["EXPOSE"].split()) == expected
@@ -171,6 +172,7 @@ def test_compose_file_runs_the_image_as_the_dockerfile_expects() -> None:
     assert published == {
         f"{defaults.srt.listen_address.port}/udp",
         f"{defaults.webrtc.min_port_udp}-{defaults.webrtc.max_port_udp}/udp",
+        f"{defaults.webrtc.tcp_listen_address.port}/tcp",
     }
     ops = dict(instructions(ROOT / "Dockerfile"))
     mounts = {volume.split(":")[1]: volume for volume in service["volumes"]}

@@ -102,3 +102,31 @@ async def test_an_edge_shows_the_origin_total_while_it_hears_it(
         assert audience.report() == {"demo": 1}
         now[0] += audience_module.REPORT_TTL + 1
         assert audience.total("demo") == 1
+
+
+def test_a_page_counts_while_it_polls_and_expires_after_the_ttl(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A closed tab stops counting PAGE_VIEWER_TTL after its last poll (the original's 40 s)."""
+    pages = audience_module.PageViewers()
+    now = [1000.0]
+    monkeypatch.setattr(audience_module.time, "monotonic", lambda: now[0])
+    pages.saw("tab-1", "demo")
+    pages.saw("tab-2", "demo")
+    pages.saw("tab-3", "other")
+    assert pages.count("demo", set()) == 2
+    # A page whose WebRTC session is already a viewer is not counted twice.
+    assert pages.count("demo", {"tab-1"}) == 1
+    now[0] += audience_module.PAGE_VIEWER_TTL - 1
+    pages.saw("tab-2", "demo")
+    now[0] += 2
+    assert pages.count("demo", set()) == 1
+    assert pages.count("other", set()) == 0
+
+
+def test_the_page_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audience_module, "MAX_PAGE_VIEWERS", 50)
+    pages = audience_module.PageViewers()
+    for number in range(500):
+        pages.saw(f"tab-{number}", "demo")
+    assert pages.count("demo", set()) == 50

@@ -29,6 +29,7 @@ from ghostream import monitoring
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
+from ghostream.media.errors import UnplayableStream
 from ghostream.outputs.llhls.playlist import (
     Variant,
     media_playlist,
@@ -40,6 +41,7 @@ from ghostream.tasks import TaskOwner, start_registered
 
 log = logging.getLogger(__name__)
 
+COMPONENT = "llhls"
 IDLE_STOP = 10.0
 # How long a first request waits for a complete segment before 503.
 READY_TIMEOUT = 10.0
@@ -70,11 +72,14 @@ NOT_FOUND = _error(404, "no such live stream")
 
 
 class Packager:
-    def __init__(self, stream_id: str) -> None:
+    def __init__(self, stream_id: str, generation: int) -> None:
         self.stream_id = stream_id
+        # The publish it packages: a failure is remembered until the publisher changes.
+        self.generation = generation
         self.timeline = Timeline()
         self.last_request = trio.current_time()
         self.ended = False
+        self.failure: str | None = None
         self._version = 0
         self._changed = trio.lowlevel.ParkingLot()
         self._playlists: dict[bool, tuple[int, bytes]] = {}
@@ -110,10 +115,10 @@ class Packager:
         except StreamEnded:
             if self.timeline.flush():
                 self._published()
-        except ValueError as exc:
-            log.warning(
-                "%s: cannot package for LL-HLS (%s); its HLS viewers get 404", self.stream_id, exc
-            )
+        except UnplayableStream as exc:
+            # Players hear why (415); the supervisor logs and records it.
+            self.failure = str(exc)
+            raise
         finally:
             self.ended = True
             self._changed.unpark_all()
@@ -146,6 +151,16 @@ class LlHls(TaskOwner):
         self.variant_names = list(variant_names)
         self._packagers: dict[str, Packager] = {}
 
+    async def _run_packager(self, packager: Packager) -> None:
+        try:
+            await packager.run(self.packets)
+        finally:
+            stream = self.broker.get(packager.stream_id)
+            if packager.failure is not None and stream is not None:
+                # Remembered by this publish only: a new publisher gets a new try.
+                if stream.generation == packager.generation:
+                    stream.unplayable[COMPONENT] = packager
+
     async def _packager(self, stream_id: str) -> Packager | None:
         """The stream's running packager, started if needed; None when it is not live."""
         packager = self._packagers.get(stream_id)
@@ -154,24 +169,35 @@ class LlHls(TaskOwner):
             return packager
         if not await self.broker.provide(stream_id):
             return None
+        stream = self.broker.get(stream_id)
+        if stream is None:
+            return None
+        failed = stream.unplayable.get(COMPONENT)
+        if failed is not None:
+            return failed
+        generation = stream.generation
         assert self._nursery is not None, "LlHls.run is not running"
-        packager = Packager(stream_id)
+        packager = Packager(stream_id, generation)
         start_registered(
             self._nursery,
             self._packagers,
             stream_id,
             packager,
-            partial(packager.run, self.packets),
+            partial(self._run_packager, packager),
+            supervisor=self.broker.supervisor,
+            component=COMPONENT,
         )
         log.info("%s: LL-HLS packager started", stream_id)
         return packager
 
     async def _ready(self, stream_id: str, timeout: float = READY_TIMEOUT) -> Packager | None:
+        """The packager once it has a segment, or once it failed (its `failure` says why)."""
         packager = await self._packager(stream_id)
         if packager is None:
             return None
         await packager.wait_until(lambda: packager.timeline.ready, timeout)
-        return packager if packager.timeline.ready else None
+        ready = packager.timeline.ready or packager.failure is not None
+        return packager if ready else None
 
     async def multivariant(self, stream_id: str, all_variants: bool = False) -> HlsAnswer:
         """The stream and its live variants; with `all_variants`, every variant that can be made.
@@ -182,6 +208,8 @@ class LlHls(TaskOwner):
         packager = await self._ready(stream_id)
         if packager is None:
             return NOT_FOUND if self.broker.get(stream_id) is None else _not_ready(stream_id)
+        if packager.failure is not None:
+            return _unplayable(packager.failure)
         if all_variants and "@" not in stream_id:
             for name in self.variant_names:
                 await self.broker.provide(f"{stream_id}@{name}")
@@ -190,7 +218,7 @@ class LlHls(TaskOwner):
         with trio.move_on_after(READY_TIMEOUT / 2):
             for name in sorted(names):
                 other = await self._ready(name)
-                if other is not None:
+                if other is not None and other.failure is None:
                     variants.append(_variant(f"../{name}/media.m3u8", other))
         body = multivariant_playlist(variants).encode()
         return HlsAnswer(200, body, PLAYLIST_TYPE, PLAYLIST_CACHE)
@@ -207,6 +235,8 @@ class LlHls(TaskOwner):
         packager = await self._ready(stream_id)
         if packager is None:
             return NOT_FOUND if self.broker.get(stream_id) is None else _not_ready(stream_id)
+        if packager.failure is not None:
+            return _unplayable(packager.failure)
         timeline = packager.timeline
         if msn is None:
             return HlsAnswer(200, packager.playlist(skip=skip), PLAYLIST_TYPE, PLAYLIST_CACHE)
@@ -248,6 +278,10 @@ class LlHls(TaskOwner):
             return _error(404, "no such part, segment or init (gone from the window?)")
         log.debug("%s: served %s", stream_id, name)
         return HlsAnswer(200, data, content_type, IMMUTABLE)
+
+
+def _unplayable(failure: str) -> HlsAnswer:
+    return _error(415, f"this stream cannot be played over LL-HLS: {failure}")
 
 
 def _not_ready(stream_id: str) -> HlsAnswer:

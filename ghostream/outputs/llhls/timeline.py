@@ -30,6 +30,8 @@ PART_SLACK = 90
 MAX_FRAME_STEP = CLOCK
 # A part waits at most this long (in video time) for the audio up to its end.
 AUDIO_WAIT = CLOCK // 2
+# A frame shown later than this after it is decoded is a broken timestamp, not reordering.
+MAX_COMPOSITION_OFFSET = 10 * CLOCK
 _runs = itertools.count()
 
 
@@ -277,7 +279,10 @@ class Timeline:
         codec = self._video.codec
         samples = [
             fmp4.Sample(
-                sample_units(codec, p.data), max(end - p.dts, 1), max(p.pts - p.dts, 0), p.keyframe
+                sample_units(codec, p.data),
+                max(end - p.dts, 1),
+                min(max(p.pts - p.dts, 0), MAX_COMPOSITION_OFFSET),
+                p.keyframe,
             )
             for p, end in zip(cut.video, ends, strict=True)
         ]

@@ -23,7 +23,7 @@ from fractions import Fraction
 import av
 import trio
 
-from ghostream import monitoring
+from ghostream import monitoring, threads
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import StreamNotFound
 from ghostream.broker.stream import StreamEnded
@@ -135,9 +135,9 @@ class TextStream:
         except StreamNotFound:
             reason = "stream ended"
         except Exception:
-            # A bug in one stream's text art must not stop the server or other streams.
-            log.exception("%s: text art failed", self.stream_id)
+            # The supervisor logs it and keeps it from the server and other streams.
             reason = "text art failed"
+            raise
         finally:
             self.ended = reason
             self._changed.unpark_all()
@@ -156,7 +156,9 @@ class TextStream:
             if packet is None or packet.track.kind != "video":
                 continue
             terminals = list(self.terminals)
-            frames = await trio.to_thread.run_sync(self._convert, packet, terminals)
+            frames = await trio.to_thread.run_sync(
+                self._convert, packet, terminals, limiter=threads.TEXT_ART
+            )
             for base, pictures in frames:
                 self.add(base, pictures)
 
@@ -254,7 +256,15 @@ class TextArt(TaskOwner):
         stream = self.streams.get(stream_id)
         if stream is None or stream.ended is not None:
             stream = TextStream(stream_id, self.settings, self.hub)
-            start_registered(self._nursery, self.streams, stream_id, stream, stream.run)
+            start_registered(
+                self._nursery,
+                self.streams,
+                stream_id,
+                stream,
+                stream.run,
+                supervisor=self.hub.broker.supervisor,
+                component="telnet",
+            )
         viewer = TextViewer(stream, terminal)
         stream.joined(terminal)
         try:

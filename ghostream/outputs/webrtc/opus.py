@@ -8,6 +8,7 @@ from fractions import Fraction
 import av
 import trio
 
+from ghostream import threads
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import StreamNotFound
 from ghostream.broker.stream import StreamEnded
@@ -37,6 +38,7 @@ class OpusFeed:
 
     async def run(self, hub: PacketHub) -> None:
         """Until the last viewer leaves or the stream ends."""
+        self._track = None  # after a failure, the next run starts with a fresh decoder
         try:
             async with hub.read(self.stream_id, max_lag=MAX_AUDIO_LAG) as reader:
                 while self.tracks:
@@ -47,7 +49,9 @@ class OpusFeed:
                         # A WebRTC publisher's own Opus: passed through, 90 kHz to 48 kHz.
                         encoded = [(packet.data, packet.pts * OPUS_RATE // 90000)]
                     elif packet.track.codec == "aac":
-                        encoded = await trio.to_thread.run_sync(self._transcode, packet)
+                        encoded = await trio.to_thread.run_sync(
+                            self._transcode, packet, limiter=threads.AUDIO
+                        )
                     else:
                         continue
                     for data, pts in encoded:
@@ -80,7 +84,7 @@ class OpusFeed:
         return out
 
     def _start(self, packet: MediaPacket) -> None:
-        """A new (or first) audio track: fresh decoder and encoder, timeline from its pts."""
+        """A new (or first) audio track: fresh decoder and encoder; the Opus clock goes on."""
         self._track = packet.track
         self._decoder = av.CodecContext.create("aac", "r")
         self._decoder.extradata = packet.track.extradata
@@ -93,5 +97,6 @@ class OpusFeed:
         encoder.time_base = Fraction(1, OPUS_RATE)
         encoder.options = {"application": "lowdelay", "frame_duration": "20"}
         self._encoder = encoder
+        if self._fifo is None:
+            self._next_pts = packet.pts * OPUS_RATE // 90000
         self._fifo = av.AudioFifo()
-        self._next_pts = packet.pts * OPUS_RATE // 90000

@@ -42,7 +42,9 @@ from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound, Viewer
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import WebrtcSettings
+from ghostream.media.continuity import Continuity
 from ghostream.media.demux import Track
+from ghostream.media.errors import UnplayableStream
 from ghostream.media.properties import VideoProperties
 from ghostream.outputs.transcode import WEBRTC_PROFILE, Transcoder
 from ghostream.outputs.webrtc import internals
@@ -231,6 +233,9 @@ class WebRtcOutput:
                 async with self.hub.read(session.stream_id, max_lag=MAX_VIDEO_LAG) as reader:
                     with trio.fail_after(NEGOTIATION_TIMEOUT):
                         tracks = await reader.tracks()
+                        problem = next((t.problem for t in tracks if t.problem), None)
+                        if problem is not None:
+                            raise UnplayableStream(problem)
                         reason = await self._copy_reason(session, reader, tracks, offer_sdp, kinds)
                     if reason is None:
                         await self._watch(
@@ -252,6 +257,8 @@ class WebRtcOutput:
             session.reason = ended.reason
         except trio.TooSlowError as exc:
             raise WebRtcError(503, "the stream has not sent decodable video yet") from exc
+        except UnplayableStream as exc:
+            raise WebRtcError(415, f"this stream cannot be played in the browser: {exc}") from exc
         finally:
             if session.answered:
                 log.info(
@@ -421,7 +428,14 @@ class WebRtcOutput:
             feed = OpusFeed(stream_id)
             assert self._nursery is not None
             start_registered(
-                self._nursery, self._opus, stream_id, feed, partial(feed.run, self.hub)
+                self._nursery,
+                self._opus,
+                stream_id,
+                feed,
+                partial(feed.run, self.hub),
+                supervisor=self.broker.supervisor,
+                component="opus",
+                again=lambda: bool(feed.tracks) and self.broker.get(stream_id) is not None,
             )
         feed.tracks.add(track)
         try:
@@ -451,16 +465,24 @@ async def _feed_video(
     """
     newest = reader.newest("video")
     edge = newest.pts if newest is not None else None
+    # A new publisher's clock starts anywhere: the browser must see time go on, not jump.
+    clock = Continuity()
+    source = None
     try:
         while True:
             packet = await reader.receive()
             if packet.track.kind != "video":
                 continue
+            if packet.track is not source:
+                if source is not None:
+                    clock.restart()
+                    edge = None  # the catch-up was for the previous publisher's clock
+                source = packet.track
             pts = packet.pts
             if edge is not None and pts < edge:
                 pts = edge - (edge - pts) // CATCH_UP_SPEED
             # MPEG-TS timestamps tick at 90 kHz, the H.264 RTP clock.
-            frame = RtpFrame(payloads.of(packet), pts, len(packet.data))
+            frame = RtpFrame(payloads.of(packet), clock(pts), len(packet.data))
             track.offer(frame, packet.keyframe)
     except StreamEnded as ended:
         session.close(ended.reason)

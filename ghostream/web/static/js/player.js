@@ -151,6 +151,7 @@ async function startHls(message) {
   const probe = await fetch(url, {method: "HEAD"}).catch(() => null);
   if (generation !== player.generation) return;
   if (!probe || probe.status === 404) return retryLater("The stream is offline; waiting for it to start…");
+  if (probe.status === 415) return retryLater("This stream cannot be played in the browser.");
   say(message || "Connecting over LL-HLS…");
   if (window.Hls && Hls.isSupported()) {
     const hls = new Hls({lowLatencyMode: true, backBufferLength: 10});

@@ -1,0 +1,90 @@
+"""The error boundary of every per-stream task: one stream's bad data never stops the server.
+
+Trio cancels a whole nursery when one child raises: right for the server's
+own wiring, wrong for a task that works on what a publisher sends.  Every
+per-stream and per-output task (demux, LL-HLS packager, Opus feed,
+transcoder, forwarders, SRT viewers) runs through `Supervisor.run`, which
+turns a failure into one log line, a `StreamFault` event (history and the
+`ghostream_stream_faults_total` metric) and then either a restart with
+backoff or a clean stop of that component, for that stream only.
+
+A `MalformedStream` is the publisher's doing: one line, no traceback unless
+the server runs with `-v`.  Any other exception is a bug met on stream data:
+it is logged with its traceback but still contained.  `UnsupportedStream`
+(audio only for LL-HLS, say) is no fault at all: the component just stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ghostream.broker.events import Event, StreamFault
+from ghostream.media.errors import MalformedStream, UnsupportedStream
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY = 1.0
+MAX_RETRY = 30.0
+# A run that lasted this long was healthy: the next failure restarts quickly again.
+HEALTHY_AFTER = 30.0
+
+
+def stream_problem(exc: BaseException) -> BaseException:
+    """The exception to judge: the only one inside an exception group, else itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class Supervisor:
+    def __init__(self, emit: Callable[[Event], None]) -> None:
+        self.emit = emit
+
+    async def run(
+        self,
+        stream_id: str,
+        component: str,
+        run: Callable[[], Awaitable[object]],
+        *,
+        again: Callable[[], bool] | None = None,
+    ) -> None:
+        """Run a per-stream task; after a failure, restart it with backoff while `again()`."""
+        delay = FIRST_RETRY
+        while True:
+            began = trio.current_time()
+            try:
+                await run()
+                return
+            except Exception as failure:
+                exc = stream_problem(failure)
+                if isinstance(exc, UnsupportedStream):
+                    log.info("%s: %s stopped: %s", stream_id, component, exc)
+                    return
+                if trio.current_time() - began > HEALTHY_AFTER:
+                    delay = FIRST_RETRY
+                restart = again is not None and again()
+                action = f"restarting in {delay:.0f} s" if restart else "stopped"
+                self.report(stream_id, component, exc, action)
+            if not restart:
+                return
+            await trio.sleep(delay)
+            if again is None or not again():
+                return
+            delay = min(delay * 2, MAX_RETRY)
+
+    def report(self, stream_id: str, component: str, exc: BaseException, action: str) -> None:
+        """Log, count and record one fault of a component on a stream."""
+        if isinstance(exc, MalformedStream):
+            reason = f"malformed stream: {exc}"
+            log.warning(
+                "%s: %s %s: %s", stream_id, component, action, reason,
+                exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
+            )  # fmt: skip
+        else:
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            log.error("%s: %s %s after an %s", stream_id, component, action, reason, exc_info=exc)
+        self.emit(StreamFault(stream_id, component, time.time(), reason, action))
