@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import av
@@ -336,7 +337,16 @@ class Forwarder:
         if feed is None:
             feed = AacFeed(stream_id)
             assert self._nursery is not None
-            start_registered(self._nursery, self._aac, stream_id, feed, lambda: feed.run(self.hub))
+            start_registered(
+                self._nursery,
+                self._aac,
+                stream_id,
+                feed,
+                partial(feed.run, self.hub),
+                supervisor=self.broker.supervisor,
+                component="forward audio",
+                again=lambda: bool(feed.subscribers) and self.broker.get(stream_id) is not None,
+            )
         feed.subscribers.add(writer.queue)
         return feed
 
