@@ -1,8 +1,10 @@
-"""Fan-out of one 4 Mbit/s SRT publish to N SRT viewers: cost, capacity, start-up and latency.
+"""Fan-out of one SRT publish to N SRT viewers: cost, capacity, start-up and latency.
 
-Run: .venv/bin/python bench/fanout_srt.py [--viewers 1,5,10,20,40] [--seconds 6]
+Run: .venv/bin/python bench/fanout_srt.py [--quick] [--bitrates 4,20]
+     [--viewers 1,5,10,20,30,40] [--viewers-high 1,5,10] [--seconds 6]
 
-Prints, for the Ghostream server (a subprocess, as shipped):
+For each bitrate (4 Mbit/s with --viewers, the higher ones with
+--viewers-high), prints for the Ghostream server (a subprocess, as shipped):
 - server CPU and memory for N viewers, and per viewer (slope over the runs);
 - the largest N measured with zero loss at every viewer and under one core;
 - time for a new viewer to hold a decodable start (tables and a keyframe);
@@ -34,7 +36,6 @@ from harness.server_process import ServerProcess, free_port, start_server  # noq
 
 from ghostream.media.ts import TsInspector  # noqa: E402
 
-BITRATE = 4_000_000
 PACKET = 188
 MESSAGE = 7 * PACKET
 NULL_PID = 0x1FFF
@@ -42,13 +43,14 @@ MAGIC = b"GHOSTBENCH"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def make_source(path: Path, seconds: int) -> None:
+def make_source(path: Path, seconds: int, bitrate: int) -> None:
+    video = f"{bitrate * 3 // 4 // 1000}k"
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
          "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
          "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-g", "50",
-         "-b:v", "3M", "-maxrate", "3M", "-bufsize", "1M",
-         "-f", "mpegts", "-muxrate", str(BITRATE), str(path)],
+         "-b:v", video, "-maxrate", video, "-bufsize", "1M",
+         "-f", "mpegts", "-muxrate", str(bitrate), str(path)],
         check=True,
     )  # fmt: skip
 
@@ -56,8 +58,9 @@ def make_source(path: Path, seconds: int) -> None:
 class TimestampedSender:
     """Plays the source in real time into srt-live-transmit, stamping its null packets."""
 
-    def __init__(self, source: bytes, url: str) -> None:
+    def __init__(self, source: bytes, url: str, bitrate: int) -> None:
         self.source = source
+        self.bitrate = bitrate
         self.process = subprocess.Popen(
             ["srt-live-transmit", "-chunk:1316", "file://con", url],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -78,31 +81,33 @@ class TimestampedSender:
 
     def _run(self) -> None:
         assert self.process.stdin is not None
-        interval = MESSAGE * 8 / BITRATE
+        rate = self.bitrate / 8 / MESSAGE
         started = time.monotonic()
         sent = 0
         sequence = 0
         while not self._stop.is_set():
-            offset = (sent * MESSAGE) % (len(self.source) - MESSAGE)
-            offset -= offset % PACKET
-            message = bytearray(self.source[offset : offset + MESSAGE])
-            for start in range(0, MESSAGE, PACKET):
-                pid = ((message[start + 1] & 0x1F) << 8) | message[start + 2]
-                if pid == NULL_PID:
-                    stamp = (
-                        MAGIC + sequence.to_bytes(8, "big") + time.monotonic_ns().to_bytes(8, "big")
-                    )
-                    message[start + 4 : start + 4 + len(stamp)] = stamp
-                    sequence += 1
+            # A few messages every 2 ms: a sleep per message is too coarse at 20 Mbit/s.
+            due = int((time.monotonic() - started) * rate) + 1
+            messages = []
+            for index in range(sent, due):
+                offset = (index * MESSAGE) % (len(self.source) - MESSAGE)
+                offset -= offset % PACKET
+                message = bytearray(self.source[offset : offset + MESSAGE])
+                for start in range(0, MESSAGE, PACKET):
+                    pid = ((message[start + 1] & 0x1F) << 8) | message[start + 2]
+                    if pid == NULL_PID:
+                        now = time.monotonic_ns().to_bytes(8, "big")
+                        stamp = MAGIC + sequence.to_bytes(8, "big") + now
+                        message[start + 4 : start + 4 + len(stamp)] = stamp
+                        sequence += 1
+                messages.append(message)
             try:
-                self.process.stdin.write(message)
+                self.process.stdin.write(b"".join(messages))
                 self.process.stdin.flush()
             except BrokenPipeError:
                 return
-            sent += 1
-            delay = started + sent * interval - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            sent = max(sent, due)
+            time.sleep(0.002)
 
     def stop(self) -> None:
         self._stop.set()
@@ -189,7 +194,9 @@ def time_to_first_frame(url: str) -> float:
         viewer.wait()
 
 
-def fanout(server: ServerProcess, counts: list[int], seconds: float, work: Path) -> list[dict]:
+def fanout(
+    server: ServerProcess, counts: list[int], seconds: float, work: Path, bitrate: int
+) -> list[dict]:
     pid = server.process.pid
     results = []
     for count in counts:
@@ -222,7 +229,7 @@ def fanout(server: ServerProcess, counts: list[int], seconds: float, work: Path)
             viewer.wait(10)
         lost, fewest = viewer_totals(stats_files)
         # Every viewer must have had the stream flowing, not merely lost nothing.
-        expected = BITRATE / 8 / MESSAGE * seconds
+        expected = bitrate / 8 / MESSAGE * seconds
         results.append(
             {"viewers": count, "cpu": cpu, "rss": rss, "lost": lost, "ok": fewest >= expected}
         )
@@ -241,73 +248,89 @@ def slope(xs: list[float], ys: list[float]) -> float:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--viewers", default="1,5,10,20,30,40")
-    parser.add_argument("--seconds", type=float, default=6.0)
-    args = parser.parse_args()
-    counts = [int(n) for n in args.viewers.split(",")]
-    with tempfile.TemporaryDirectory() as temp:
-        work = Path(temp)
-        source_path = work / "source.ts"
-        make_source(source_path, 20)
-        source = source_path.read_bytes()
-        server = start_server(
-            work,
-            {"auth": {"enabled": False}, "history": {"enabled": False},
-             "monitoring": {"enabled": False}, "srt": {"maxClients": 1000}},
-        )  # fmt: skip
-        relay_in, relay_out = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
-        relay = subprocess.Popen(
-            ["srt-live-transmit", "-q", f"srt://127.0.0.1:{relay_in}?mode=listener",
-             f"srt://127.0.0.1:{relay_out}?mode=listener"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        senders = []
-        try:
-            print(f"one {BITRATE / 1e6:.0f} Mbit/s publish, SRT latency 120 ms, loopback")
-            senders.append(TimestampedSender(source, server.srt_url("bench:x")))
-            senders.append(TimestampedSender(source, f"srt://127.0.0.1:{relay_in}"))
-            for sender in senders:
-                sender.start()
-            time.sleep(1)
-            idle_cpu = cpu_seconds(server.process.pid)
-            time.sleep(2)
-            idle = (cpu_seconds(server.process.pid) - idle_cpu) / 2
-            idle_rss = rss_mib(server.process.pid)
-            print(
-                f"  publish only: server CPU {idle * 100:5.1f}% of a core, RSS {idle_rss:.1f} MiB"
-            )
-
+def run_bitrate(
+    bitrate: int, counts: list[int], seconds: float, work: Path, *, latency: bool
+) -> list[dict]:
+    source_path = work / f"source-{bitrate}.ts"
+    make_source(source_path, 20, bitrate)
+    source = source_path.read_bytes()
+    server = start_server(
+        work,
+        {"auth": {"enabled": False}, "history": {"enabled": False},
+         "monitoring": {"enabled": False}, "srt": {"maxClients": 1000}},
+    )  # fmt: skip
+    relay_in, relay_out = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+    relay = subprocess.Popen(
+        ["srt-live-transmit", "-q", f"srt://127.0.0.1:{relay_in}?mode=listener",
+         f"srt://127.0.0.1:{relay_out}?mode=listener"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    senders = []
+    try:
+        print(f"one {bitrate / 1e6:.0f} Mbit/s publish, SRT latency 120 ms, loopback")
+        senders.append(TimestampedSender(source, server.srt_url("bench:x"), bitrate))
+        if latency:
+            senders.append(TimestampedSender(source, f"srt://127.0.0.1:{relay_in}", bitrate))
+        for sender in senders:
+            sender.start()
+        time.sleep(1)
+        idle_cpu = cpu_seconds(server.process.pid)
+        time.sleep(2)
+        idle = (cpu_seconds(server.process.pid) - idle_cpu) / 2
+        idle_rss = rss_mib(server.process.pid)
+        print(f"  publish only: server CPU {idle * 100:5.1f}% of a core, RSS {idle_rss:.1f} MiB")
+        if latency:
             ours = latencies(server.srt_url("bench"), 6)
             theirs = latencies(f"srt://127.0.0.1:{relay_out}", 6)
             ttff_ours = statistics.median(
                 time_to_first_frame(server.srt_url("bench")) for _ in range(3)
             )
-            results = fanout(server, counts, args.seconds, work)
-        finally:
-            for sender in senders:
-                sender.stop()
-            relay.kill()
-            server.stop()
+        results = fanout(server, counts, seconds, work, bitrate)
+    finally:
+        for sender in senders:
+            sender.stop()
+        relay.kill()
+        server.stop()
 
     xs = [r["viewers"] for r in results]
     per_viewer_cpu = slope(xs, [r["cpu"] for r in results]) if len(xs) > 1 else results[0]["cpu"]
     per_viewer_rss = slope(xs, [r["rss"] for r in results]) if len(xs) > 1 else 0.0
     clean = [r["viewers"] for r in results if r["ok"] and r["lost"] == 0 and r["cpu"] < 1.0]
-    print()
-    print(f"server CPU per viewer:       {per_viewer_cpu * 100:.2f}% of a core")
-    print(f"memory per viewer:           {per_viewer_rss * 1024:.0f} KiB")
-    print(f"largest N, zero loss, <1 core: {max(clean) if clean else 0} (of {counts})")
-    print(f"time to a decodable start:   {ttff_ours * 1000:.0f} ms (median of 3; GOP is 2 s, "
-          "so a viewer without a GOP cache waits 1 s on average)")  # fmt: skip
-    p50_ours, p50_theirs = statistics.median(ours), statistics.median(theirs)
-    print(f"end-to-end latency (p50):    {p50_ours:.1f} ms via Ghostream, "
-          f"{p50_theirs:.1f} ms via srt-live-transmit relay: "
-          f"the broker adds {p50_ours - p50_theirs:+.1f} ms")  # fmt: skip
-    p95 = statistics.quantiles
-    print(f"end-to-end latency (p95):    {p95(ours, n=20)[-1]:.1f} ms via Ghostream, "
-          f"{p95(theirs, n=20)[-1]:.1f} ms via relay")  # fmt: skip
+    print(f"  server CPU per viewer:       {per_viewer_cpu * 100:.2f}% of a core")
+    print(f"  memory per viewer:           {per_viewer_rss * 1024:.0f} KiB")
+    print(f"  largest N, zero loss, <1 core: {max(clean) if clean else 0} (of {counts})")
+    if latency:
+        print(f"  time to a decodable start:   {ttff_ours * 1000:.0f} ms (median of 3; GOP is 2 s, "
+              "so a viewer without a GOP cache waits 1 s on average)")  # fmt: skip
+        p50_ours, p50_theirs = statistics.median(ours), statistics.median(theirs)
+        print(f"  end-to-end latency (p50):    {p50_ours:.1f} ms via Ghostream, "
+              f"{p50_theirs:.1f} ms via srt-live-transmit relay: "
+              f"the broker adds {p50_ours - p50_theirs:+.1f} ms")  # fmt: skip
+        p95 = statistics.quantiles
+        print(f"  end-to-end latency (p95):    {p95(ours, n=20)[-1]:.1f} ms via Ghostream, "
+              f"{p95(theirs, n=20)[-1]:.1f} ms via relay")  # fmt: skip
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bitrates", default="4,20", help="Mbit/s; the first gets --viewers")
+    parser.add_argument("--viewers", default="1,5,10,20,30,40")
+    parser.add_argument("--viewers-high", default="1,5,10", help="viewer counts above 4 Mbit/s")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--quick", action="store_true", help="fewer viewers, 3 s, no latency")
+    args = parser.parse_args()
+    if args.quick:
+        args.viewers, args.viewers_high, args.seconds = "1,10,20", "1,5", 3.0
+    print(f"load: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as temp:
+        for i, mbits in enumerate(args.bitrates.split(",")):
+            counts = [int(n) for n in (args.viewers if i == 0 else args.viewers_high).split(",")]
+            run_bitrate(
+                int(float(mbits) * 1e6), counts, args.seconds, Path(temp),
+                latency=i == 0 and not args.quick,
+            )  # fmt: skip
+    print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""LL-HLS: latency behind the live edge, and server CPU per 100 players.
+"""LL-HLS: latency behind the live edge, and server CPU per request with 200 players.
 
-Run: .venv/bin/python bench/llhls.py [--players 100] [--seconds 10]
+Run: .venv/bin/python bench/llhls.py [--quick] [--players 200] [--seconds 10]
 
 Prints, for the Ghostream server (a subprocess, as shipped) fed by ffmpeg
 over SRT with a 25 fps, 1 s GOP test signal:
@@ -13,8 +13,14 @@ over SRT with a 25 fps, 1 s GOP test signal:
 - the latency hls.js reports (`hls.latency`) in headless Chromium in
   low-latency mode;
 - server CPU (utime+stime from /proc/PID/stat) while N simulated players
-  (httpx async clients doing blocking playlist reloads and part fetches)
-  follow the stream, as a share of one core, per 100 players.
+  (keep-alive HTTP/1.1 clients doing blocking playlist reloads and part fetches)
+  follow the stream, as a share of one core, per 100 players and per request.
+  On a machine with two cores or more, the players run in their own process
+  pinned with `taskset` to another core than the server's (which is pinned
+  to core 0), so that they do not starve the server of CPU; the figure to
+  read is then CPU per request, since the players' own CPU caps the rate.
+
+--quick skips the latency and hls.js measurements and plays for 5 s.
 """
 
 from __future__ import annotations
@@ -126,6 +132,11 @@ async def measure_latency(server: ServerProcess, launched: float, seconds: float
     )
 
 
+async def wait_ready(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.web_url, timeout=20) as client:
+        await client.get("/demo/media.m3u8")
+
+
 def quantile(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
@@ -162,28 +173,117 @@ def measure_hls_js(server: ServerProcess, directory: Path, seconds: float) -> No
     )
 
 
-async def measure_cpu(server: ServerProcess, players: int, seconds: float) -> None:
+class Reply:
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode()
+
+
+class KeepAliveClient:
+    """One player's HTTP/1.1 connection, kept open: a real client at a fraction of
+    httpx's CPU, so that one core of players can load the server's core."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._stream: trio.SocketStream | None = None
+        self._buffer = b""
+
+    async def get(self, path: str) -> Reply:
+        if self._stream is None:
+            self._stream = await trio.open_tcp_stream(self.host, self.port)
+            self._buffer = b""
+        request = f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n"
+        await self._stream.send_all(request.encode())
+        while b"\r\n\r\n" not in self._buffer:
+            await self._read()
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(self._buffer) < length:
+            await self._read()
+        body, self._buffer = self._buffer[:length], self._buffer[length:]
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise OSError(head.split(b"\r\n", 1)[0].decode())
+        return Reply(body)
+
+    async def _read(self) -> None:
+        assert self._stream is not None
+        data = await self._stream.receive_some(1 << 16)
+        if not data:
+            raise OSError("server closed the connection")
+        self._buffer += data
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()
+            self._stream = None
+
+
+async def load(url: str, players: int, seconds: float) -> None:
+    """Load-generator mode: `players` players for `seconds`; prints the requests made."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    counts: list[int] = []
+    errors: list[str] = []
+    until = trio.current_time() + seconds
+
+    async def one() -> None:
+        client = KeepAliveClient(host, int(port))
+        with trio.move_on_at(until + 5):
+            while trio.current_time() < until:
+                try:
+                    counts.append(await player(client, "demo", until))  # type: ignore[arg-type]
+                except (OSError, trio.BrokenResourceError) as exc:
+                    errors.append(str(exc) or type(exc).__name__)
+                    await client.aclose()
+        await client.aclose()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(players):
+            nursery.start_soon(one)
+    if errors:
+        print(f"players' failed requests: {len(errors)} ({', '.join(sorted(set(errors)))})",
+              file=sys.stderr)  # fmt: skip
+    print(sum(counts))
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of a process (the server's thread pools included)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except OSError:
+            pass
+
+
+def run_players(server: ServerProcess, players: int, seconds: float) -> int:
+    command = [sys.executable, __file__, "--load", server.web_url, "--players", str(players)]
+    command += ["--seconds", str(seconds)]
+    if (os.cpu_count() or 1) > 1 and shutil.which("taskset"):
+        command = ["taskset", "-c", "1", *command]
+    return int(subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout)
+
+
+def measure_cpu(server: ServerProcess, players: int, seconds: float) -> None:
     pid = server.process.pid
-    limits = httpx.Limits(max_connections=players + 10, max_keepalive_connections=players + 10)
-    async with httpx.AsyncClient(base_url=server.web_url, timeout=30, limits=limits) as client:
-        await client.get("/demo/media.m3u8")
-        # The packager alone (one player keeps it running): the baseline.
-        before, started = cpu_seconds(pid), time.monotonic()
-        await player(client, "demo", trio.current_time() + seconds / 2)
-        idle = (cpu_seconds(pid) - before) / (time.monotonic() - started)
-        counts: list[int] = []
-
-        async def one() -> None:
-            counts.append(await player(client, "demo", trio.current_time() + seconds))
-
-        before, started = cpu_seconds(pid), time.monotonic()
-        async with trio.open_nursery() as nursery:
-            for _ in range(players):
-                nursery.start_soon(one)
-        elapsed = time.monotonic() - started
-        busy = (cpu_seconds(pid) - before) / elapsed
+    if (os.cpu_count() or 1) > 1:
+        pin(pid, {0})
+        print("server pinned to core 0, players in a process pinned to core 1 (taskset)")
+    # The packager alone (one player keeps it running): the baseline.
+    before, started = cpu_seconds(pid), time.monotonic()
+    run_players(server, 1, seconds / 2)
+    idle = (cpu_seconds(pid) - before) / (time.monotonic() - started)
+    before, started = cpu_seconds(pid), time.monotonic()
+    requests = run_players(server, players, seconds)
+    elapsed = time.monotonic() - started
+    busy = (cpu_seconds(pid) - before) / elapsed
     per_100 = (busy - idle) * 100 / players
-    rate = sum(counts) / elapsed
+    rate = requests / elapsed
     print(
         f"server CPU: {idle * 100:.1f}% of a core with 1 player, {busy * 100:.1f}% with {players} "
         f"players; {per_100 * 100:.1f}% of a core per 100 players"
@@ -200,9 +300,17 @@ async def measure_cpu(server: ServerProcess, players: int, seconds: float) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--players", type=int, default=100)
+    parser.add_argument("--players", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.load:
+        trio.run(load, args.load, args.players, args.seconds)
+        return
+    if args.quick:
+        args.seconds = 5.0
+    print(f"load: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         server = start_server(directory, {"auth": {"enabled": False}})
@@ -213,9 +321,12 @@ def main() -> None:
         )  # fmt: skip
         try:
             server.wait_for_log("publishing demo over SRT")
-            trio.run(measure_latency, server, launched, args.seconds)
-            measure_hls_js(server, directory, args.seconds / 2)
-            trio.run(measure_cpu, server, args.players, args.seconds)
+            if not args.quick:
+                trio.run(measure_latency, server, launched, args.seconds)
+                measure_hls_js(server, directory, args.seconds / 2)
+            else:
+                trio.run(wait_ready, server)
+            measure_cpu(server, args.players, args.seconds)
         finally:
             publisher.kill()
             publisher.wait()

@@ -31,6 +31,7 @@ from ghostream.broker.registry import StreamSummary
 from ghostream.context import ServerContext, failure_throttle
 from ghostream.edge.access import is_edge_key
 from ghostream.http.admin import AdminAuth, admin_only
+from ghostream.http.bodies import read_body
 from ghostream.http.headers import SecurityHeaders
 from ghostream.http.pages import page_routes
 from ghostream.http.serving import serve_asgi
@@ -68,16 +69,6 @@ register_url_convertor("hlsmedia", HlsMediaConvertor())
 
 def _valid_id(stream_id: str) -> bool:
     return bool(stream_id) and len(stream_id) <= 128 and set(stream_id) <= STREAM_ID_CHARACTERS
-
-
-async def _bounded_body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None when it is larger than `limit`."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
 
 
 def parse_report(body: bytes | None) -> tuple[str, dict[str, int]] | None:
@@ -120,11 +111,30 @@ def _not_found() -> JSONResponse:
     return JSONResponse({"error": "not found"}, status_code=404)
 
 
-def _hls_response(request: Request, answer: HlsAnswer) -> Response:
-    headers = CORS_HEADERS | {"Cache-Control": answer.cache_control}
-    if request.method == "OPTIONS":
-        return Response(status_code=204, headers=headers)
-    return Response(answer.body, answer.status, headers, answer.content_type)
+# An answer other than the preflight only needs the origin: the other CORS
+# headers are the preflight's, and every header costs h11 a validation.
+_CORS_RAW = [(b"access-control-allow-origin", CORS_HEADERS["Access-Control-Allow-Origin"].encode())]
+
+
+class _HlsResponse(Response):
+    """An HLS answer sent with the header bytes it carries: nothing is built per request.
+
+    Parts and playlists go to every player alike, thousands of times a
+    second with a few hundred players; Starlette's `Response` would encode
+    and check the same headers on each.
+    """
+
+    def __init__(self, answer: HlsAnswer) -> None:
+        self.status_code = answer.status
+        self.body = answer.body
+        self.raw_headers = [*_CORS_RAW, *answer.headers]
+        self.background = None
+
+
+_PREFLIGHT = Response(
+    status_code=204, headers=CORS_HEADERS | {"Cache-Control": HlsAnswer(204, b"").cache_control}
+)
+_NO_SUCH_STREAM = HlsAnswer(404, b"no such live stream\n")
 
 
 def create_app(context: ServerContext) -> Starlette:
@@ -162,7 +172,7 @@ def create_app(context: ServerContext) -> Starlette:
             await trio.sleep(edge_throttle.failed(client))
             return JSONResponse({"error": "not an edge of this server"}, status_code=403)
         edge_throttle.succeeded(client)
-        report = parse_report(await _bounded_body(request, MAX_REPORT_BYTES))
+        report = parse_report(await read_body(request, MAX_REPORT_BYTES))
         if report is None:
             return JSONResponse({"error": "malformed report"}, status_code=400)
         edge, counts = report
@@ -206,10 +216,10 @@ def create_app(context: ServerContext) -> Starlette:
         async def handler(request: Request) -> Response:
             stream_id = request.path_params["stream_id"]
             if request.method == "OPTIONS":
-                return _hls_response(request, HlsAnswer(204, b""))
+                return _PREFLIGHT
             if not _valid_id(stream_id):
-                return _hls_response(request, HlsAnswer(404, b"no such live stream\n"))
-            return _hls_response(request, await answer(stream_id, request))
+                return _HlsResponse(_NO_SUCH_STREAM)
+            return _HlsResponse(await answer(stream_id, request))
 
         return Route(f"/{STREAM_PATH}/{path}", handler, methods=["GET", "HEAD", "OPTIONS"])
 

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from ghostream.http.bodies import read_body
 from ghostream.outputs.webrtc import WebRtcError, WebRtcOutput
 
 log = logging.getLogger(__name__)
@@ -30,24 +31,6 @@ CORS = {
 
 def _error(status: int, message: str) -> Response:
     return PlainTextResponse(message + "\n", status_code=status, headers=CORS)
-
-
-async def read_body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None as soon as it is known to exceed `limit` bytes.
-
-    A declared length is refused before anything is read, and a streamed
-    body is dropped at the first chunk past the limit, so a large body never
-    sits in memory.
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
 
 
 def ice_server_links(webrtc: WebRtcOutput) -> dict[str, str]:

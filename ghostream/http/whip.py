@@ -19,7 +19,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ghostream.auth import Gatekeeper
-from ghostream.http.whep import CORS, MAX_OFFER_BYTES, ice_server_links, read_body
+from ghostream.http.bodies import read_body
+from ghostream.http.whep import CORS, MAX_OFFER_BYTES, ice_server_links
 from ghostream.outputs.webrtc import WebRtcError, WebRtcOutput
 from ghostream.streamid import InvalidStreamId, publish_request
 

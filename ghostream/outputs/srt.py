@@ -272,8 +272,10 @@ async def _serve_viewer(
                     ended = StreamEnded("a new publisher: the edge pulls again")
                     break
                 generation = subscription.generation
+                # Slices of a view: the datagram made from each is the only copy.
+                view = memoryview(data)
                 for offset in range(0, len(data), MESSAGE_SIZE):
-                    await sock.send(data[offset : offset + MESSAGE_SIZE])
+                    await sock.send(view[offset : offset + MESSAGE_SIZE])
                 bytes_out.inc(len(data))
         except SrtClosed:
             pass

@@ -18,9 +18,11 @@ from __future__ import annotations
 import os
 import struct
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
+from ghostream.srt.buffers import LossList, ReceiveBuffer, SendBuffer, unwrap
 from ghostream.srt.crypto import (
     KK_EVEN,
     BadSecret,
@@ -33,8 +35,10 @@ from ghostream.srt.packet import (
     EXT_FLAG_CONFIG,
     EXT_FLAG_HSREQ,
     EXT_FLAG_KMREQ,
+    HEADER_SIZE,
     INDUCTION_MAGIC,
     LIVE_FLAGS,
+    MSGNO_MASK,
     REJECTION_BASE,
     SEQ_MASK,
     SRT_VERSION,
@@ -57,7 +61,6 @@ from ghostream.srt.packet import (
     encode_loss_list,
     encode_string,
     parse_packet,
-    seq_add,
     seq_diff,
 )
 
@@ -72,9 +75,17 @@ FLOW_WINDOW = 8192
 # Packets further ahead than this are not a gap we could ever fill: a hostile
 # or confused peer, not loss.
 MAX_SEQ_JUMP = 8192 * 4
+# The most packets held between delivery and the newest arrival: 2^17 packets
+# is over 20 s of a 50 Mbit/s stream, and bounds what a peer with a stalled
+# head (a play time far ahead) can make us allocate.
+MAX_RECEIVE_SPAN = 1 << 17
 # Words of loss list that fit one NAK datagram.
 MAX_NAK_WORDS = MAX_PAYLOAD // 4
 _ZERO_WORD = bytes(4)
+_HEADER = struct.Struct("!IIII")
+# Word 1 of a live data packet: PP=11 (a whole message), not in order, clear.
+_SOLO_MESSAGE = 3 << 30
+_RETRANSMITTED = 0x04  # the R bit, in byte 4
 
 
 class State(Enum):
@@ -124,13 +135,6 @@ class Stats:
     naks_sent: int = 0
 
 
-@dataclass(slots=True)
-class _Sent:
-    packet: DataPacket
-    first_sent: float
-    last_sent: float
-
-
 class Connection:
     """One SRT connection, caller or listener side, after `caller` or `accepted`."""
 
@@ -160,15 +164,13 @@ class Connection:
         self._outgoing: list[bytes] = []
         self._last_sent = now
         self._last_received = now
-        # Sender half.
-        self._snd_next = 0
+        # Sender half (sequence numbers in both halves are extended: see buffers.py).
         self._msgno = 1
-        self._snd_buffer: OrderedDict[int, _Sent] = OrderedDict()
-        # Receiver half.
-        self._rcv_head = 0
+        self._snd = SendBuffer(0)
+        # Receiver half: `_rcv_max` is the next sequence number expected.
+        self._rcv = ReceiveBuffer(0)
         self._rcv_max = 0
-        self._rcv_buffer: dict[int, DataPacket] = {}
-        self._loss: dict[int, None] = {}
+        self._loss = LossList()
         self._tsbpd_base = now
         self._ts_ref = 0
         self._ack_number = 0
@@ -212,7 +214,7 @@ class Connection:
         )
         conn._stream_id = stream_id
         isn = isn if isn is not None else int.from_bytes(os.urandom(4), "big") & SEQ_MASK
-        conn._snd_next = conn._rcv_head = conn._rcv_max = isn
+        conn._start_sequences(isn)
         conn._handshake = Handshake(
             version=4,
             hs_type=HandshakeType.INDUCTION,
@@ -246,10 +248,15 @@ class Connection:
         conn.peer_socket_id = peer_socket_id
         conn.send_latency = send_latency
         conn._cipher = cipher
-        conn._snd_next = conn._rcv_head = conn._rcv_max = isn
+        conn._start_sequences(isn)
         conn._anchor_peer_clock(peer_timestamp, peer_timestamp_arrival)
         conn.state = State.CONNECTED
         return conn
+
+    def _start_sequences(self, isn: int) -> None:
+        self._snd = SendBuffer(isn)
+        self._rcv = ReceiveBuffer(isn)
+        self._rcv_max = isn
 
     @property
     def encrypted(self) -> bool:
@@ -258,7 +265,7 @@ class Connection:
     @property
     def unacknowledged(self) -> int:
         """Packets sent and still held for retransmission."""
-        return len(self._snd_buffer)
+        return len(self._snd)
 
     # Application interface.
 
@@ -266,29 +273,23 @@ class Connection:
         """Microseconds since this connection started, as carried by every packet."""
         return int((now - self._start) * 1_000_000) & TIMESTAMP_MASK
 
-    def send(self, message: bytes, now: float) -> None:
+    def send(self, message: bytes | memoryview, now: float) -> None:
         if self.state is not State.CONNECTED:
             raise RuntimeError(f"cannot send on a {self.state.value} connection")
         if len(message) > MAX_PAYLOAD:
             raise ValueError(f"message of {len(message)} bytes exceeds {MAX_PAYLOAD}")
-        seq = self._snd_next
-        self._snd_next = seq_add(seq, 1)
-        key_flag = 0
+        seq = self._snd.next & SEQ_MASK
+        word1 = _SOLO_MESSAGE | self._msgno
         payload = message
         if self._cipher is not None:
-            key_flag = KK_EVEN
-            payload = self._cipher.encrypt(seq, message, key_flag)
-        packet = DataPacket(
-            seq=seq,
-            msgno=self._msgno,
-            timestamp=self.timestamp(now),
-            dst_socket_id=self.peer_socket_id,
-            payload=payload,
-            key_flag=key_flag,
-        )
-        self._msgno = (self._msgno % 0x03FFFFFF) + 1
-        self._snd_buffer[seq] = _Sent(packet, now, now)
-        self._emit(packet.to_bytes(), now)
+            word1 |= KK_EVEN << 27
+            payload = self._cipher.encrypt(seq, message, KK_EVEN)
+        stamp = int((now - self._start) * 1_000_000) & TIMESTAMP_MASK
+        datagram = _HEADER.pack(seq, word1, stamp, self.peer_socket_id) + payload
+        self._msgno = (self._msgno % MSGNO_MASK) + 1
+        self._snd.append(datagram, now)
+        self._outgoing.append(datagram)
+        self._last_sent = now
         self.stats.packets_sent += 1
         self.stats.bytes_sent += len(message)
 
@@ -320,9 +321,9 @@ class Connection:
         play = self._next_play_time()
         if play is not None:
             deadlines.append(play)
-        if self._snd_buffer:
-            first = next(iter(self._snd_buffer.values()))
-            deadlines.append(first.first_sent + self._sender_drop_delay())
+        oldest = self._snd.oldest_sent()
+        if oldest is not None:
+            deadlines.append(oldest + self._sender_drop_delay())
         return min(deadlines)
 
     def handle_timer(self, now: float) -> None:
@@ -341,20 +342,33 @@ class Connection:
         if self._ack_pending and now >= self._next_ack:
             self._send_ack(now)
         if self._loss and now >= self._next_nak:
-            self._send_nak(_to_ranges(list(self._loss)), now)
+            self._send_nak(self._loss.ranges(), now)
             self._next_nak = now + self._nak_interval()
         self._drop_old_sent(now)
         if now >= self._last_sent + KEEPALIVE_INTERVAL:
             self._send_control(ControlType.KEEPALIVE, now, cif=_ZERO_WORD)
 
     def receive_datagram(self, datagram: bytes, now: float) -> None:
-        """Take one datagram; a malformed one is counted and otherwise ignored."""
-        try:
-            packet = parse_packet(datagram)
-        except PacketError:
-            self.stats.packets_invalid += 1
+        """Take one datagram; a malformed one is counted and otherwise ignored.
+
+        Data, nearly every datagram, is read straight from the header words
+        without making a packet object.
+        """
+        if len(datagram) < HEADER_SIZE or datagram[0] & 0x80:
+            try:
+                packet = parse_packet(datagram)
+            except PacketError:
+                self.stats.packets_invalid += 1
+                return
+            self.receive_packet(packet, now)
             return
-        self.receive_packet(packet, now)
+        if self.state is State.CLOSED:
+            return
+        seq, word1, timestamp, _ = _HEADER.unpack_from(datagram)
+        try:
+            self._receive_data(seq, word1, timestamp, datagram[HEADER_SIZE:], now)
+        except CryptoError:
+            self.stats.packets_invalid += 1
 
     def receive_packet(self, packet: Packet, now: float) -> None:
         """Take a packet the driver already parsed to route it."""
@@ -362,7 +376,8 @@ class Connection:
             return
         try:
             if isinstance(packet, DataPacket):
-                self._receive_data(packet, now)
+                flags = (packet.key_flag << 27) | (packet.retransmitted << 26)
+                self._receive_data(packet.seq, flags, packet.timestamp, packet.payload, now)
             else:
                 self._receive_control(packet, now)
         except (PacketError, CryptoError):
@@ -383,15 +398,9 @@ class Connection:
         subtype: int = 0,
         type_info: int = 0,
     ) -> None:
-        packet = ControlPacket(
-            type=ctype,
-            subtype=subtype,
-            type_info=type_info,
-            timestamp=self.timestamp(now),
-            dst_socket_id=self.peer_socket_id,
-            cif=cif,
-        )
-        self._emit(packet.to_bytes(), now)
+        word0 = 0x80000000 | (ctype << 16) | subtype
+        header = _HEADER.pack(word0, type_info, self.timestamp(now), self.peer_socket_id)
+        self._emit(header + cif, now)
 
     def _finish(self, reason: str) -> None:
         if self.state is not State.CLOSED:
@@ -515,12 +524,7 @@ class Connection:
 
     def _receive_ack(self, packet: ControlPacket, now: float) -> None:
         ack = AckInfo.parse(packet.cif)
-        ack_seq = ack.last_ack_seq & SEQ_MASK
-        while self._snd_buffer:
-            seq = next(iter(self._snd_buffer))
-            if seq_diff(seq, ack_seq) >= 0:
-                break
-            del self._snd_buffer[seq]
+        self._snd.acknowledge(unwrap(ack.last_ack_seq & SEQ_MASK, self._snd.next))
         if len(packet.cif) > 4:
             self._send_control(ControlType.ACKACK, now, cif=_ZERO_WORD, type_info=packet.type_info)
             if ack.rtt:
@@ -529,32 +533,29 @@ class Connection:
                 self.rtt_var = ack.rtt_var / 1_000_000
 
     def _retransmit(self, ranges: list[tuple[int, int]], now: float) -> None:
+        snd = self._snd
         gone: list[tuple[int, int]] = []
         min_gap = max(self.rtt, 0.010)
-        oldest = next(iter(self._snd_buffer)) if self._snd_buffer else self._snd_next
-        for first, last in ranges:
+        for wire_first, wire_last in ranges:
+            first = unwrap(wire_first, snd.next)
             # Clip to what we ever sent so a hostile range cannot make us loop.
-            if seq_diff(last, self._snd_next) >= 0:
-                last = seq_add(self._snd_next, -1)
-            count = seq_diff(last, first) + 1
-            if count <= 0:
+            last = min(first + seq_diff(wire_last, wire_first), snd.next - 1)
+            if last < first:
                 continue
-            if seq_diff(first, oldest) < 0:
-                gone_last = last if seq_diff(last, oldest) < 0 else seq_add(oldest, -1)
-                gone.append((first, gone_last))
-                first = seq_add(gone_last, 1)
-                count = seq_diff(last, first) + 1
-            # Never walk past what the send buffer can hold, whatever the range claims.
-            count = min(count, seq_diff(self._snd_next, first))
-            for i in range(count):
-                entry = self._snd_buffer.get(seq_add(first, i))
-                if entry is None:
+            if first < snd.base:
+                gone.append((first & SEQ_MASK, min(last, snd.base - 1) & SEQ_MASK))
+                first = snd.base
+            for seq in range(first, last + 1):
+                datagram = snd.get(seq)
+                if datagram is None:
                     continue
-                if entry.last_sent != entry.first_sent and now - entry.last_sent < min_gap:
+                last_sent = snd.last_sent(seq)
+                if last_sent != snd.first_sent(seq) and now - last_sent < min_gap:
                     continue
-                entry.packet.retransmitted = True
-                entry.last_sent = now
-                self._emit(entry.packet.to_bytes(), now)
+                snd.mark_resent(seq, now)
+                resent = bytearray(datagram)
+                resent[4] |= _RETRANSMITTED
+                self._emit(bytes(resent), now)
                 self.stats.packets_retransmitted += 1
         for first, last in gone:
             self._send_control(
@@ -562,18 +563,17 @@ class Connection:
             )
 
     def _receive_dropreq(self, packet: ControlPacket, now: float) -> None:
-        first, last = decode_dropreq(packet.cif)
-        count = seq_diff(last, first) + 1
-        if count <= 0 or count > MAX_SEQ_JUMP:
+        wire_first, wire_last = decode_dropreq(packet.cif)
+        first = unwrap(wire_first, self._rcv_max)
+        last = first + seq_diff(wire_last, wire_first)
+        if last < first or last - first >= MAX_SEQ_JUMP:
             return
-        for i in range(count):
-            self._loss.pop(seq_add(first, i), None)
+        self._loss.remove_range(first, last)
         # Everything up to `last` is settled: delivery may skip it without waiting.
-        if seq_diff(last, self._rcv_head) >= 0 and seq_diff(last, self._rcv_max) < 0:
-            while seq_diff(self._rcv_head, last) <= 0:
-                if self._rcv_head in self._rcv_buffer:
-                    break
-                self._rcv_head = seq_add(self._rcv_head, 1)
+        rcv = self._rcv
+        if rcv.head <= last < self._rcv_max:
+            while rcv.head <= last and rcv.head not in rcv:
+                rcv.skip_to(rcv.head + 1)
                 self.stats.packets_dropped += 1
         self._ack_pending = True
 
@@ -597,49 +597,60 @@ class Connection:
 
     # Data packets.
 
-    def _receive_data(self, packet: DataPacket, now: float) -> None:
+    def _receive_data(
+        self,
+        wire_seq: int,
+        word1: int,
+        timestamp: int,
+        payload: bytes,
+        now: float,
+    ) -> None:
+        """Take a data packet by its header words (word 1: flags and message number)."""
         if self.state is not State.CONNECTED:
             return
         self._last_received = now
-        seq = packet.seq
-        ahead = seq_diff(seq, self._rcv_max)
-        if ahead > MAX_SEQ_JUMP:
+        rcv = self._rcv
+        seq = unwrap(wire_seq, self._rcv_max)
+        ahead = seq - self._rcv_max
+        if ahead > MAX_SEQ_JUMP or seq - rcv.head >= MAX_RECEIVE_SPAN:
             self.stats.packets_invalid += 1
             return
-        if seq_diff(seq, self._rcv_head) < 0 or seq in self._rcv_buffer:
+        if seq < rcv.head or seq in rcv:
             self.stats.packets_duplicate += 1
             return
-        if packet.key_flag:
+        key_flag = (word1 >> 27) & 0x3
+        retransmitted = (word1 >> 26) & 1
+        if key_flag:
             if self._cipher is None:
                 self.stats.packets_undecryptable += 1
                 return
             try:
-                packet.payload = self._cipher.decrypt(seq, packet.payload, packet.key_flag)
+                payload = self._cipher.decrypt(wire_seq, payload, key_flag)
             except CryptoError:
                 self.stats.packets_undecryptable += 1
                 return
         elif self._cipher is not None:
             self.stats.packets_undecryptable += 1
             return
-        self._rcv_buffer[seq] = packet
-        self._ts_ref = self._extend_timestamp(packet.timestamp)
-        self.stats.packets_received += 1
-        self.stats.packets_retransmit_received += packet.retransmitted
-        self.stats.bytes_received += len(packet.payload)
+        self._ts_ref = ts = self._extend_timestamp(timestamp)
+        rcv.put(seq, payload, self._tsbpd_base + ts / 1e6 + self.recv_latency)
+        stats = self.stats
+        stats.packets_received += 1
+        stats.packets_retransmit_received += retransmitted
+        stats.bytes_received += len(payload)
         self._rate_packets += 1
-        self._rate_bytes += len(packet.payload)
+        self._rate_bytes += len(payload)
         if ahead >= 0:
             if ahead > 0:
                 lost_first = self._rcv_max
-                self.stats.packets_lost += ahead
+                stats.packets_lost += ahead
                 if not self._loss:
                     self._next_nak = now + self._nak_interval()
-                for i in range(ahead):
-                    self._loss[seq_add(lost_first, i)] = None
-                self._send_nak([(lost_first, seq_add(seq, -1))], now)
-            self._rcv_max = seq_add(seq, 1)
-        else:
-            self._loss.pop(seq, None)
+                self._loss.append(lost_first, seq - 1)
+                self._send_nak([(lost_first, seq - 1)], now)
+            self._rcv_max = seq + 1
+        elif self._loss:
+            self._loss.remove(seq)
         if not self._ack_pending:
             self._ack_pending = True
             self._next_ack = max(self._next_ack, now)
@@ -654,41 +665,49 @@ class Connection:
         delta = ((timestamp - self._ts_ref) + 0x80000000) % 0x100000000 - 0x80000000
         return self._ts_ref + delta
 
-    def _play_time(self, packet: DataPacket) -> float:
-        return self._tsbpd_base + self._extend_timestamp(packet.timestamp) / 1e6 + self.recv_latency
-
     def _first_buffered(self) -> int | None:
-        """The lowest buffered sequence number (the head, unless it is lost)."""
-        if self._rcv_head in self._rcv_buffer:
-            return self._rcv_head
-        if not self._rcv_buffer:
-            return None
-        head = self._rcv_head
-        return min(self._rcv_buffer, key=lambda s: seq_diff(s, head))
+        """The lowest buffered sequence number: the head, or what follows its hole.
+
+        Between the head and `_rcv_max`, what is not buffered is either in the
+        loss list (jumped over a range at a time) or was given up by the
+        peer's DROPREQ (walked over), so this never walks the buffer.
+        """
+        rcv = self._rcv
+        seq = rcv.head
+        while seq < self._rcv_max and rcv.count:
+            if seq in rcv:
+                return seq
+            hole = self._loss.range_at(seq)
+            seq = seq + 1 if hole is None else hole[1] + 1
+        return None
 
     def _next_play_time(self) -> float | None:
+        rcv = self._rcv
+        if rcv.head in rcv:
+            return rcv.play_time(rcv.head)
         first = self._first_buffered()
-        return None if first is None else self._play_time(self._rcv_buffer[first])
+        return None if first is None else rcv.play_time(first)
 
     def _deliver(self, now: float) -> None:
-        while self._rcv_buffer:
-            first = self._first_buffered()
-            assert first is not None
-            packet = self._rcv_buffer[first]
-            if self._play_time(packet) > now:
+        rcv = self._rcv
+        events = self._events
+        while rcv.count:
+            first = rcv.head
+            if first not in rcv:
+                found = self._first_buffered()
+                assert found is not None
+                first = found
+            if rcv.play_time(first) > now:
                 return
-            if first != self._rcv_head:
-                skipped = seq_diff(first, self._rcv_head)
-                for i in range(skipped):
-                    self._loss.pop(seq_add(self._rcv_head, i), None)
-                self.stats.packets_dropped += skipped
-            del self._rcv_buffer[first]
-            self._rcv_head = seq_add(first, 1)
-            self._events.append(DataReceived(packet.payload))
+            if first != rcv.head:
+                self._loss.remove_below(first)
+                self.stats.packets_dropped += first - rcv.head
+                rcv.skip_to(first)
+            events.append(DataReceived(rcv.pop_head()))
 
     def _ack_seq(self) -> int:
-        # Losses are only ever added at the top, so the dict is in sequence order.
-        return next(iter(self._loss)) if self._loss else self._rcv_max
+        first_lost = self._loss.first
+        return (self._rcv_max if first_lost is None else first_lost) & SEQ_MASK
 
     def _send_ack(self, now: float) -> None:
         elapsed = now - self._rate_window_start
@@ -702,7 +721,7 @@ class Connection:
             last_ack_seq=self._ack_seq(),
             rtt=int(self.rtt * 1_000_000),
             rtt_var=int(self.rtt_var * 1_000_000),
-            available_buffer=max(FLOW_WINDOW - len(self._rcv_buffer), 2),
+            available_buffer=max(FLOW_WINDOW - self._rcv.count, 2),
             packet_rate=self._packet_rate,
             capacity=max(self._packet_rate * 2, 1000),
             receive_rate=self._byte_rate,
@@ -714,14 +733,14 @@ class Connection:
         self._ack_pending = False
         self._next_ack = now + ACK_INTERVAL
 
-    def _send_nak(self, ranges: list[tuple[int, int]], now: float) -> None:
+    def _send_nak(self, ranges: Iterable[tuple[int, int]], now: float) -> None:
         words = 0
         fitting = []
         for first, last in ranges:
             words += 1 if first == last else 2
             if words > MAX_NAK_WORDS:
                 break
-            fitting.append((first, last))
+            fitting.append((first & SEQ_MASK, last & SEQ_MASK))
         self._send_control(ControlType.NAK, now, cif=encode_loss_list(fitting))
         self.stats.naks_sent += 1
 
@@ -735,23 +754,7 @@ class Connection:
         return max(1.25 * self.send_latency + 0.020, 1.0)
 
     def _drop_old_sent(self, now: float) -> None:
-        limit = now - self._sender_drop_delay()
-        while self._snd_buffer:
-            entry = next(iter(self._snd_buffer.values()))
-            if entry.first_sent > limit:
-                break
-            self._snd_buffer.popitem(last=False)
-
-
-def _to_ranges(seqs: list[int]) -> list[tuple[int, int]]:
-    """Fold ascending sequence numbers into inclusive ranges."""
-    ranges: list[tuple[int, int]] = []
-    for seq in seqs:
-        if ranges and seq == seq_add(ranges[-1][1], 1):
-            ranges[-1] = (ranges[-1][0], seq)
-        else:
-            ranges.append((seq, seq))
-    return ranges
+        self._snd.drop_sent_before(now - self._sender_drop_delay())
 
 
 def _random_socket_id() -> int:

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import trio
@@ -31,6 +31,7 @@ from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.media.errors import UnplayableStream
 from ghostream.outputs.llhls.playlist import (
+    MediaName,
     Variant,
     media_playlist,
     multivariant_playlist,
@@ -54,14 +55,30 @@ PLAYLIST_CACHE = "public, max-age=1"
 BLOCKING_CACHE = "public, max-age=30"
 NO_STORE = "no-store"
 DEFAULT_BANDWIDTH = 1_000_000
+# Answers for parts, segments and inits kept ready, per packager.
+CACHED_FILES = 256
 
 
 @dataclass(frozen=True, slots=True)
 class HlsAnswer:
+    """What to answer, with its header bytes made once for every player it goes to."""
+
     status: int
     body: bytes
     content_type: str = "text/plain"
     cache_control: str = NO_STORE
+    headers: tuple[tuple[bytes, bytes], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        content_type = self.content_type
+        if content_type.startswith("text/"):
+            content_type += "; charset=utf-8"
+        headers = (
+            (b"content-type", content_type.encode()),
+            (b"cache-control", self.cache_control.encode()),
+            (b"content-length", str(len(self.body)).encode()),
+        )
+        object.__setattr__(self, "headers", headers)
 
 
 def _error(status: int, message: str) -> HlsAnswer:
@@ -69,6 +86,7 @@ def _error(status: int, message: str) -> HlsAnswer:
 
 
 NOT_FOUND = _error(404, "no such live stream")
+GONE = _error(404, "no such part, segment or init (gone from the window?)")
 
 
 class Packager:
@@ -82,18 +100,41 @@ class Packager:
         self.failure: str | None = None
         self._version = 0
         self._changed = trio.lowlevel.ParkingLot()
-        self._playlists: dict[bool, tuple[int, bytes]] = {}
+        self._playlists: dict[tuple[bool, str], tuple[int, HlsAnswer]] = {}
+        self._files: dict[str, HlsAnswer] = {}
 
     def touch(self) -> None:
         self.last_request = trio.current_time()
 
-    def playlist(self, *, skip: bool) -> bytes:
+    def playlist(self, *, skip: bool, cache_control: str = PLAYLIST_CACHE) -> HlsAnswer:
         """The media playlist, rendered once per new part however many players ask."""
-        cached = self._playlists.get(skip)
+        cached = self._playlists.get((skip, cache_control))
         if cached is None or cached[0] != self._version:
-            text = media_playlist(self.timeline, skip=skip).encode()
-            cached = self._playlists[skip] = (self._version, text)
+            text = self._rendered(skip)
+            answer = HlsAnswer(200, text, PLAYLIST_TYPE, cache_control)
+            cached = self._playlists[skip, cache_control] = (self._version, answer)
         return cached[1]
+
+    def _rendered(self, skip: bool) -> bytes:
+        for (other_skip, _), (version, answer) in self._playlists.items():
+            if other_skip == skip and version == self._version:
+                return answer.body
+        return media_playlist(self.timeline, skip=skip).encode()
+
+    def file_answer(self, name: str, make: Callable[[], HlsAnswer]) -> HlsAnswer:
+        """The answer for a media file by its name, made on the first request only.
+
+        Names are never reused, so an answer stays right; errors are not kept.
+        """
+        answer = self._files.get(name)
+        if answer is None:
+            answer = make()
+            if answer.status == 200:
+                if len(self._files) >= CACHED_FILES:
+                    for old in list(self._files)[: CACHED_FILES // 2]:
+                        del self._files[old]
+                self._files[name] = answer
+        return answer
 
     async def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
         """Whether `condition` held within `timeout` seconds (checked on every new part)."""
@@ -239,14 +280,14 @@ class LlHls(TaskOwner):
             return _unplayable(packager.failure)
         timeline = packager.timeline
         if msn is None:
-            return HlsAnswer(200, packager.playlist(skip=skip), PLAYLIST_TYPE, PLAYLIST_CACHE)
+            return packager.playlist(skip=skip)
         if _too_far(timeline, msn, part):
             return _error(400, f"_HLS_msn={msn} _HLS_part={part} is too far ahead of the live edge")
         timeout = BLOCKING_TARGET_DURATIONS * timeline.target_duration
         if not await packager.wait_until(lambda: timeline.has(msn, part), timeout):
             # RFC 8216bis 6.2.5.2: after three target durations, Service Unavailable.
             return _error(503, f"_HLS_msn={msn} _HLS_part={part} did not come in {timeout:.0f} s")
-        return HlsAnswer(200, packager.playlist(skip=skip), PLAYLIST_TYPE, BLOCKING_CACHE)
+        return packager.playlist(skip=skip, cache_control=BLOCKING_CACHE)
 
     async def media_file(self, stream_id: str, name: str) -> HlsAnswer:
         wanted = parse_name(name)
@@ -255,29 +296,37 @@ class LlHls(TaskOwner):
             return NOT_FOUND
         timeline = packager.timeline
         if wanted is None or wanted.run != timeline.run:
-            return _error(404, "no such part, segment or init (gone from the window?)")
-        if wanted.kind == "init":
-            init = timeline.inits().get(wanted.number)
-            data = init.data if init is not None else None
-            content_type = "video/mp4"
-        elif wanted.kind == "seg":
-            data = _segment_data(timeline, wanted.number)
-            content_type = "video/iso.segment"
-        else:
+            return GONE
+        if wanted.kind == "part":
             assert wanted.part is not None
             number, index = wanted.number, wanted.part
             if _is_next_part(timeline, number, index):
                 # A preload hint: the spec has the server hold it until the part exists.
                 timeout = BLOCKING_TARGET_DURATIONS * timeline.target_duration
                 await packager.wait_until(lambda: timeline.has(number, index), timeout)
-            data = _part_data(timeline, number, index)
-            content_type = "video/iso.segment"
-            if data is not None:
+        answer = packager.file_answer(name, partial(_file_answer, timeline, wanted))
+        if answer.status == 200:
+            if wanted.kind == "part":
                 monitoring.HLS_PART_REQUESTS.labels(stream_id).inc()
-        if data is None:
-            return _error(404, "no such part, segment or init (gone from the window?)")
-        log.debug("%s: served %s", stream_id, name)
-        return HlsAnswer(200, data, content_type, IMMUTABLE)
+            log.debug("%s: served %s", stream_id, name)
+        return answer
+
+
+def _file_answer(timeline: Timeline, wanted: MediaName) -> HlsAnswer:
+    if wanted.kind == "init":
+        init = timeline.inits().get(wanted.number)
+        data = init.data if init is not None else None
+        content_type = "video/mp4"
+    elif wanted.kind == "seg":
+        data = _segment_data(timeline, wanted.number)
+        content_type = "video/iso.segment"
+    else:
+        assert wanted.part is not None
+        data = _part_data(timeline, wanted.number, wanted.part)
+        content_type = "video/iso.segment"
+    if data is None:
+        return GONE
+    return HlsAnswer(200, data, content_type, IMMUTABLE)
 
 
 def _unplayable(failure: str) -> HlsAnswer:

@@ -211,7 +211,7 @@ def test_far_future_sequence_number_is_not_taken_as_a_huge_loss() -> None:
     sim.connect()
     assert sim.server is not None
     bogus = DataPacket(
-        seq=(sim.caller._snd_next + 10**6) & SEQ_MASK,
+        seq=(sim.caller._snd.next + 10**6) & SEQ_MASK,
         msgno=1,
         timestamp=0,
         dst_socket_id=sim.server.socket_id,
@@ -221,3 +221,37 @@ def test_far_future_sequence_number_is_not_taken_as_a_huge_loss() -> None:
     sim.stream(sim.caller, messages(20), INTERVAL)
     sim.run_for(0.5)
     assert [r.payload for r in sim.server_received] == messages(20)
+
+
+def test_long_latency_high_rate_stream_recovers_a_burst_across_the_wrap() -> None:
+    # 2000 packets/s (21 Mbit/s) with 2 s of latency: 4000 packets held at once.
+    def lose_a_burst_once(datagram: bytes) -> bool:
+        if datagram[0] & 0x80 or datagram[4] & 0x04:
+            return False
+        return 2000 <= int.from_bytes(datagram[4:8], "big") & 0x03FFFFFF < 3500
+
+    sim = Simulation(
+        caller_kwargs={"isn": SEQ_MASK - 2500, "latency": 2.0},
+        forward=Link(loss=0.05, reorder=0.1, seed=5, drop_if=lose_a_burst_once),
+        backward=Link(loss=0.05, seed=6),
+    )
+    sim.connect()
+    sent = messages(6000, size=188)
+    for message in sent[:3530]:
+        sim.caller.send(message, sim.now)
+        sim.run_for(0.0005)
+    assert sim.server is not None
+    # The burst is one range of the loss list, however many packets it holds.
+    assert (1999, 3498) in [
+        (first - sim.server._rcv.head, last - sim.server._rcv.head)
+        for first, last in sim.server._loss.ranges()
+    ]
+    for i, message in enumerate(sent[3530:]):
+        # A lost last packet is a gap nobody sees (no later one reveals it).
+        sim.forward.loss = 0.05 if i < 2000 else 0.0
+        sim.caller.send(message, sim.now)
+        sim.run_for(0.0005)
+    sim.run_for(2.5)
+    assert [r.payload for r in sim.server_received] == sent
+    assert sim.server.stats.packets_dropped == 0
+    assert len(sim.server._loss) == 0
