@@ -56,6 +56,11 @@ def parse_stream_id(raw: str) -> StreamRequest:
     return _checked(StreamRequest(Mode.WATCH, name.lower()))
 
 
+def publish_request(stream_id: str, password: str) -> StreamRequest:
+    """A publish named outside the SRT stream id (WHIP: the URL and a Bearer token)."""
+    return _checked(StreamRequest(Mode.PUBLISH, stream_id.lower(), password))
+
+
 def _parse_access_control(text: str) -> StreamRequest:
     fields: dict[str, str] = {}
     items = text.split(",")

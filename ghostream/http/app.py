@@ -262,8 +262,10 @@ def create_app(context: ServerContext) -> Starlette:
     ]
     if context.webrtc is not None:
         from ghostream.http.whep import whep_routes
+        from ghostream.http.whip import whip_routes
 
         routes += whep_routes(context.webrtc, STREAM_PATH, _valid_id)
+        routes += whip_routes(context.webrtc, context.gatekeeper, STREAM_PATH, _valid_id)
     # Pages last: `/ID` must not shadow any other route.
     routes += dashboard_routes(context, partial(admin_only, admin))
     routes += page_routes(context, _valid_id)

@@ -1,4 +1,4 @@
-"""The site: a home page listing live streams, a player page per stream, static files.
+"""The site: a home page listing live streams, a player and a publish page per stream, static files.
 
 Every `web.*` setting ends up here: the site name, hostname, favicon, extra
 stylesheet, poster, counter period and side widget are rendered into the
@@ -111,6 +111,26 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
             return PlainTextResponse("Not Found\n", status_code=404)
         return player(request, stream_id, False)
 
+    async def publish_page(request: Request) -> Response:
+        stream_id = request.path_params["stream_id"]
+        if context.webrtc is None or not valid_id(stream_id) or "@" in stream_id:
+            return PlainTextResponse("Not Found\n", status_code=404)
+        size = request.query_params.get("size", "")
+        width, _, height = size.partition("x")
+        if not (width.isdigit() and height.isdigit() and 0 < int(width) * int(height) <= 1 << 22):
+            width, height = "1280", "720"
+        config = {
+            "stream": stream_id,
+            "iceServers": list(context.settings.webrtc.stun_servers),
+            "width": int(width),
+            "height": int(height),
+        }
+        return templates.TemplateResponse(
+            request,
+            "publish.html",
+            {"site": site, "stream_id": stream_id, "publish_config": config, "home_url": "/"},
+        )
+
     async def vendor(request: Request) -> Response:
         name = request.path_params["name"]
         asset = VENDOR.get(name)
@@ -129,5 +149,6 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
         Route("/about", about),
         Route("/static/vendor/{name:str}", vendor),
         Mount("/static", StaticFiles(directory=str(WEB / "static")), name="static"),
+        Route("/{stream_id:str}/publish", publish_page),
         Route("/{stream_id:str}", stream_page),
     ]

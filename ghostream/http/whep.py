@@ -33,10 +33,15 @@ def _error(status: int, message: str) -> Response:
     return PlainTextResponse(message + "\n", status_code=status, headers=CORS)
 
 
+def ice_server_links(webrtc: WebRtcOutput) -> dict[str, str]:
+    """The STUN servers as `Link` headers, as WHEP and WHIP advertise them."""
+    servers = [f'<{url}>; rel="ice-server"' for url in webrtc.ice_servers]
+    return {"Link": ", ".join(servers)} if servers else {}
+
+
 def whep_routes(webrtc: WebRtcOutput, stream_path: str, valid_id) -> list[Route]:
     def links() -> dict[str, str]:
-        servers = [f'<{url}>; rel="ice-server"' for url in webrtc.ice_servers]
-        return {"Link": ", ".join(servers)} if servers else {}
+        return ice_server_links(webrtc)
 
     async def options(request: Request) -> Response:
         return Response(

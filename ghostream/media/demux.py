@@ -6,7 +6,8 @@ it is done here in the event loop, once per stream (`broker.packets` runs
 it), rather than in a PyAV thread per consumer.  What comes out is ready for
 any muxer or packetizer: video access units in Annex B with their parameter
 sets in front of every keyframe, AAC frames without their ADTS headers and
-an AudioSpecificConfig to describe them.
+an AudioSpecificConfig to describe them, Opus packets without their TS
+control headers and an OpusHead to describe them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from ghostream.media import opus
 from ghostream.media.bitstream import (
     START_CODE,
     VideoConfig,
@@ -253,6 +255,8 @@ class TsDemuxer:
         body = data[header.body_start : pes.expected or None]
         if pes.pid == self.tables.video_pid:
             self._video_unit(body, max(pts, 0), dts, out)
+        elif self.tables.audio_codec == "opus":
+            self._opus_packets(body, max(pts, 0), out)
         else:
             self._audio_frames(body, max(pts, 0), out)
 
@@ -288,6 +292,18 @@ class TsDemuxer:
             out.append(MediaPacket(self._audio, frame, at, at, True))
             count += 1
             offset += header.length
+
+    def _opus_packets(self, body: bytes, pts: int, out: list[MediaPacket]) -> None:
+        packets = opus.ts_packets(body)
+        durations = [opus.packet_samples(p) for p in packets]
+        channels = self.tables.audio_channels
+        if self._audio is None or self._audio.channels != channels:
+            head = opus.opus_head(channels)
+            self._audio = Track("audio", "opus", head, sample_rate=opus.RATE, channels=channels)
+        at = pts
+        for packet, samples in zip(packets, durations, strict=True):
+            out.append(MediaPacket(self._audio, packet, at, at, True))
+            at += samples * 90000 // opus.RATE
 
 
 def _timestamp(field_bytes: bytes) -> int:

@@ -9,7 +9,9 @@ is shorter, exact and cheap: a part is a handful of byte concatenations,
 done in the event loop with no thread hop.
 
 Timescales: video keeps the demuxer's 90 kHz clock, audio uses its sample
-rate so that each AAC frame lasts exactly 1024 ticks.
+rate so that each AAC frame lasts exactly 1024 ticks (an Opus packet, the
+48 kHz samples its TOC says).  Opus is described as ISOBMFF's Opus mapping
+says (an `Opus` sample entry with `dOps`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from ghostream.media import opus
 from ghostream.media.bitstream import VideoConfig
-from ghostream.media.demux import Track
+from ghostream.media.demux import MediaPacket, Track
 
 VIDEO_TRACK_ID = 1
 AUDIO_TRACK_ID = 2
@@ -163,7 +166,27 @@ def _descriptor(tag: int, *payload: bytes) -> bytes:
     return bytes([tag, len(body)]) + body
 
 
+def audio_codec_string(audio: Track) -> str:
+    """The track's RFC 6381 codec string, for the playlist's CODECS attribute."""
+    return "opus" if audio.codec == "opus" else "mp4a.40.2"
+
+
+def audio_samples(packet: MediaPacket) -> int:
+    """How long an audio packet lasts, in ticks of its track's timescale (its sample rate)."""
+    return opus.packet_samples(packet.data) if packet.track.codec == "opus" else AAC_FRAME_SAMPLES
+
+
 def _audio_trak(audio: Track) -> bytes:
+    smhd = full_box(b"smhd", 0, 0, bytes(4))
+    if audio.codec == "opus":
+        entry = box(
+            b"Opus",
+            bytes(6), struct.pack(">H", 1), bytes(8),
+            struct.pack(">HHHH", audio.channels, 16, 0, 0),
+            struct.pack(">I", opus.RATE << 16),
+            box(b"dOps", opus.dops(audio.channels)),
+        )  # fmt: skip
+        return _trak(AUDIO_TRACK_ID, opus.RATE, b"soun", (0, 0), smhd, entry)
     decoder_config = _descriptor(
         0x04, bytes([0x40, 0x15]), bytes(3), struct.pack(">II", 0, 0),
         _descriptor(0x05, audio.extradata),
@@ -176,5 +199,4 @@ def _audio_trak(audio: Track) -> bytes:
         struct.pack(">I", min(audio.sample_rate, 0xFFFF) << 16),
         full_box(b"esds", 0, 0, es),
     )  # fmt: skip
-    smhd = full_box(b"smhd", 0, 0, bytes(4))
     return _trak(AUDIO_TRACK_ID, audio.sample_rate, b"soun", (0, 0), smhd, entry)

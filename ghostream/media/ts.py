@@ -31,7 +31,9 @@ STREAM_TYPES = {
 }
 VIDEO_CODECS = ("h264", "hevc")
 OTHER_VIDEO_CODECS = ("mpeg1video", "mpeg2video", "mpeg4")
-AUDIO_CODECS = ("aac", "aac-latm", "mp2", "ac3")
+AUDIO_CODECS = ("aac", "aac-latm", "mp2", "ac3", "opus")
+# Audio codecs the demuxer turns into packets (the first such track is the stream's audio).
+PACKET_AUDIO = ("aac", "opus")
 # Start codes that open an MPEG-1/2 GOP (sequence header, group of pictures).
 MPEG_GOP_STARTS = (b"\x00\x00\x01\xb3", b"\x00\x00\x01\xb8")
 
@@ -49,6 +51,8 @@ class TsInspector:
         self.video_codec: str | None = None
         self.audio_codecs: list[str] = []
         self.audio_pid: int | None = None
+        self.audio_codec: str | None = None
+        self.audio_channels = 0
         # Video other than H.264/HEVC: relayed to SRT viewers, not repackaged.
         self.other_video: str | None = None
         # Where a new viewer may start: the video PID of any codec, else the first audio PID.
@@ -129,12 +133,16 @@ class TsInspector:
         info_length = ((body[7] & 0x0F) << 8) | body[8]
         i = 9 + info_length
         video_pid, video_codec, audio, audio_pid = None, None, [], None
+        audio_codec, channels = None, 0
         other_video = other_pid = first_audio_pid = None
         while i + 5 <= len(body):
             stream_type = body[i]
             pid = ((body[i + 1] & 0x1F) << 8) | body[i + 2]
             es_length = ((body[i + 3] & 0x0F) << 8) | body[i + 4]
             codec = STREAM_TYPES.get(stream_type, f"0x{stream_type:02x}")
+            descriptors = body[i + 5 : i + 5 + es_length]
+            if codec == "private" and _registration(descriptors) == b"Opus":
+                codec = "opus"
             if codec in VIDEO_CODECS and video_pid is None:
                 video_pid, video_codec = pid, codec
             elif codec in OTHER_VIDEO_CODECS and other_pid is None:
@@ -142,11 +150,12 @@ class TsInspector:
             elif codec in AUDIO_CODECS:
                 audio.append(codec)
                 first_audio_pid = pid if first_audio_pid is None else first_audio_pid
-                if codec == "aac" and audio_pid is None:
-                    audio_pid = pid
+                if codec in PACKET_AUDIO and audio_pid is None:
+                    audio_pid, audio_codec = pid, codec
+                    channels = _opus_channels(descriptors) if codec == "opus" else 0
             i += 5 + es_length
         self.video_pid, self.video_codec, self.audio_codecs = video_pid, video_codec, audio
-        self.audio_pid = audio_pid
+        self.audio_pid, self.audio_codec, self.audio_channels = audio_pid, audio_codec, channels
         self.other_video = other_video if video_pid is None else None
         self.start_pid = next(
             (p for p in (video_pid, other_pid, first_audio_pid) if p is not None), None
@@ -173,3 +182,25 @@ class TsInspector:
                 return True
             position = data.find(b"\x00\x00\x01", position + 3)
         return False
+
+
+def _descriptors(data: bytes) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    i = 0
+    while i + 2 <= len(data):
+        found.setdefault(data[i], data[i + 2 : i + 2 + data[i + 1]])
+        i += 2 + data[i + 1]
+    return found
+
+
+def _registration(descriptors: bytes) -> bytes | None:
+    """The format identifier of a registration descriptor (tag 5), if any."""
+    return _descriptors(descriptors).get(0x05, b"")[:4] or None
+
+
+def _opus_channels(descriptors: bytes) -> int:
+    """Channels from the Opus extension descriptor (tag 0x7F, 0x80); stereo when absent."""
+    extension = _descriptors(descriptors).get(0x7F, b"")
+    if len(extension) >= 2 and extension[0] == 0x80 and 1 <= extension[1] <= 8:
+        return extension[1]
+    return 2

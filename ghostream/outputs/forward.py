@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import av
@@ -35,6 +36,8 @@ from ghostream.media.continuity import Continuity
 from ghostream.media.demux import MediaPacket, Track
 from ghostream.media.errors import MalformedStream, UnplayableStream
 from ghostream.media.pictures import picture_size
+from ghostream.outputs.forward_audio import AAC_TRACK, AacFeed
+from ghostream.tasks import start_registered
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,12 @@ def unused_path(path: str) -> str:
 def output_format(url: str) -> str | None:
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     return FORMATS.get(scheme)
+
+
+def needs_aac(url: str, tracks: list[Track]) -> bool:
+    """FLV (RTMP, .flv recordings) cannot carry Opus: such a target gets the stream's AAC feed."""
+    flv = output_format(url) == "flv" or url.lower().endswith(".flv")
+    return flv and any(t.kind == "audio" and t.codec == "opus" for t in tracks)
 
 
 class Writer:
@@ -166,7 +175,7 @@ class Writer:
 
     def _add_stream(self, container: av.container.OutputContainer, track: Track):
         if track.kind == "audio":
-            stream = container.add_stream("aac", rate=track.sample_rate)
+            stream = container.add_stream(track.codec, rate=track.sample_rate)
             stream.codec_context.extradata = track.extradata
             return stream
         stream = container.add_stream(track.codec)
@@ -193,6 +202,8 @@ class Forwarder:
         self.hub = hub
         self._started, self._receive = trio.open_memory_channel[PublishStarted](64)
         self._running: set[tuple[str, str]] = set()
+        self._aac: dict[str, AacFeed] = {}
+        self._nursery: trio.Nursery | None = None
 
     def observe(self, event: Event) -> None:
         """A broker listener: a publish of a forwarded stream wakes its targets."""
@@ -204,6 +215,7 @@ class Forwarder:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             task_status.started()
             async for event in self._receive:
                 for url in self.forwarding[event.stream_id]:
@@ -278,7 +290,9 @@ class Forwarder:
                 size = await trio.to_thread.run_sync(
                     picture_size, first, limiter=threads.FORWARDING
                 )
-                writer = Writer(url, tracks, size)
+                aac = needs_aac(url, tracks)
+                written = [AAC_TRACK if aac and t.kind == "audio" else t for t in tracks]
+                writer = Writer(url, written, size)
                 writer.queue.put_nowait(first)
                 await writer.start(threads.FORWARDING, shown)
                 log.info("forwarding %s to %s", stream_id, shown)
@@ -287,10 +301,14 @@ class Forwarder:
                 try:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._watch, writer, failure, nursery.cancel_scope)
+                        aac_feed = self._subscribe_aac(stream_id, writer) if aac else None
                         try:
-                            await self._feed(reader, writer, tracks)
+                            await self._feed(reader, writer, tracks, skip_audio=aac)
                         except TracksChanged as exc:
                             failure.append(exc)
+                        finally:
+                            if aac_feed is not None:
+                                aac_feed.subscribers.discard(writer.queue)
                         nursery.cancel_scope.cancel()
                 finally:
                     await writer.stop(stream_id, shown)
@@ -314,12 +332,33 @@ class Forwarder:
                 break
         scope.cancel()
 
-    async def _feed(self, reader: PacketReader, writer: Writer, tracks: list[Track]) -> None:
+    def _subscribe_aac(self, stream_id: str, writer: Writer) -> AacFeed:
+        feed = self._aac.get(stream_id)
+        if feed is None:
+            feed = AacFeed(stream_id)
+            assert self._nursery is not None
+            start_registered(
+                self._nursery,
+                self._aac,
+                stream_id,
+                feed,
+                partial(feed.run, self.hub),
+                supervisor=self.broker.supervisor,
+                component="forward audio",
+                again=lambda: bool(feed.subscribers) and self.broker.get(stream_id) is not None,
+            )
+        feed.subscribers.add(writer.queue)
+        return feed
+
+    async def _feed(
+        self, reader: PacketReader, writer: Writer, tracks: list[Track], *, skip_audio: bool
+    ) -> None:
         """Queue packets for the writer until the stream ends; TracksChanged to start over.
 
         A publisher that comes back with the same tracks keeps the target's
         connection: its timestamps, which start afresh, are shifted to go on
-        from where the previous publisher stopped.
+        from where the previous publisher stopped.  With `skip_audio`, the
+        audio comes from the stream's AAC feed instead.
         """
         skipping = False
         clock = Continuity()
@@ -331,6 +370,8 @@ class Forwarder:
             except StreamEnded:
                 return
             kind = packet.track.kind
+            if skip_audio and kind == "audio":
+                continue
             if packet.track is not current.get(kind):
                 if packet.track != current.get(kind):
                     raise TracksChanged("the stream's tracks changed (new publisher or settings)")

@@ -243,7 +243,7 @@ class Timeline:
             return
         number = 0 if self._init is None else self._init.number + 1
         audio = self._audio
-        codecs = self._config.codec_string + (",mp4a.40.2" if audio is not None else "")
+        codecs = self._config.codec_string + (f",{fmp4.audio_codec_string(audio)}" if audio else "")
         data = fmp4.init_segment(self._video, self._config, audio)
         self._init = Init(number, data, codecs, self._config.width, self._config.height)
 
@@ -291,7 +291,7 @@ class Timeline:
         if audio and self._audio is not None:
             self._audio_queue = self._audio_queue[len(audio) :]
             rate = self._audio.sample_rate
-            audio_samples = [fmp4.Sample(p.data, fmp4.AAC_FRAME_SAMPLES) for p in audio]
+            audio_samples = [fmp4.Sample(p.data, fmp4.audio_samples(p)) for p in audio]
             start = round(audio[0].pts * rate / CLOCK)
             runs.append(fmp4.TrackRun(fmp4.AUDIO_TRACK_ID, start, audio_samples))
         duration = sum(s.duration for s in samples) / CLOCK

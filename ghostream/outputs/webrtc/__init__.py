@@ -1,4 +1,4 @@
-"""WebRTC playback over WHEP: sessions, their codecs, ICE on shared ports, shared RTP payloads."""
+"""WebRTC: playback (WHEP) and publishing (WHIP) sessions, codecs, shared ICE ports and payloads."""
 
 from ghostream.outputs.webrtc.errors import WebRtcError
 from ghostream.outputs.webrtc.service import WebRtcOutput

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from aiortc import RTCRtpCodecParameters
 from aiortc import codecs as aiortc_codecs
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from ghostream.media.demux import Track
@@ -22,6 +23,8 @@ from ghostream.outputs.webrtc.errors import WebRtcError
 
 # H.264 profiles (profile_idc + constraint byte) a browser may offer, most capable first.
 H264_PROFILES = ("64001f", "4d001f", "f4001f", "42e01f", "42001f")
+# What a publisher is asked to send, first choice first: no B-frames, decodable by every viewer.
+PUBLISH_PROFILES = ("constrained-baseline", "baseline", "main", "high")
 
 
 def _offer_h264_profiles() -> None:
@@ -140,3 +143,21 @@ def h264_preferences(track: Track, offer_sdp: str) -> list:
         if c.mimeType == "video/H264" and h264_profile(c.parameters["profile-level-id"]) == chosen
     )
     return [h264, *(c for c in capabilities if c.mimeType == "video/rtx")]
+
+
+def publish_preferences(kind: str) -> list:
+    """The codecs a WHIP publisher may send: H.264 (simplest profile first) or Opus.
+
+    Both are passed through to viewers, so nothing else is accepted.
+    """
+    capabilities = RTCRtpReceiver.getCapabilities(kind).codecs
+    if kind == "audio":
+        return [c for c in capabilities if c.mimeType == "audio/opus"]
+    h264 = [
+        c
+        for c in capabilities
+        if c.mimeType == "video/H264" and c.parameters.get("packetization-mode") == "1"
+    ]
+    rank = {name: index for index, name in enumerate(PUBLISH_PROFILES)}
+    h264.sort(key=lambda c: rank.get(h264_profile(c.parameters["profile-level-id"]), len(rank)))
+    return [*h264, *(c for c in capabilities if c.mimeType == "video/rtx")]

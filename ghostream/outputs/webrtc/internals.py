@@ -1,9 +1,11 @@
 """Every use of aioice and aiortc beyond their public API, in one place.
 
-Ghostream shares ICE sockets between sessions (`icemux`) and packetizes a
-stream's media once for all its viewers (`packetize`); neither library is
+Ghostream shares ICE sockets between sessions (`icemux`), packetizes a
+stream's media once for all its viewers (`packetize`) and passes a WHIP
+publisher's media on without decoding it (`ingest`); neither library is
 built for that.  What is relied on, in aioice 0.13 / aiortc 1.16, is pinned
-by tests/unit/test_webrtc_icemux.py and tests/unit/test_webrtc_packetize.py:
+by tests/unit/test_webrtc_icemux.py, tests/unit/test_webrtc_packetize.py and
+tests/unit/test_webrtc_receiving.py:
 
 - an `RTCIceGatherer` keeps its aioice `Connection` in `_connection`, and
   `Connection.gather_candidates` does nothing once `_local_candidates_start`
@@ -21,7 +23,15 @@ by tests/unit/test_webrtc_icemux.py and tests/unit/test_webrtc_packetize.py:
 - `H264Encoder._packetize(H264Encoder._split_bitstream(data))` makes the
   FU-A / STAP-A payloads of an Annex B access unit;
 - aiortc reads the time through `aiortc.clock.current_ntp_time` and
-  `current_ms`, looked up at each call.
+  `current_ms`, looked up at each call;
+- an `RTCRtpReceiver`'s decoder thread looks its decoder up with
+  `aiortc.rtcrtpreceiver.get_decoder(codec)` for each new codec (the very
+  objects of its transceiver's `_codecs`), calls its `decode(JitterFrame)`
+  and hands each result to the receiver's track;
+- the receiver reassembles frames with the `add(packet)` of its
+  `_RTCRtpReceiver__jitter_buffer`, which returns (ask for a keyframe, frame);
+  depayloaded bytes are in `packet._data`;
+- `RTCRtpReceiver._send_rtcp_pli(ssrc)` sends a picture loss indication.
 """
 
 from __future__ import annotations
@@ -32,19 +42,34 @@ from typing import Any
 
 from aioice.candidate import Candidate
 from aioice.ice import Connection, StunProtocol, get_host_addresses, server_reflexive_candidate
-from aiortc import RTCPeerConnection, RTCRtpSender, clock
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    clock,
+)
+from aiortc import rtcrtpreceiver as aiortc_receiver
 from aiortc.codecs.h264 import H264Encoder
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcicetransport import parse_stun_turn_uri
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add
 
 __all__ = [
+    "AudioFrames",
     "Connection",
     "StunProtocol",
+    "VideoFrames",
     "adopt",
     "bundled_connection",
     "h264_payloads",
     "host_addresses",
     "new_protocol",
     "public_address",
+    "receive_encoded",
+    "request_keyframe",
     "send_prepacketized",
     "stun_server",
     "use_fast_clock",
@@ -139,3 +164,88 @@ def use_fast_clock() -> None:
     through datetime that is a large part of what sending costs per viewer."""
     clock.current_ntp_time = _ntp_now
     clock.current_ms = _ms_now
+
+
+VIDEO_BUFFER = 512
+
+
+class _PassThrough:
+    """A stand-in for aiortc's decoders: the reassembled encoded frame, unchanged."""
+
+    def decode(self, frame: JitterFrame) -> list[JitterFrame]:
+        return [frame]
+
+
+_aiortc_get_decoder = aiortc_receiver.get_decoder
+_PASS_THROUGH = "_ghostream_pass_through"
+
+
+def _get_decoder(codec: RTCRtpCodecParameters) -> Any:
+    if getattr(codec, _PASS_THROUGH, False):
+        return _PassThrough()
+    return _aiortc_get_decoder(codec)
+
+
+def receive_encoded(transceiver: RTCRtpTransceiver) -> None:
+    """Make a transceiver's receiver hand over encoded frames, undecoded, as soon as complete.
+
+    Call it once the remote description has chosen the codecs, before the
+    local one starts the receiver: the codecs it was given are marked so
+    that its decoder thread gets a `_PassThrough`, and the receiver gets a
+    frame assembly that does not wait (`VideoFrames`, `AudioFrames`).
+    """
+    aiortc_receiver.get_decoder = _get_decoder
+    for codec in transceiver._codecs:
+        setattr(codec, _PASS_THROUGH, True)
+    buffer = VideoFrames() if transceiver.kind == "video" else AudioFrames()
+    transceiver.receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
+
+
+class VideoFrames(JitterBuffer):
+    """aiortc's jitter buffer, but a frame is handed over when its last packet (RTP marker) comes.
+
+    aiortc's own waits for the first packet of the next frame, which adds a
+    frame interval (or more, when the encoder skips frames) to the latency.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(capacity=VIDEO_BUFFER, is_video=True)
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        pli, frame = super().add(packet)
+        return pli, frame if frame is not None else self._complete()
+
+    def _complete(self) -> JitterFrame | None:
+        """The buffer's first frame, if all its packets up to the marked last one are here."""
+        if self._origin is None:
+            return None
+        parts = []
+        timestamp = None
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self.capacity]
+            if packet is None or timestamp not in (None, packet.timestamp):
+                return None
+            timestamp = packet.timestamp
+            parts.append(packet._data)  # type: ignore[attr-defined]
+            if packet.marker:
+                self.remove(count + 1)
+                return JitterFrame(data=b"".join(parts), timestamp=timestamp)
+        return None
+
+
+class AudioFrames:
+    """Each audio packet is a whole frame: handed over at once; a late one is dropped."""
+
+    def __init__(self) -> None:
+        self._next: int | None = None
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        sequence = packet.sequence_number
+        if self._next is not None and uint16_add(sequence, -self._next) >= 0x8000:
+            return False, None
+        self._next = uint16_add(sequence, 1)
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
+
+
+async def request_keyframe(receiver: RTCRtpReceiver, ssrc: int) -> None:
+    await receiver._send_rtcp_pli(ssrc)

@@ -1,4 +1,4 @@
-"""A stream's AAC audio as Opus, encoded once per stream for every WebRTC viewer."""
+"""A stream's audio as Opus for every WebRTC viewer: AAC encoded once per stream, Opus as it is."""
 
 from __future__ import annotations
 
@@ -43,11 +43,17 @@ class OpusFeed:
             async with hub.read(self.stream_id, max_lag=MAX_AUDIO_LAG) as reader:
                 while self.tracks:
                     packet = await reader.receive()
-                    if packet.track.kind != "audio" or packet.track.codec != "aac":
+                    if packet.track.kind != "audio":
                         continue
-                    encoded = await trio.to_thread.run_sync(
-                        self._transcode, packet, limiter=threads.AUDIO
-                    )
+                    if packet.track.codec == "opus":
+                        # A WebRTC publisher's own Opus: passed through, 90 kHz to 48 kHz.
+                        encoded = [(packet.data, packet.pts * OPUS_RATE // 90000)]
+                    elif packet.track.codec == "aac":
+                        encoded = await trio.to_thread.run_sync(
+                            self._transcode, packet, limiter=threads.AUDIO
+                        )
+                    else:
+                        continue
                     for data, pts in encoded:
                         frame = RtpFrame([data], pts, len(data))
                         for track in self.tracks:

@@ -1,17 +1,19 @@
 """WebRTC playback: one aiortc peer connection per browser viewer, fed from the broker.
 
 This module is the one place where asyncio code runs.  `WebRtcOutput.run`
-opens a trio-asyncio loop; every session is a Trio task in the output's
-nursery that talks to aiortc through `aio_as_trio`, so a session's life
-(negotiation, feeding, ICE failure, DELETE, shutdown) is structured like any
-other connection of the server.
+opens a trio-asyncio loop; every session (a viewer here, a WHIP publisher in
+`ingest`) is a Trio task in the output's nursery that talks to aiortc
+through `aio_as_trio`, so a session's life (negotiation, feeding, ICE
+failure, DELETE, shutdown) is structured like any other connection of the
+server.
 
 Video is passed through: each viewer reads the stream's demuxed H.264 access
 units with its own cursor (`PacketHub`), so a viewer that falls behind skips
 to the next keyframe without touching anyone else; each access unit is cut
 into RTP payloads once (`SharedPayloads`) for all of them.  Audio must become
-Opus, and that is done once per stream by `OpusFeed`, whose packets every
-viewer of the stream shares.  Per viewer only RTP headers and SRTP remain.
+Opus (unless it is already: a WHIP publish), and that is done once per
+stream by `OpusFeed`, whose packets every viewer of the stream shares.
+Per viewer only RTP headers and SRTP remain.
 
 Video browsers cannot decode as it is (see `codecs.passthrough_obstacle`)
 is re-encoded once per stream by the transcoder into the internal stream
@@ -26,13 +28,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import trio
 import trio_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc import sdp as aiortc_sdp
 
 from ghostream import monitoring
 from ghostream.broker.packets import PacketHub, PacketReader
@@ -53,8 +56,10 @@ from ghostream.outputs.webrtc.codecs import (
 )
 from ghostream.outputs.webrtc.errors import WebRtcError
 from ghostream.outputs.webrtc.icemux import IceMux
+from ghostream.outputs.webrtc.ingest import WhipIngest
 from ghostream.outputs.webrtc.opus import OpusFeed
 from ghostream.outputs.webrtc.packetize import SharedPayloads
+from ghostream.outputs.webrtc.peer import offered_kinds
 from ghostream.outputs.webrtc.tracks import PacketTrack, RtpFrame
 from ghostream.tasks import start_registered
 
@@ -113,6 +118,7 @@ class WebRtcOutput:
         internals.use_fast_clock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nursery: trio.Nursery | None = None
+        self.ingest = WhipIngest(self)
 
     @property
     def ice_servers(self) -> list[str]:
@@ -167,6 +173,33 @@ class WebRtcOutput:
                 obstacle.fix,
             )
 
+    def peer_connection(self) -> RTCPeerConnection:
+        """A peer connection for a session; `attach_ice` gives it the shared ICE sockets."""
+        return RTCPeerConnection()
+
+    async def attach_ice(self, pc: RTCPeerConnection) -> None:
+        """Put a peer connection (its remote description set) on the shared ICE sockets."""
+        try:
+            await trio_asyncio.aio_as_trio(self._ice.attach)(pc)
+        except ValueError as exc:
+            raise WebRtcError(400, f"unsupported offer: {exc}") from exc
+
+    async def start_session(self, run: Callable[..., Awaitable[None]], *args: Any) -> Any:
+        """Start a session (viewer or publisher) in the output's nursery and asyncio loop.
+
+        What the session passes to `task_status.started` is returned; what it
+        raises before that (WebRtcError) is raised here.
+        """
+        if self._nursery is None or not self._ice.ready:
+            raise WebRtcError(503, "WebRTC is not running")
+        return await self._nursery.start(self._in_loop, run, *args)
+
+    async def _in_loop(
+        self, run: Callable[..., Awaitable[None]], *args: Any, task_status: trio.TaskStatus
+    ) -> None:
+        trio_asyncio.current_loop.set(self._loop)
+        await run(*args, task_status=task_status)
+
     def page_uids(self) -> set[str]:
         return {s.page_uid for s in self.sessions.values() if s.page_uid}
 
@@ -174,13 +207,11 @@ class WebRtcOutput:
         self, stream_id: str, offer_sdp: str, peer: str, page_uid: str = ""
     ) -> tuple[Session, str]:
         """Negotiate a viewer's session; the answer SDP, or WebRtcError with its status."""
-        if self._nursery is None or not self._ice.ready:
-            raise WebRtcError(503, "WebRTC is not running")
         if not await self.broker.provide(stream_id):
             raise WebRtcError(404, f"no live stream {stream_id!r}")
-        kinds = _offered_kinds(offer_sdp)
+        kinds = offered_kinds(offer_sdp)
         session = Session(secrets.token_urlsafe(12), stream_id, peer, page_uid[:64])
-        return session, await self._nursery.start(self._session, session, offer_sdp, kinds)
+        return session, await self.start_session(self._session, session, offer_sdp, kinds)
 
     def end(self, session_id: str) -> bool:
         session = self.sessions.get(session_id)
@@ -197,7 +228,6 @@ class WebRtcOutput:
         *,
         task_status: trio.TaskStatus[str],
     ) -> None:
-        trio_asyncio.current_loop.set(self._loop)
         try:
             with self.broker.attend(session.stream_id, session.peer, PROTOCOL) as viewer:
                 async with self.hub.read(session.stream_id, max_lag=MAX_VIDEO_LAG) as reader:
@@ -312,16 +342,16 @@ class WebRtcOutput:
         finally:
             self.sessions.pop(session.id, None)
             viewer.left_because = session.reason
-            await self._close(pc)
+            await self.close_peer(pc)
 
     async def _negotiate(
         self, session: Session, offer_sdp: str, kinds: set[str], tracks: list[Track]
     ) -> tuple[RTCPeerConnection, PacketTrack | None, PacketTrack | None, str]:
-        pc = RTCPeerConnection()
+        pc = self.peer_connection()
         try:
             return await self._set_up(session, pc, offer_sdp, kinds, tracks)
         except BaseException:
-            await self._close(pc)
+            await self.close_peer(pc)
             raise
 
     async def _set_up(
@@ -355,10 +385,7 @@ class WebRtcOutput:
             await trio_asyncio.aio_as_trio(pc.setRemoteDescription)(offer)
         except (ValueError, KeyError, IndexError, AttributeError) as exc:
             raise WebRtcError(400, f"malformed SDP offer: {exc}") from exc
-        try:
-            await trio_asyncio.aio_as_trio(self._ice.attach)(pc)
-        except ValueError as exc:
-            raise WebRtcError(400, f"unsupported offer: {exc}") from exc
+        await self.attach_ice(pc)
         try:
             answer = await trio_asyncio.aio_as_trio(pc.createAnswer)()
         except (ValueError, RuntimeError) as exc:
@@ -389,7 +416,7 @@ class WebRtcOutput:
         finally:
             gauge.dec()
 
-    async def _close(self, pc: RTCPeerConnection) -> None:
+    async def close_peer(self, pc: RTCPeerConnection) -> None:
         """Close a peer connection even while the session is being cancelled, but never hang."""
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await trio_asyncio.aio_as_trio(pc.close)()
@@ -415,17 +442,6 @@ class WebRtcOutput:
             await trio.sleep_forever()
         finally:
             feed.tracks.discard(track)
-
-
-def _offered_kinds(offer_sdp: str) -> set[str]:
-    """The media kinds an offer asks for; WebRtcError 400 when it is not usable SDP."""
-    try:
-        parsed = aiortc_sdp.SessionDescription.parse(offer_sdp)
-    except Exception as exc:  # aiortc's parser also asserts on malformed input
-        raise WebRtcError(400, f"malformed SDP offer: {exc or type(exc).__name__}") from exc
-    if not parsed.media or any(not media.rtp.codecs for media in parsed.media):
-        raise WebRtcError(400, "malformed SDP offer: a media section lists no codec")
-    return {media.kind for media in parsed.media}
 
 
 async def _follow_end(reader: PacketReader, session: Session) -> None:

@@ -1,0 +1,254 @@
+"""WebRTC publishing (WHIP): what OBS 30+ or a browser sends becomes an ordinary broker stream.
+
+Each publisher is one aiortc peer connection, run as a Trio task of the
+WebRTC output like a viewer's session.  Nothing is decoded: aiortc's
+receivers reassemble H.264 access units and Opus packets from RTP and hand
+them over as they are (`internals`), each as soon as its last packet is in.
+They are muxed into MPEG-TS as they arrive (`media.tsmux`) and published
+through `Broker.publish(..., "whip")`, so every output (SRT, WHEP, LL-HLS,
+forwarding, variants, history) serves a WHIP publish as it serves an SRT one.
+
+The two tracks' RTP clocks are independent; each starts at the time its
+first frame arrived, relative to the first frame of the publish, which keeps
+them in step within the network's jitter (nothing is buffered here).
+
+Publishers such as browsers send a keyframe only at the start or when
+asked; so that a new viewer always finds a recent keyframe in the GOP
+cache, the session asks (RTCP PLI) whenever the newest one is older than
+`KEYFRAME_INTERVAL`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+import trio_asyncio
+from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.exceptions import OperationError
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from ghostream import monitoring
+from ghostream.broker.registry import StreamBusy
+from ghostream.broker.stream import Stream, StreamState
+from ghostream.media.demux import is_keyframe_unit, nal_type, split_nal_units
+from ghostream.media.tsmux import TsMuxer
+from ghostream.outputs.webrtc.codecs import publish_preferences
+from ghostream.outputs.webrtc.errors import WebRtcError
+from ghostream.outputs.webrtc.internals import receive_encoded, request_keyframe
+from ghostream.outputs.webrtc.peer import offered_kinds
+
+if TYPE_CHECKING:
+    from ghostream.outputs.webrtc.service import WebRtcOutput
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "whip"
+NEGOTIATION_TIMEOUT = 10.0
+# Ask for a keyframe when the newest one is older than this (seconds), at most once per second.
+KEYFRAME_INTERVAL = 2.0
+PLI_SPACING = 1.0
+# A publisher that sends nothing for this long is gone (ICE consent also ends it, later):
+# soon enough that OBS, reconnecting after a network drop, is not refused for long (409).
+MEDIA_TIMEOUT = 5.0
+CLOCK = 90000
+
+
+@dataclass
+class Publish:
+    id: str
+    stream_id: str
+    peer: str
+    closed: trio.Event = field(default_factory=trio.Event)
+    reason: str = "publisher left"
+
+    def close(self, reason: str) -> None:
+        if not self.closed.is_set():
+            self.reason = reason
+            self.closed.set()
+
+
+@dataclass
+class _Track:
+    """One received track: its transceiver and where its timeline starts."""
+
+    kind: str
+    transceiver: RTCRtpTransceiver
+    clock: int
+    offset: int | None = None
+
+
+class WhipIngest:
+    """The publishes of the WebRTC output, each a task of its nursery."""
+
+    def __init__(self, output: WebRtcOutput) -> None:
+        self.output = output
+        self.publishes: dict[str, Publish] = {}
+
+    async def answer(self, stream_id: str, offer_sdp: str, peer: str) -> tuple[Publish, str]:
+        """Negotiate an authorized publisher's session; the answer SDP, or WebRtcError."""
+        stream = self.output.broker.get(stream_id)
+        if stream is not None and stream.state is StreamState.LIVE:
+            raise WebRtcError(409, f"{stream_id!r} already has a publisher")
+        kinds = offered_kinds(offer_sdp)
+        publish = Publish(secrets.token_urlsafe(12), stream_id, peer)
+        return publish, await self.output.start_session(self._run, publish, offer_sdp, kinds)
+
+    def end(self, publish_id: str) -> bool:
+        publish = self.publishes.get(publish_id)
+        if publish is None:
+            return False
+        publish.close("publisher hung up")
+        return True
+
+    async def _run(self, publish: Publish, offer_sdp: str, kinds: set[str], *, task_status) -> None:
+        pc = self.output.peer_connection()
+        try:
+            with trio.fail_after(NEGOTIATION_TIMEOUT):
+                tracks, answer = await self._negotiate(publish, pc, offer_sdp, kinds)
+            with self.output.broker.publish(publish.stream_id, publish.peer, PROTOCOL) as stream:
+                self.publishes[publish.id] = publish
+                task_status.started(answer)
+                log.info(
+                    "%s publishing %s over WHIP (session %s)",
+                    publish.peer,
+                    publish.stream_id,
+                    publish.id,
+                )
+                try:
+                    await self._serve(publish, stream, tracks)
+                except Exception:
+                    # A bug in one publish must not stop the others or the server.
+                    log.exception("WHIP publish %s failed", publish.id)
+                    publish.close("internal error")
+                finally:
+                    self.publishes.pop(publish.id, None)
+                    # Serving ends only once closed, unless the server is stopping.
+                    publish.close("server stopping")
+                    log.info(
+                        "%s stopped publishing %s over WHIP: %s",
+                        publish.peer,
+                        publish.stream_id,
+                        publish.reason,
+                    )
+        except StreamBusy as exc:
+            raise WebRtcError(409, f"{publish.stream_id!r} already has a publisher") from exc
+        except trio.TooSlowError as exc:
+            raise WebRtcError(503, "negotiation took too long") from exc
+        finally:
+            await self.output.close_peer(pc)
+
+    async def _negotiate(
+        self, publish: Publish, pc: RTCPeerConnection, offer_sdp: str, kinds: set[str]
+    ) -> tuple[list[_Track], str]:
+        @pc.on("connectionstatechange")
+        def state_changed() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                publish.close(f"connection {pc.connectionState}")
+
+        if "video" not in kinds:
+            raise WebRtcError(406, "a publish needs H.264 video (audio alone is not served)")
+        tracks = []
+        for kind in ("video", "audio"):
+            if kind in kinds:
+                transceiver = pc.addTransceiver(kind, direction="recvonly")
+                transceiver.setCodecPreferences(publish_preferences(kind))
+                tracks.append(_Track(kind, transceiver, CLOCK if kind == "video" else 48000))
+        try:
+            offer = RTCSessionDescription(offer_sdp, "offer")
+            await trio_asyncio.aio_as_trio(pc.setRemoteDescription)(offer)
+        except OperationError as exc:
+            raise WebRtcError(406, "send H.264 video (packetization-mode=1), Opus audio") from exc
+        except (ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise WebRtcError(400, f"malformed SDP offer: {exc}") from exc
+        if len(pc.getTransceivers()) != len(tracks):
+            raise WebRtcError(400, "send at most one video and one audio track")
+        for track in tracks:
+            receive_encoded(track.transceiver)
+        await self.output.attach_ice(pc)
+        answer = await trio_asyncio.aio_as_trio(pc.createAnswer)()
+        await trio_asyncio.aio_as_trio(pc.setLocalDescription)(answer)
+        if any(t.transceiver.currentDirection != "recvonly" for t in tracks):
+            raise WebRtcError(400, "the offer's media must be sent (a=sendonly or a=sendrecv)")
+        sdp = pc.localDescription.sdp
+        return tracks, sdp
+
+    async def _serve(self, publish: Publish, stream: Stream, tracks: list[_Track]) -> None:
+        audio = next((t for t in tracks if t.kind == "audio"), None)
+        # Opus is always negotiated as two channels (RFC 7587); a mono publisher decodes as stereo.
+        muxer = TsMuxer(channels=2 if audio else 0)
+        feed = _Feed(publish, stream, muxer)
+        async with trio.open_nursery() as nursery:
+            for track in tracks:
+                nursery.start_soon(feed.receive, track)
+            video = next(t for t in tracks if t.kind == "video")
+            nursery.start_soon(feed.ask_for_keyframes, video)
+            nursery.start_soon(feed.watch_silence)
+            await publish.closed.wait()
+            nursery.cancel_scope.cancel()
+
+
+class _Feed:
+    """The received frames of one publish, stamped, muxed and published in arrival order."""
+
+    def __init__(self, publish: Publish, stream: Stream, muxer: TsMuxer) -> None:
+        self.publish = publish
+        self.stream = stream
+        self.muxer = muxer
+        self.bytes_in = monitoring.BYTES_IN.labels(publish.stream_id)
+        self.start: float | None = None
+        self.last_media = trio.current_time()
+        self.last_keyframe: float | None = None
+
+    async def receive(self, track: _Track) -> None:
+        remote: MediaStreamTrack = track.transceiver.receiver.track
+        recv = trio_asyncio.aio_as_trio(remote.recv)
+        while True:
+            try:
+                frame = await recv()
+            except MediaStreamError:
+                self.publish.close(f"the publisher's {track.kind} ended")
+                return
+            self._publish(track, frame)
+
+    def _publish(self, track: _Track, frame: JitterFrame) -> None:
+        now = trio.current_time()
+        self.last_media = now
+        if self.start is None:
+            self.start = now
+        media_time = frame.timestamp * CLOCK // track.clock
+        if track.offset is None:
+            track.offset = round((now - self.start) * CLOCK) - media_time
+        pts = track.offset + media_time
+        if track.kind == "audio":
+            chunk = self.muxer.audio_packet(frame.data, pts)
+        else:
+            units = [u for u in split_nal_units(frame.data) if u]
+            keyframe = any(is_keyframe_unit("h264", nal_type("h264", u)) for u in units)
+            if keyframe:
+                self.last_keyframe = now
+            chunk = self.muxer.video_unit(frame.data, pts, keyframe)
+        self.stream.publish(chunk)
+        self.bytes_in.inc(len(chunk))
+
+    async def ask_for_keyframes(self, track: _Track) -> None:
+        """PLI while the newest keyframe is missing or stale, so the GOP cache stays fresh."""
+        receiver = track.transceiver.receiver
+        while True:
+            await trio.sleep(PLI_SPACING)
+            now = trio.current_time()
+            if self.last_keyframe is not None and now - self.last_keyframe < KEYFRAME_INTERVAL:
+                continue
+            for source in receiver.getSynchronizationSources():
+                await trio_asyncio.aio_as_trio(request_keyframe)(receiver, source.source)
+
+    async def watch_silence(self) -> None:
+        while True:
+            await trio.sleep_until(self.last_media + MEDIA_TIMEOUT)
+            if trio.current_time() - self.last_media >= MEDIA_TIMEOUT:
+                self.publish.close(f"no media for {MEDIA_TIMEOUT:.0f} s")
+                return
