@@ -13,10 +13,9 @@ import re
 import socket
 import struct
 
-import trio
-import trio_asyncio
 from aioice import stun
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from harness.aio import run_asyncio
 
 from ghostream.outputs.webrtc.icemux import IceMux
 
@@ -47,14 +46,6 @@ async def connected(*pcs: RTCPeerConnection) -> None:
     async with asyncio.timeout(30):
         while any(pc.connectionState != "connected" for pc in pcs):
             await asyncio.sleep(0.05)
-
-
-def run(main) -> None:
-    async def in_loop() -> None:
-        async with trio_asyncio.open_loop():
-            await trio_asyncio.aio_as_trio(main)()
-
-    trio.run(in_loop)
 
 
 def check(username: str, password: str, *, priority: bool = True) -> bytes:
@@ -106,7 +97,7 @@ def test_peers_connect_through_one_shared_port_and_free_it() -> None:
         assert sum(len(p.routes) for p in mux.udp[0]) == 0 and len(mux.tcp.routes) == 0
         await mux.stop()
 
-    run(main)
+    run_asyncio(main)
 
 
 def test_a_browser_on_ice_tcp_is_learned_from_its_first_check() -> None:
@@ -140,7 +131,7 @@ def test_a_browser_on_ice_tcp_is_learned_from_its_first_check() -> None:
         mux.release(server)
         await mux.stop()
 
-    run(main)
+    run_asyncio(main)
 
 
 def test_what_chokes_aioice_stays_out_of_the_shared_socket() -> None:
@@ -166,7 +157,7 @@ def test_what_chokes_aioice_stays_out_of_the_shared_socket() -> None:
         mux.release(server)
         await mux.stop()
 
-    run(main)
+    run_asyncio(main)
 
 
 def test_a_stun_server_tells_each_port_its_public_address() -> None:
@@ -206,4 +197,4 @@ def test_a_stun_server_tells_each_port_its_public_address() -> None:
         await mux.stop()
         server_transport.close()
 
-    run(main)
+    run_asyncio(main)

@@ -7,6 +7,7 @@ import inspect
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCRtpReceiver
 from aiortc import rtcrtpreceiver as aiortc_receiver
 from aiortc.rtp import RtpPacket
+from harness.aio import run_asyncio
 
 from ghostream.outputs.webrtc import internals
 
@@ -49,11 +50,16 @@ def test_only_marked_receivers_pass_their_frames_through() -> None:
     assert "self.__jitter_buffer.add(packet)" in receiver_source
     assert "self.__codecs[codec.payloadType] = codec" in receiver_source
     assert callable(RTCRtpReceiver._send_rtcp_pli)
-    publisher = RTCPeerConnection().addTransceiver("video", direction="recvonly")
-    publisher._codecs = [RTCRtpCodecParameters("video/H264", 90000, 96)]
-    internals.receive_encoded(publisher)
-    assert aiortc_receiver.get_decoder(publisher._codecs[0]).decode("frame") == ["frame"]
-    assert isinstance(publisher.receiver._RTCRtpReceiver__jitter_buffer, internals.VideoFrames)
-    # Any other receiver (a test's own browser stand-in) still decodes.
-    other = RTCRtpCodecParameters("video/H264", 90000, 96)
-    assert type(aiortc_receiver.get_decoder(other)).__name__ == "H264Decoder"
+
+    async def main() -> None:
+        # aiortc needs a running loop; the server gives it trio-asyncio's.
+        publisher = RTCPeerConnection().addTransceiver("video", direction="recvonly")
+        publisher._codecs = [RTCRtpCodecParameters("video/H264", 90000, 96)]
+        internals.receive_encoded(publisher)
+        assert aiortc_receiver.get_decoder(publisher._codecs[0]).decode("frame") == ["frame"]
+        assert isinstance(publisher.receiver._RTCRtpReceiver__jitter_buffer, internals.VideoFrames)
+        # Any other receiver (a test's own browser stand-in) still decodes.
+        other = RTCRtpCodecParameters("video/H264", 90000, 96)
+        assert type(aiortc_receiver.get_decoder(other)).__name__ == "H264Decoder"
+
+    run_asyncio(main)
