@@ -24,7 +24,7 @@ from harness.publisher import publishing
 from harness.server_process import ServerProcess
 from test_forward import probe, rtmp  # noqa: F401 (the nginx-rtmp fixture)
 
-from ghostream.http.whip import MAX_OFFER_BYTES
+from ghostream.http.signalling import MAX_OFFER_BYTES
 
 WHEP_PAGE = Path(__file__).parent / "pages" / "whep.html"
 FAKE_MEDIA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
