@@ -535,7 +535,12 @@ class Connection:
     def _retransmit(self, ranges: list[tuple[int, int]], now: float) -> None:
         snd = self._snd
         gone: list[tuple[int, int]] = []
-        min_gap = max(self.rtt, 0.010)
+        # A packet resent less than one smoothed RTT ago may still be on its
+        # way: libsrt's rule, less four deviations, so a jittery link (or a
+        # busy host) never waits out a periodic NAK it should have answered.
+        # The floor, half libsrt's shortest NAK period, bounds what a peer
+        # flooding NAKs can make us send.
+        min_gap = max(self.rtt - 4 * self.rtt_var, 0.010)
         for wire_first, wire_last in ranges:
             first = unwrap(wire_first, snd.next)
             # Clip to what we ever sent so a hostile range cannot make us loop.
