@@ -27,17 +27,11 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from harness.server_process import ServerProcess, start_server  # noqa: E402
+from process_usage import rss_mib  # noqa: E402
 
 from ghostream.srt.endpoint import SrtClosed, SrtRejected, connect  # noqa: E402
 
 CHUNK = 64 * 1024
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def guessing(server: ServerProcess, guesses: int) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,16 +27,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fanout_srt import (  # noqa: E402
-    BITRATE,
-    TimestampedSender,
-    cpu_seconds,
-    latencies,
-    make_source,
-    slope,
-    viewer_totals,
-)
+from fanout_srt import TimestampedSender, latencies, make_source, slope  # noqa: E402
 from harness.server_process import ServerProcess, start_server  # noqa: E402
+from process_usage import cpu_seconds  # noqa: E402
+from srt_peers import counting_viewers, viewer_totals  # noqa: E402
+
+BITRATE = 4_000_000
 
 COMMON = {
     "auth": {"enabled": False},
@@ -62,33 +57,14 @@ def spread(
     results = []
     for count in counts:
         stats = [work / f"viewer-{count}-{i}.csv" for i in range(count)]
-        viewers = [
-            subprocess.Popen(
-                [
-                    "srt-live-transmit",
-                    "-q",
-                    "-f",
-                    "-s:100",
-                    "-pf:csv",
-                    f"-statsout:{path}",
-                    edges[i % len(edges)].srt_url("bench"),
-                    "file://con",
-                ],
-                stdout=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-            for i, path in enumerate(stats)
-        ]
-        time.sleep(2)  # every viewer connected and settled
-        pids = [origin.process.pid] + [edge.process.pid for edge in edges]
-        before, wall = [cpu_seconds(pid) for pid in pids], time.monotonic()
-        time.sleep(seconds)
-        elapsed = time.monotonic() - wall
-        cpu = [(cpu_seconds(pid) - b) / elapsed for pid, b in zip(pids, before, strict=True)]
-        for viewer in viewers:
-            viewer.terminate()
-        for viewer in viewers:
-            viewer.wait(10)
+        urls = [edges[i % len(edges)].srt_url("bench") for i in range(count)]
+        with counting_viewers(urls, stats):
+            time.sleep(2)  # every viewer connected and settled
+            pids = [origin.process.pid] + [edge.process.pid for edge in edges]
+            before, wall = [cpu_seconds(pid) for pid in pids], time.monotonic()
+            time.sleep(seconds)
+            elapsed = time.monotonic() - wall
+            cpu = [(cpu_seconds(pid) - b) / elapsed for pid, b in zip(pids, before, strict=True)]
         lost, fewest = viewer_totals(stats)
         results.append({"viewers": count, "origin": cpu[0], "edges": sum(cpu[1:])})
         print(
@@ -110,7 +86,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
         source_path = work / "source.ts"
-        make_source(source_path, 20)
+        make_source(source_path, 20, BITRATE)
         origin = start(work, "origin")
         servers = [origin]
         sender = None
@@ -119,7 +95,7 @@ def main() -> None:
             edge_b = start(work, "edge-b", origin)
             chained = start(work, "edge-c", edge_a)
             servers += [edge_a, edge_b, chained]
-            sender = TimestampedSender(source_path.read_bytes(), origin.srt_url("bench:x"))
+            sender = TimestampedSender(source_path.read_bytes(), origin.srt_url("bench:x"), BITRATE)
             sender.start()
             time.sleep(1)
             print(f"one {BITRATE / 1e6:.0f} Mbit/s publish to the origin, SRT latency 120 ms")

@@ -19,7 +19,6 @@ transport stream has plenty), so the stream stays valid for the broker.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import socket
 import statistics
@@ -33,6 +32,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from harness.server_process import ServerProcess, free_port, start_server  # noqa: E402
+from process_usage import cpu_seconds, rss_mib  # noqa: E402
+from srt_peers import (  # noqa: E402
+    counting_viewers,
+    piped_viewer,
+    start_sender,
+    viewer_totals,
+    wait_connected,
+)
 
 from ghostream.media.ts import TsInspector  # noqa: E402
 
@@ -40,7 +47,6 @@ PACKET = 188
 MESSAGE = 7 * PACKET
 NULL_PID = 0x1FFF
 MAGIC = b"GHOSTBENCH"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def make_source(path: Path, seconds: int, bitrate: int) -> None:
@@ -61,22 +67,12 @@ class TimestampedSender:
     def __init__(self, source: bytes, url: str, bitrate: int) -> None:
         self.source = source
         self.bitrate = bitrate
-        self.process = subprocess.Popen(
-            ["srt-live-transmit", "-chunk:1316", "file://con", url],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        self.process = start_sender(url, MESSAGE)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
-        # What it reads before it is connected, it throws away.
-        assert self.process.stderr is not None
-        seen = b""
-        while b"connected" not in seen.lower():
-            line = self.process.stderr.readline()
-            if not line:
-                raise RuntimeError(f"srt-live-transmit sender failed: {seen.decode()}")
-            seen += line
+        wait_connected(self.process)
         self._thread.start()
 
     def _run(self) -> None:
@@ -118,17 +114,12 @@ class TimestampedSender:
 
 def latencies(url: str, seconds: float, skip: float = 1.0) -> list[float]:
     """One-way delays (ms) of the stamped packets a srt-live-transmit viewer receives."""
-    viewer = subprocess.Popen(
-        ["srt-live-transmit", "-q", url, "file://con"], stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert viewer.stdout is not None
     delays: list[float] = []
     buffer = b""
-    began = time.monotonic()
-    try:
+    with piped_viewer(url) as stream:
+        began = time.monotonic()
         while time.monotonic() - began < seconds:
-            buffer += os.read(viewer.stdout.fileno(), 65536)
+            buffer += os.read(stream, 65536)
             usable = len(buffer) - len(buffer) % PACKET
             now = time.monotonic_ns()
             for start in range(0, usable, PACKET):
@@ -137,61 +128,23 @@ def latencies(url: str, seconds: float, skip: float = 1.0) -> list[float]:
                     stamp = int.from_bytes(payload[len(MAGIC) + 8 :], "big")
                     delays.append((now - stamp) / 1e6)
             buffer = buffer[usable:]
-    finally:
-        viewer.kill()
-        viewer.wait()
     return delays
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def viewer_totals(stats_files: list[Path]) -> tuple[int, int]:
-    """Packets lost or dropped (all viewers), and the fewest any viewer received."""
-    lost = 0
-    fewest = None
-    for path in stats_files:
-        rows = list(csv.DictReader(path.read_text().splitlines())) if path.exists() else []
-        received = 0
-        if rows:
-            last = rows[-1]
-            lost += int(last["pktRcvLoss"]) + int(last["pktRcvDrop"])
-            received = int(last["pktRecv"])
-        fewest = received if fewest is None else min(fewest, received)
-    return lost, fewest or 0
 
 
 def time_to_first_frame(url: str) -> float:
     """Seconds from starting a viewer to holding the tables and a keyframe: a decodable frame."""
     started = time.monotonic()
-    viewer = subprocess.Popen(
-        ["srt-live-transmit", "-q", url, "file://con"], stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert viewer.stdout is not None
     inspector = TsInspector()
     buffer = b""
-    try:
+    with piped_viewer(url) as stream:
         while time.monotonic() - started < 30:
-            buffer += os.read(viewer.stdout.fileno(), 65536)
+            buffer += os.read(stream, 65536)
             usable = len(buffer) - len(buffer) % PACKET
             info = inspector.inspect(buffer[:usable])
             buffer = buffer[usable:]
             if info.keyframe and inspector.video_pid is not None:
                 return time.monotonic() - started
-        raise RuntimeError(f"no keyframe from {url} within 30 s")
-    finally:
-        viewer.kill()
-        viewer.wait()
+    raise RuntimeError(f"no keyframe from {url} within 30 s")
 
 
 def fanout(
@@ -201,32 +154,12 @@ def fanout(
     results = []
     for count in counts:
         stats_files = [work / f"viewer-{count}-{i}.csv" for i in range(count)]
-        viewers = [
-            subprocess.Popen(
-                [
-                    "srt-live-transmit",
-                    "-q",
-                    "-f",
-                    "-s:100",
-                    "-pf:csv",
-                    f"-statsout:{path}",
-                    server.srt_url("bench"),
-                    "file://con",
-                ],
-                stdout=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-            for path in stats_files
-        ]
-        time.sleep(2)  # let every viewer connect and settle before measuring
-        cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
-        time.sleep(seconds)
-        cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
-        rss = rss_mib(pid)
-        for viewer in viewers:
-            viewer.terminate()
-        for viewer in viewers:
-            viewer.wait(10)
+        with counting_viewers([server.srt_url("bench")] * count, stats_files):
+            time.sleep(2)  # let every viewer connect and settle before measuring
+            cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+            time.sleep(seconds)
+            cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
+            rss = rss_mib(pid)
         lost, fewest = viewer_totals(stats_files)
         # Every viewer must have had the stream flowing, not merely lost nothing.
         expected = bitrate / 8 / MESSAGE * seconds

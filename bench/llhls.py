@@ -46,8 +46,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from harness.browser import open_chromium  # noqa: E402
 from harness.server_process import ServerProcess, start_server  # noqa: E402
+from process_usage import cpu_seconds  # noqa: E402
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 HLS_JS = ROOT / "ghostream" / "web" / "node_modules" / "hls.js" / "dist" / "hls.js"
 PART = re.compile(r'#EXT-X-PART:DURATION=([0-9.]+),URI="(part-[0-9a-f]+-(\d+)-(\d+)\.m4s)"')
 HINT = re.compile(r'PRELOAD-HINT:TYPE=PART,URI="part-[0-9a-f]+-(\d+)-(\d+)\.m4s"')
@@ -61,11 +61,6 @@ PUBLISH = [
     # Timestamps from zero, so that a frame's timestamp is its send time after launch.
     "-muxdelay", "0", "-muxpreload", "0", "-t", "600", "-f", "mpegts",
 ]  # fmt: skip
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def part_end_ticks(data: bytes) -> int:

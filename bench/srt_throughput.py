@@ -38,18 +38,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from harness.server_process import free_port  # noqa: E402
 from harness.udp_relay import UdpRelay  # noqa: E402
+from srt_peers import start_sender, wait_connected  # noqa: E402
 
 MESSAGE = 1316
 MAGIC = b"GSTB"
 # Writes to the senders' pipes happen this often, a few messages at a time.
 PACE = 0.005
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def message(index: int) -> bytes:
@@ -84,21 +80,7 @@ class Sender:
     """srt-live-transmit reading messages on stdin and sending them as an SRT caller."""
 
     def __init__(self, port: int, latency_ms: int) -> None:
-        self.process = subprocess.Popen(
-            ["srt-live-transmit", f"-chunk:{MESSAGE}", "file://con",
-             f"srt://127.0.0.1:{port}?latency={latency_ms}"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-
-    def wait_connected(self) -> None:
-        # What it reads before it is connected, it throws away.
-        assert self.process.stderr is not None
-        seen = b""
-        while b"connected" not in seen.lower():
-            line = self.process.stderr.readline()
-            if not line:
-                raise RuntimeError(f"srt-live-transmit sender failed: {seen.decode()}")
-            seen += line
+        self.process = start_sender(f"srt://127.0.0.1:{port}?latency={latency_ms}", MESSAGE)
 
     def close(self) -> None:
         assert self.process.stdin is not None
@@ -186,7 +168,7 @@ def receiver_command(port: int, point: Point, out: Path, src: str | None, profil
 
 
 def run_point(point: Point, seconds: float, work: Path, src: str | None, profile: int) -> Outcome:
-    ours_port, theirs_port = free_udp_port(), free_udp_port()
+    ours_port, theirs_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
     ours_out, theirs_out = work / "ours.bin", work / "theirs.bin"
     command = receiver_command(ours_port, point, ours_out, src, profile)
     ours = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -210,7 +192,7 @@ def run_point(point: Point, seconds: float, work: Path, src: str | None, profile
             targets.append(port)
         senders = [Sender(port, point.latency_ms) for port in targets]
         for sender in senders:
-            sender.wait_connected()
+            wait_connected(sender.process)
         sent = pace(senders, point.bitrate, seconds)
         # Let retransmissions and the receivers' latency run out before hanging up.
         time.sleep(point.latency_ms / 1000 + 0.5)

@@ -30,12 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.publisher import publishing, signal_source  # noqa: E402
 from harness.server_process import ServerProcess, free_port, start_server  # noqa: E402
+from process_usage import cpu_seconds  # noqa: E402
 
 from ghostream.config import TextTranscoderSettings  # noqa: E402
 from ghostream.media.demux import TsDemuxer  # noqa: E402
 from ghostream.outputs.telnet.pictures import TextFrame, TextStream  # noqa: E402
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def make_source(path: Path, size: str, seconds: float) -> None:
@@ -86,11 +85,6 @@ def one_conversion(size: str, seconds: float) -> None:
         f"{drawn / media / 1000:.0f} kB/s to a terminal"
     )
     print(f"  conversion / decode               {(convert_cpu + draw_cpu) / decode_cpu:6.2f}x")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 class Viewers:

@@ -49,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from harness.browser import open_chromium  # noqa: E402
 from harness.publisher import publishing, signal_source  # noqa: E402
 from harness.server_process import ServerProcess, free_port, start_server  # noqa: E402
+from process_usage import cpu_seconds  # noqa: E402
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = Path(__file__).resolve().parent.parent / "tests" / "interop" / "pages" / "whep.html"
 # Name: description, size, bit rate, viewer counts measured (Chromium decodes every viewer).
 SOURCES = {
@@ -118,11 +118,6 @@ function onFrame(now, metadata) {{
 }}
 video.requestVideoFrameCallback(onFrame);
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def source(name: str, directory: Path) -> list[str]:

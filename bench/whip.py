@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from harness.browser import open_chromium  # noqa: E402
 from harness.server_process import ServerProcess, start_server  # noqa: E402
-from webrtc import cpu_seconds  # noqa: E402
+from process_usage import cpu_seconds  # noqa: E402
 from webrtc import latency as srt_latency  # noqa: E402
 
 WIDTH, HEIGHT, RATE, BITS = 640, 360, 30, 16
