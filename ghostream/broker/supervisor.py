@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from ghostream.backoff import Backoff
 from ghostream.broker.events import Event, StreamFault
 from ghostream.media.errors import MalformedStream, UnsupportedStream
 
@@ -53,7 +54,7 @@ class Supervisor:
         again: Callable[[], bool] | None = None,
     ) -> None:
         """Run a per-stream task; after a failure, restart it with backoff while `again()`."""
-        delay = FIRST_RETRY
+        backoff = Backoff(FIRST_RETRY, MAX_RETRY, HEALTHY_AFTER)
         while True:
             began = trio.current_time()
             try:
@@ -64,8 +65,7 @@ class Supervisor:
                 if isinstance(exc, UnsupportedStream):
                     log.info("%s: %s stopped: %s", stream_id, component, exc)
                     return
-                if trio.current_time() - began > HEALTHY_AFTER:
-                    delay = FIRST_RETRY
+                delay = backoff.failed(trio.current_time() - began)
                 restart = again is not None and again()
                 action = f"restarting in {delay:.0f} s" if restart else "stopped"
                 self.report(stream_id, component, exc, action)
@@ -74,7 +74,6 @@ class Supervisor:
             await trio.sleep(delay)
             if again is None or not again():
                 return
-            delay = min(delay * 2, MAX_RETRY)
 
     def report(self, stream_id: str, component: str, exc: BaseException, action: str) -> None:
         """Log, count and record one fault of a component on a stream."""

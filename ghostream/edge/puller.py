@@ -25,6 +25,7 @@ import logging
 import trio
 
 from ghostream import monitoring
+from ghostream.backoff import Backoff
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
 from ghostream.config import OriginSettings, srt_address
@@ -56,7 +57,7 @@ class Pull:
         # The last attempt failed: the next failures of this outage are logged quietly.
         self.failed = False
         self.stopping = False
-        self._retry = FIRST_RETRY
+        self._backoff = Backoff(FIRST_RETRY, MAX_RETRY)
         self._brought = False
         self._outcomes = 0
         self._last_wanted = trio.current_time()
@@ -112,11 +113,11 @@ class Pull:
 
     async def _back_off(self) -> None:
         failed_at = trio.current_time()
+        delay = self._backoff.failed()
         self._hurry = trio.Event()
-        with trio.move_on_after(self._retry):
+        with trio.move_on_after(delay):
             await self._hurry.wait()
-        await trio.sleep_until(failed_at + min(self._retry, ASKED_RETRY))
-        self._retry = min(self._retry * 2, MAX_RETRY)
+        await trio.sleep_until(failed_at + min(delay, ASKED_RETRY))
 
     async def _attempt(self) -> str | None:
         """One connection to the origin: None if it brought the stream, else what went wrong."""
@@ -149,7 +150,7 @@ class Pull:
         with self.puller.broker.publish(self.stream_id, origin, PROTOCOL) as stream:
             log.info("%s: pulling from the origin %s", self.stream_id, origin)
             self._note(failed=False)
-            self._retry = FIRST_RETRY
+            self._backoff.reset()
             self._brought = True
             checked = trio.current_time()
             while chunk is not None:

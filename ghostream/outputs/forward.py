@@ -27,6 +27,7 @@ import av
 import trio
 
 from ghostream import monitoring, threads
+from ghostream.backoff import Backoff
 from ghostream.broker.events import Event, Forwarding, PublishStarted
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
@@ -226,7 +227,7 @@ class Forwarder:
 
     async def _target(self, stream_id: str, url: str, started: float) -> None:
         """One target for as long as the stream lives, retrying with backoff."""
-        delay = FIRST_RETRY
+        backoff = Backoff(FIRST_RETRY, MAX_RETRY, HEALTHY_AFTER)
         try:
             while self.broker.get(stream_id) is not None:
                 resolved = expand(url, stream_id, started)
@@ -243,7 +244,7 @@ class Forwarder:
                     # Not the target's fault: connect again at once with the new tracks.
                     log.info("forwarding %s to %s starts over: %s", stream_id, shown, exc)
                     self._emit(stream_id, shown, "stopped", str(exc))
-                    delay = FIRST_RETRY
+                    backoff.reset()
                     continue
                 except UnplayableStream as exc:
                     # Nothing to retry until a publisher sends something else.
@@ -258,14 +259,12 @@ class Forwarder:
                         log.exception("forwarding %s to %s: unexpected error", stream_id, shown)
                     monitoring.FORWARD_FAILURES.labels(stream_id).inc()
                     self._emit(stream_id, shown, "failed", str(failure))
-                    if trio.current_time() - began > HEALTHY_AFTER:
-                        delay = FIRST_RETRY
+                    delay = backoff.failed(trio.current_time() - began)
                     log.warning(
                         "forwarding %s to %s failed: %s; retrying in %.0f s",
                         stream_id, shown, failure, delay,
                     )  # fmt: skip
                     await self._sleep_while_live(stream_id, delay)
-                    delay = min(delay * 2, MAX_RETRY)
                     continue
                 self._emit(stream_id, shown, "stopped", "stream ended", sent)
                 log.info("forwarding %s to %s stopped: stream ended", stream_id, shown)
