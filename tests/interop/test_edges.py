@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from harness.browser import wait_for
-from harness.publisher import publishing, signal_source
+from harness.publisher import ffmpeg_admitted, publishing, signal_source
 from harness.server_process import ServerProcess
 from test_webrtc import open_viewer
 
@@ -105,19 +105,10 @@ def srt_viewer(
 
     With `progress`, ffmpeg writes there how many frames it decoded, twice a second.
     """
-    start = server.line_count()
     report = ["-stats_period", "0.5", "-progress", str(progress)] if progress else []
-    process = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-v", "error", *report, "-i", server.srt_url(stream_id),
-         "-f", "null", "-"],
-        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        server.wait_for_log(f"watching {stream_id} over SRT", start=start)
+    arguments = [*report, "-i", server.srt_url(stream_id), "-f", "null", "-"]
+    with ffmpeg_admitted(server, f"watching {stream_id} over SRT", arguments) as process:
         yield process
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_two_edges_serve_srt_and_llhls_and_the_origin_counts_every_viewer(
