@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-READY_TIMEOUT = 20.0
+# Deadlines, not waits: generous, for a busy 2-core runner importing aiortc and PyAV.
+READY_TIMEOUT = 60.0
 READY_LINE = "Ghostream ready"
 # The admin credential every test server has (a cheap bcrypt cost, for speed).
 ADMIN_USER = "admin"
@@ -92,7 +93,7 @@ class ServerProcess:
             return "\n".join(self._lines)
 
     def wait_for_log(
-        self, pattern: str, timeout: float = 10.0, *, start: int = 0, count: int = 1
+        self, pattern: str, timeout: float = 20.0, *, start: int = 0, count: int = 1
     ) -> str:
         """The `count`-th log line (from line `start`) matching `pattern`; fails after `timeout`.
 
