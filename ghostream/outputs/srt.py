@@ -23,6 +23,7 @@ import trio
 from prometheus_client import Counter
 
 from ghostream import monitoring
+from ghostream.auth.throttle import host_key
 from ghostream.broker.registry import StreamBusy, StreamNotFound
 from ghostream.broker.stream import StreamEnded, StreamState, Subscription
 from ghostream.context import ServerContext
@@ -56,6 +57,7 @@ class SrtService:
             on_overload=self._overloaded,
             passphrase_for=self._passphrase_for,
             on_rejected=self._handshake_refused,
+            guess_delay=self._guess_delay,
         )
         self._passphrases = {name.lower(): phrase for name, phrase in settings.passphrases.items()}
         self._open: dict[SrtSocket, str] = {}
@@ -107,6 +109,24 @@ class SrtService:
                 return self._passphrases[name]
         return default
 
+    def _guess_keys(self, request: ConnectionRequest) -> tuple[str, str]:
+        # Apart from the password counts: a passphrase known to every viewer
+        # must not wipe a host's record of wrong publish passwords.
+        host = host_key(peer_text(request.peer))
+        return f"passphrase-{host}", f"passphrase-stream:{_requested_id(request.stream_id)}"
+
+    def _guess_delay(self, request: ConnectionRequest) -> float:
+        """A wrong passphrase counts as a failed guess, like a wrong password."""
+        delay = self.context.gatekeeper.throttle.failed(*self._guess_keys(request))
+        if delay:
+            log.info(
+                "SRT %s from %s: another wrong passphrase, refused in %.1f s",
+                _requested_id(request.stream_id) or "(no stream id)",
+                peer_text(request.peer),
+                delay,
+            )
+        return delay
+
     def _overloaded(self, request: ConnectionRequest, why: str) -> None:
         self._refuse(request, _requested_id(request.stream_id), RejectReason.OVERLOAD, why)
 
@@ -126,6 +146,9 @@ class SrtService:
         self.broker.reject(stream_id, text, PROTOCOL, reason, code=int(code))
 
     async def accept(self, request: ConnectionRequest) -> Handler | Reject:
+        if request.cipher is not None:
+            # The right passphrase: this host's earlier mistakes no longer slow it down.
+            self.context.gatekeeper.throttle.succeeded(self._guess_keys(request)[0])
         try:
             wanted = parse_stream_id(request.stream_id)
         except InvalidStreamId as exc:

@@ -359,7 +359,9 @@ class SrtListener:
 
     `max_clients` counts established connections; handshakes still being
     decided are bounded apart, per sending host and in all, and a refusal
-    for lack of room goes to `on_overload` with the reason.
+    for lack of room goes to `on_overload` with the reason.  A wrong
+    passphrase is refused after `guess_delay` seconds, so that guessing one
+    is as slow as guessing a password.
     """
 
     def __init__(
@@ -375,9 +377,11 @@ class SrtListener:
         on_overload: OverloadCallback | None = None,
         passphrase_for: Callable[[str], str] | None = None,
         on_rejected: Callable[[tuple, str, int, str], None] | None = None,
+        guess_delay: Callable[[ConnectionRequest], float] | None = None,
     ) -> None:
         self.host = host
         self.on_overload = on_overload
+        self.guess_delay = guess_delay
         self.port = port
         self.max_clients = max_clients
         self.stats = ListenerStats()
@@ -502,6 +506,13 @@ class SrtListener:
     async def _decide(self, request: ConnectionRequest, host: str) -> None:
         assert self._udp is not None
         try:
+            if request.guess_refused is not None:
+                # Held while it waits, the host's pending slot bounds its guesses in parallel.
+                await trio.sleep(self.guess_delay(request) if self.guess_delay else 0.0)
+                self.stats.handshakes_rejected += 1
+                now = trio.current_time()
+                await self._udp.sendto(self._handshake.refuse_guess(request, now), request.peer)
+                return
             try:
                 decision = await self._accept(request)
             except Exception:

@@ -3,7 +3,9 @@
 A listener answers inductions with a SYN cookie and no state, so a flood of
 forged inductions costs it nothing.  A conclusion that passes the cookie and
 the protocol checks becomes a `ConnectionRequest` for the application to
-accept or reject (authentication is asynchronous).  Callers repeat their
+accept or reject (authentication is asynchronous); so does one with a wrong
+passphrase, marked as such, so that its refusal can wait like a wrong
+password's and guessing stays slow.  Callers repeat their
 conclusion until answered, so the listener remembers each answer by (peer
 address, caller socket id) and repeats it word for word: a second connection
 for the same caller would break libsrt's handshake.
@@ -72,6 +74,8 @@ class ConnectionRequest:
     hs_extension_km: bytes | None
     cipher: StreamCipher | None
     peer_mss: int = 1500
+    # A wrong passphrase: refused like the rest, but decided (late) like a wrong password.
+    guess_refused: HandshakeRejected | None = None
     key: tuple = field(init=False)
 
     def __post_init__(self) -> None:
@@ -156,6 +160,8 @@ class ListenerHandshake:
     def accept(
         self, request: ConnectionRequest, socket_id: int, now: float
     ) -> tuple[Connection, bytes]:
+        if request.guess_refused is not None:
+            raise ValueError("a caller with a wrong passphrase cannot be accepted")
         connection = Connection.accepted(
             now=now,
             socket_id=socket_id,
@@ -207,6 +213,14 @@ class ListenerHandshake:
     def reject(self, request: ConnectionRequest, code: int, now: float) -> bytes:
         self._pending.discard(request.key)
         return self.reject_conclusion(request.peer, request.peer_socket_id, code, now)
+
+    def refuse_guess(self, request: ConnectionRequest, now: float) -> bytes:
+        """The late refusal of a request that carries a wrong passphrase."""
+        rejection = request.guess_refused
+        assert rejection is not None
+        if self.on_rejected is not None:
+            self.on_rejected(request.peer, request.stream_id, rejection.code, rejection.reason)
+        return self.reject(request, rejection.code, now)
 
     def reject_conclusion(self, peer: Address, peer_socket_id: int, code: int, now: float) -> bytes:
         response = Handshake(
@@ -281,14 +295,15 @@ class ListenerHandshake:
             raise HandshakeRejected(RejectReason.BAD_REQUEST, "stream id too long")
         kmreq = hs.extension(ExtensionType.KMREQ)
         cipher = None
+        guess_refused = None
         passphrase = self.passphrase_for(stream_id) if self.passphrase_for else self.passphrase
         if passphrase:
             if kmreq is None:
                 raise HandshakeRejected(RejectReason.UNSECURE, "caller has no passphrase")
             try:
                 cipher = StreamCipher.from_key_material(KeyMaterial.parse(kmreq), passphrase)
-            except BadSecret as exc:
-                raise HandshakeRejected(RejectReason.BADSECRET, "wrong passphrase") from exc
+            except BadSecret:
+                guess_refused = HandshakeRejected(RejectReason.BADSECRET, "wrong passphrase")
             except CryptoError as exc:
                 raise HandshakeRejected(RejectReason.BADSECRET, "bad key material") from exc
         elif kmreq is not None:
@@ -307,4 +322,5 @@ class ListenerHandshake:
             hs_extension_km=kmreq if cipher is not None else None,
             cipher=cipher,
             peer_mss=hs.mss,
+            guess_refused=guess_refused,
         )

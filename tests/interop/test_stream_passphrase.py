@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import urllib.request
 
@@ -64,3 +65,26 @@ def test_a_stream_passphrase_admits_its_peers_only(server: ServerProcess) -> Non
     with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
         metrics = response.read().decode()
     assert 'ghostream_rejections_total{protocol="srt",reason="bad_secret"} 1.0' in metrics
+
+
+def test_guessing_a_passphrase_is_slowed_like_guessing_a_password(
+    require_program, ghostream_server
+) -> None:
+    """Each wrong passphrase from a host waits longer before its refusal; the right one does not."""
+    require_program("ffmpeg")
+    server = ghostream_server(
+        {"srt": {"passphrase": STREAM_PASSPHRASE}, "auth": {"failureDelay": 300}}
+    )
+    for attempt in range(3):
+        wrong = view(server, f"wrong-guess-number-{attempt}")
+        assert b"Incorrect passphrase" in wrong.stderr, wrong.stderr.decode()
+    server.wait_for_log("SRT demo from .* refused: wrong passphrase", count=3)
+    # The first mistake is free, then the wait doubles: 0.3 s, 0.6 s.
+    delays = re.findall(r"another wrong passphrase, refused in ([0-9.]+) s", server.log)
+    assert delays == ["0.3", "0.6"]
+    mark = server.line_count()
+    right = view(server, STREAM_PASSPHRASE)
+    assert right.returncode != 0
+    server.wait_for_log("SRT demo from .* refused: no such live stream", start=mark)
+    assert "another wrong passphrase" not in "\n".join(server.log.splitlines()[mark:])
+    assert server.log.count("refused: wrong passphrase") == 3

@@ -131,6 +131,9 @@ class Simulation:
                 self._to_caller(answer)
             elif answer is not None:
                 self.requests.append(answer)
+                if answer.guess_refused is not None:
+                    # The listener's owner decides when its refusal goes: `refuse_guesses`.
+                    return
                 code = self.decide(answer)
                 if code is not None:
                     self._to_caller(self.listener.reject(answer, code, self.now))
@@ -139,6 +142,12 @@ class Simulation:
                     self._to_caller(response)
         elif self.server is not None and packet.dst_socket_id == self.server.socket_id:
             self.server.receive_packet(packet, self.now)
+
+    def refuse_guesses(self) -> None:
+        """Send the late refusals of the requests that carried a wrong passphrase."""
+        for request in self.requests:
+            if request.guess_refused is not None:
+                self._to_caller(self.listener.refuse_guess(request, self.now))
 
     # Time.
 

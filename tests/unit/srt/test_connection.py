@@ -65,6 +65,40 @@ def test_repeated_conclusion_gets_the_same_answer_and_no_second_connection() -> 
     assert len(sim.requests) == 1
 
 
+def test_a_wrong_passphrase_is_refused_when_its_owner_says_so_and_only_once() -> None:
+    """The caller hears nothing until the late refusal, however often it repeats itself."""
+    refused = []
+    sim = Simulation(
+        caller_kwargs={"stream_id": "demo", "passphrase": "a guess of the passphrase"},
+        listener_kwargs={
+            "passphrase": "the real passphrase",
+            "on_rejected": lambda *refusal: refused.append(refusal),
+        },
+    )
+    sim.run_for(1.0)
+    assert [r.guess_refused.code for r in sim.requests if r.guess_refused] == [
+        RejectReason.BADSECRET
+    ]
+    assert sim.rejection is None and not sim.connected
+    assert refused == []
+    sim.refuse_guesses()
+    sim.run_for(0.5)
+    assert sim.rejection == RejectReason.BADSECRET
+    assert sim.server is None
+    assert [(code, reason) for _, _, code, reason in refused] == [
+        (RejectReason.BADSECRET, "wrong passphrase")
+    ]
+
+
+def test_the_right_passphrase_connects_at_once() -> None:
+    sim = Simulation(
+        caller_kwargs={"passphrase": "the real passphrase"},
+        listener_kwargs={"passphrase": "the real passphrase"},
+    )
+    sim.connect()
+    assert [r.guess_refused for r in sim.requests] == [None]
+
+
 def test_connect_times_out_without_a_listener() -> None:
     sim = Simulation(forward=Link(loss=1.0))
     sim.run_for(5.0)
