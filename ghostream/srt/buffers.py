@@ -46,10 +46,6 @@ class LossList:
     def __len__(self) -> int:
         return self.count
 
-    def __contains__(self, seq: int) -> bool:
-        i = bisect_right(self._firsts, seq) - 1
-        return i >= 0 and self._lasts[i] >= seq
-
     @property
     def first(self) -> int | None:
         return self._firsts[0] if self._firsts else None
@@ -191,8 +187,8 @@ class SendBuffer:
     """Sent datagrams kept for retransmission, from `base` (oldest unacknowledged) on.
 
     Per slot: the datagram as it went out, when it first went out, and when
-    it was last retransmitted (NAKs repeat; a packet is not resent more
-    often than once per RTT).
+    it was last retransmitted (NAKs repeat, and the connection does not
+    answer each of them with a copy).
     """
 
     __slots__ = ("base", "next", "_datagrams", "_first_sent", "_last_sent", "_mask")

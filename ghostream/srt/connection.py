@@ -284,8 +284,7 @@ class Connection:
         if self._cipher is not None:
             word1 |= KK_EVEN << 27
             payload = self._cipher.encrypt(seq, message, KK_EVEN)
-        stamp = int((now - self._start) * 1_000_000) & TIMESTAMP_MASK
-        datagram = _HEADER.pack(seq, word1, stamp, self.peer_socket_id) + payload
+        datagram = _HEADER.pack(seq, word1, self.timestamp(now), self.peer_socket_id) + payload
         self._msgno = (self._msgno % MSGNO_MASK) + 1
         self._snd.append(datagram, now)
         self._outgoing.append(datagram)
@@ -687,21 +686,13 @@ class Connection:
         return None
 
     def _next_play_time(self) -> float | None:
-        rcv = self._rcv
-        if rcv.head in rcv:
-            return rcv.play_time(rcv.head)
         first = self._first_buffered()
-        return None if first is None else rcv.play_time(first)
+        return None if first is None else self._rcv.play_time(first)
 
     def _deliver(self, now: float) -> None:
         rcv = self._rcv
         events = self._events
-        while rcv.count:
-            first = rcv.head
-            if first not in rcv:
-                found = self._first_buffered()
-                assert found is not None
-                first = found
+        while (first := self._first_buffered()) is not None:
             if rcv.play_time(first) > now:
                 return
             if first != rcv.head:

@@ -46,7 +46,6 @@ from ghostream.srt.packet import (
     HEADER_SIZE,
     ControlPacket,
     ControlType,
-    Packet,
     PacketError,
     RejectReason,
     parse_packet,
@@ -179,12 +178,9 @@ class SrtSocket:
             with trio.CancelScope(shield=True):
                 await self.flush()
 
-    def feed(self, packet: Packet | bytes, now: float) -> None:
-        """Hand the connection a datagram, raw (as the receive loops do) or parsed."""
-        if isinstance(packet, bytes):
-            self.connection.receive_datagram(packet, now)
-        else:
-            self.connection.receive_packet(packet, now)
+    def feed(self, datagram: bytes, now: float) -> None:
+        """Hand the connection a datagram from its peer."""
+        self.connection.receive_datagram(datagram, now)
         self._process_events()
         timer = self.connection.get_timer()
         if timer is None or timer < self._deadline:
@@ -215,17 +211,13 @@ class SrtSocket:
 
     def _send(self, datagram: bytes) -> None:
         try:
-            self._udp.sendto(datagram, self.peer)
-        except ConnectionRefusedError:
-            # The ICMP "port unreachable" of a datagram to another peer (one that
-            # vanished) is reported by whichever call comes next on the shared
-            # socket: it says nothing about this peer, and this call sent nothing.
             try:
                 self._udp.sendto(datagram, self.peer)
-            except BlockingIOError:
-                raise
-            except OSError as exc:
-                log.debug("send to %s failed: %s", self.peer, exc)
+            except ConnectionRefusedError:
+                # The ICMP "port unreachable" of a datagram to another peer (one that
+                # vanished) is reported by whichever call comes next on the shared
+                # socket: it says nothing about this peer, and this call sent nothing.
+                self._udp.sendto(datagram, self.peer)
         except BlockingIOError:
             raise
         except OSError as exc:
@@ -474,12 +466,8 @@ class SrtListener:
                     self._pending[host] = self._pending.get(host, 0) + 1
                     nursery.start_soon(self._decide, answer, host)
             return
-        sock = self._connections.get(dst)
-        if sock is None or sock.peer != peer:
-            self.stats.datagrams_unroutable += 1
-            return
-        sock.feed(packet, now)
-        await sock.flush()
+        # A handshake for one of our connections from its peer was fed to it already.
+        self.stats.datagrams_unroutable += 1
 
     def _room_for(self, host: str) -> str:
         """Why a new handshake from `host` cannot be decided now, or "" if it can."""
