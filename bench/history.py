@@ -31,8 +31,7 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ghostream.broker.eventlog import EventLog  # noqa: E402
-from ghostream.broker.events import (  # noqa: E402
+from ghostream.history.events import (  # noqa: E402
     BytesCheckpoint,
     PublishStarted,
     PublishStopped,
@@ -41,6 +40,7 @@ from ghostream.broker.events import (  # noqa: E402
     ViewerJoined,
     ViewerLeft,
 )
+from ghostream.history.log import EventLog  # noqa: E402
 
 PROTOCOLS = ("srt", "webrtc", "llhls")
 CHECKPOINT = 60.0

@@ -34,7 +34,7 @@ from process_usage import cpu_seconds  # noqa: E402
 
 from ghostream.config import TextTranscoderSettings  # noqa: E402
 from ghostream.media.demux import TsDemuxer  # noqa: E402
-from ghostream.outputs.telnet.pictures import TextFrame, TextStream  # noqa: E402
+from ghostream.outputs.telnet.frames import TextFrame, TextStream  # noqa: E402
 
 
 def make_source(path: Path, size: str, seconds: float) -> None:

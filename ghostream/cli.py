@@ -158,8 +158,8 @@ def hash_password() -> int:
 
 
 def show_history(settings: Settings, args: argparse.Namespace) -> int:
-    from ghostream.broker import queries
-    from ghostream.broker.eventlog import open_for_reading, rebuild_projections
+    from ghostream.history import queries
+    from ghostream.history.log import open_for_reading, rebuild_projections
 
     since = parse_since(args.since) if args.since else None
     path = settings.history.database

@@ -12,10 +12,10 @@ from ghostream import monitoring
 from ghostream.audience import Audience
 from ghostream.auth import Gatekeeper, create_authenticator
 from ghostream.auth.throttle import FailureThrottle
-from ghostream.broker.eventlog import EventLog
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
 from ghostream.config import Profile, Settings
+from ghostream.history.log import EventLog
 from ghostream.outputs.llhls import LlHls
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ghostream.outputs.forward import Forwarder
     from ghostream.outputs.telnet import TelnetOutput
     from ghostream.outputs.transcode import Transcoder
-    from ghostream.outputs.webrtc import WebRtcOutput
+    from ghostream.webrtc import WebRtcOutput
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class ServerContext:
             broker.on_event.append(transcoder.observe)
         webrtc = None
         if settings.webrtc.enabled:
-            from ghostream.outputs.webrtc import WebRtcOutput
+            from ghostream.webrtc import WebRtcOutput
 
             webrtc = WebRtcOutput(settings.webrtc, broker, packets, transcoder)
         forwarder = None

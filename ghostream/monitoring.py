@@ -18,9 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-import trio
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -28,16 +26,11 @@ from prometheus_client import (
     Metric,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from ghostream import __version__
-from ghostream.broker.events import (
+from ghostream.history.events import (
     Event,
     PublishStarted,
     PublishStopped,
@@ -47,8 +40,6 @@ from ghostream.broker.events import (
     ViewerLeft,
     ViewerSkipped,
 )
-from ghostream.config import ListenAddress
-from ghostream.http.serving import serve_asgi
 
 MAX_STREAM_LABELS = 1000
 OTHER = "other"
@@ -306,17 +297,6 @@ class SrtCollector:
 
 SRT = SrtCollector()
 REGISTRY.register(SRT)
-
-
-async def serve_metrics(
-    address: ListenAddress, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
-) -> None:
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-    await serve_asgi(
-        Starlette(routes=[Route("/metrics", metrics)]), address, task_status=task_status
-    )
 
 
 def observe(event: Event) -> None:

@@ -21,7 +21,7 @@ import trio
 
 from ghostream.config import Settings
 from ghostream.context import ServerContext
-from ghostream.monitoring import serve_metrics
+from ghostream.http.metrics import serve_metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Service:
 
 def plan_services(context: ServerContext) -> list[Service]:
     from ghostream.http.app import serve_web
-    from ghostream.outputs.srt import serve_srt
+    from ghostream.srt.service import serve_srt
 
     settings = context.settings
     services = [

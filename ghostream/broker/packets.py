@@ -18,13 +18,13 @@ from functools import partial
 
 import trio
 
-from ghostream.broker.events import Event, PublishStarted
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
+from ghostream.broker.tasks import TaskOwner, start_registered
+from ghostream.history.events import Event, PublishStarted
 from ghostream.media.demux import MediaPacket, Track, TsDemuxer
 from ghostream.media.errors import UnsupportedStream
 from ghostream.media.properties import PropertiesTracker
-from ghostream.tasks import TaskOwner, start_registered
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 
 import trio
 
-from ghostream.broker.events import (
+from ghostream.broker.stream import (
+    DEFAULT_MAX_LAG_BYTES,
+    Stream,
+    StreamEnded,
+    StreamState,
+    Subscription,
+)
+from ghostream.broker.supervisor import Supervisor
+from ghostream.history.events import (
     BytesCheckpoint,
     Event,
     PublishStarted,
@@ -29,14 +37,6 @@ from ghostream.broker.events import (
     ViewerLeft,
     ViewerSkipped,
 )
-from ghostream.broker.stream import (
-    DEFAULT_MAX_LAG_BYTES,
-    Stream,
-    StreamEnded,
-    StreamState,
-    Subscription,
-)
-from ghostream.broker.supervisor import Supervisor
 from ghostream.media.properties import VideoProperties
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ghostream.backoff import Backoff
-from ghostream.broker.events import Event, StreamFault
+from ghostream.history.events import Event, StreamFault
 from ghostream.media.errors import MalformedStream, UnsupportedStream
 
 log = logging.getLogger(__name__)

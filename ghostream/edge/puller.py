@@ -14,7 +14,7 @@ The origin's stream is mirrored gaps included: when the origin sends nothing
 for `STALL` seconds (its publisher left) or the connection drops, the local
 publication ends and the broker's reconnect grace keeps the viewers; the
 next bytes publish again.  An origin closes an edge's pull when a new
-publisher takes over (see `outputs/srt.py`), so the edge publishes anew and
+publisher takes over (see `srt/service.py`), so the edge publishes anew and
 its readers resync exactly as the origin's do.
 """
 
@@ -28,11 +28,11 @@ from ghostream import monitoring
 from ghostream.backoff import Backoff
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
+from ghostream.broker.tasks import TaskOwner, start_registered
 from ghostream.config import OriginSettings, srt_address
 from ghostream.edge.access import pull_stream_id
 from ghostream.srt.endpoint import SrtClosed, SrtRejected, SrtSocket, connect
 from ghostream.streamid import STREAM_ID
-from ghostream.tasks import TaskOwner, start_registered
 
 log = logging.getLogger(__name__)
 

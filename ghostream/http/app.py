@@ -29,10 +29,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ghostream.auth.throttle import host_key
-from ghostream.broker import queries
 from ghostream.broker.registry import StreamSummary
 from ghostream.context import ServerContext, failure_throttle
 from ghostream.edge.access import is_edge_key
+from ghostream.history import queries
 from ghostream.http.admin import AdminAuth, admin_only
 from ghostream.http.bodies import read_body
 from ghostream.http.dashboard import dashboard_routes
@@ -40,10 +40,10 @@ from ghostream.http.headers import SecurityHeaders
 from ghostream.http.pages import page_routes
 from ghostream.http.serving import serve_asgi
 from ghostream.outputs.llhls import HlsAnswer
-from ghostream.outputs.llhls.audience import client_key
+from ghostream.outputs.llhls.players import client_key
 
 if TYPE_CHECKING:
-    from ghostream.outputs.webrtc import WebRtcOutput
+    from ghostream.webrtc import WebRtcOutput
 
 # Characters of a stream id in a URL; anything else is a 404 like any unknown page.
 STREAM_PATH = "{stream_id:str}"

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ghostream.broker import queries
-from ghostream.broker.projections import base_stream
 from ghostream.context import ServerContext
+from ghostream.history import queries
+from ghostream.history.projections import base_stream
 from ghostream.http.pages import site_templates
 
 Handler = Callable[[Request], Awaitable[Response]]

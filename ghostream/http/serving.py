@@ -18,7 +18,7 @@ from hypercorn.trio import serve
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Framework, Scope
 
 from ghostream.config import ListenAddress
-from ghostream.errors import sole_error
+from ghostream.exceptiongroups import sole_error
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100

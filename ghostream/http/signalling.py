@@ -17,7 +17,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ghostream.http.bodies import read_body
-from ghostream.outputs.webrtc import WebRtcOutput
+from ghostream.webrtc import WebRtcOutput
 
 MAX_OFFER_BYTES = 64 * 1024
 CORS = {

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ghostream.http.signalling import created, error, peer_of, read_offer, signalling_routes
-from ghostream.outputs.webrtc import WebRtcError, WebRtcOutput
+from ghostream.webrtc import WebRtcError, WebRtcOutput
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from starlette.routing import Route
 
 from ghostream.auth import Gatekeeper
 from ghostream.http.signalling import created, error, peer_of, read_offer, signalling_routes
-from ghostream.outputs.webrtc import WebRtcError, WebRtcOutput
 from ghostream.streamid import InvalidStreamId, publish_request
+from ghostream.webrtc import WebRtcError, WebRtcOutput
 
 log = logging.getLogger(__name__)
 

@@ -28,17 +28,17 @@ import trio
 
 from ghostream import monitoring, threads
 from ghostream.backoff import Backoff
-from ghostream.broker.events import Event, Forwarding, PublishStarted
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
+from ghostream.broker.tasks import start_registered
 from ghostream.config import mask_url
+from ghostream.history.events import Event, Forwarding, PublishStarted
 from ghostream.media.continuity import Continuity
 from ghostream.media.demux import MediaPacket, Track
 from ghostream.media.errors import MalformedStream, UnplayableStream
 from ghostream.media.pictures import picture_size
 from ghostream.outputs.forward_audio import AAC_TRACK, AacFeed
-from ghostream.tasks import start_registered
 
 log = logging.getLogger(__name__)
 

@@ -28,15 +28,15 @@ import av
 import trio
 
 from ghostream import monitoring, threads
-from ghostream.broker.events import Event, PublishStarted
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import Stream, StreamEnded
+from ghostream.broker.tasks import start_registered
 from ghostream.config import Profile, TranscodingSettings
+from ghostream.history.events import Event, PublishStarted
 from ghostream.media.continuity import Continuity
 from ghostream.media.demux import MediaPacket, Track
 from ghostream.media.pictures import picture_size
-from ghostream.tasks import start_registered
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ghostream.errors import sole_error
+from ghostream.exceptiongroups import sole_error
 from ghostream.peers import source_host
 from ghostream.srt.connection import (
     Connected,

@@ -22,7 +22,7 @@ from harness.cli import ghostream
 from harness.publisher import publishing
 from harness.server_process import ServerProcess
 
-from ghostream.broker import projections
+from ghostream.history import projections
 
 WHEP_PAGE = Path(__file__).parent / "pages" / "whep.html"
 PART = re.compile(r'URI="(part-[^"]+\.m4s)"')

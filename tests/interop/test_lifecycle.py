@@ -18,8 +18,8 @@ import trio
 from harness.cli import ghostream
 from harness.server_process import free_port, make_config, start_server
 
-from ghostream.broker.eventlog import CRASH_REASON, EventLog
-from ghostream.broker.events import ViewerJoined, ViewerLeft
+from ghostream.history.events import ViewerJoined, ViewerLeft
+from ghostream.history.log import CRASH_REASON, EventLog
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

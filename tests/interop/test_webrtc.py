@@ -17,7 +17,7 @@ from harness.browser import wait_for
 from harness.publisher import publishing, signal_source
 from harness.server_process import ServerProcess, free_port
 
-from ghostream.outputs.webrtc.codecs import h264_profile
+from ghostream.webrtc.codecs import h264_profile
 
 HIGH_PROFILE = signal_source(
     "320x180", "-preset", "veryfast", "-tune", "zerolatency", "-profile:v", "high"

@@ -10,7 +10,9 @@ import trio
 from harness.programs import require
 
 from ghostream import monitoring
-from ghostream.broker.events import (
+from ghostream.broker.registry import Broker, StreamBusy, StreamNotFound
+from ghostream.broker.stream import Stream, StreamEnded, StreamState
+from ghostream.history.events import (
     BytesCheckpoint,
     PublishStarted,
     PublishStopped,
@@ -19,8 +21,6 @@ from ghostream.broker.events import (
     ViewerLeft,
     ViewerSkipped,
 )
-from ghostream.broker.registry import Broker, StreamBusy, StreamNotFound
-from ghostream.broker.stream import Stream, StreamEnded, StreamState
 from ghostream.media.ts import PACKET_SIZE, TsInspector
 
 CHUNK = 7 * PACKET_SIZE

@@ -14,9 +14,9 @@ import pytest
 import sqlite_utils
 import trio
 
-from ghostream.broker import projections, queries
-from ghostream.broker.eventlog import EventLog, open_database
-from ghostream.broker.events import (
+from ghostream.broker.registry import Broker
+from ghostream.history import projections, queries
+from ghostream.history.events import (
     BytesCheckpoint,
     Forwarding,
     PublishStarted,
@@ -26,7 +26,7 @@ from ghostream.broker.events import (
     ViewerJoined,
     ViewerLeft,
 )
-from ghostream.broker.registry import Broker
+from ghostream.history.log import EventLog, open_database
 from ghostream.resources import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +45,8 @@ def v1_module(tmp_path: Path):
         ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         pytest.fail(f"the version-1 writer must be read from git history ({V1_COMMIT}): {exc}")
+    # The event types have since moved to the history's own package.
+    source = source.replace("ghostream.broker.events", "ghostream.history.events")
     path = tmp_path / "eventlog_v1.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("eventlog_v1", path)

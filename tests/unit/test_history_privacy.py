@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ghostream.broker import queries
-from ghostream.broker.eventlog import DAY, EventLog
-from ghostream.broker.events import PublishStarted, PublishStopped, Rejected, StreamClosed
+from ghostream.history import queries
+from ghostream.history.events import PublishStarted, PublishStopped, Rejected, StreamClosed
+from ghostream.history.log import DAY, EventLog
 from ghostream.peers import truncated_peer
 
 

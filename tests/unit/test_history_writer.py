@@ -9,9 +9,9 @@ from pathlib import Path
 import sqlite_utils
 import trio
 
-from ghostream.broker import queries
-from ghostream.broker.eventlog import EventLog, apply_migrations
-from ghostream.broker.events import ViewerJoined, ViewerLeft
+from ghostream.history import queries
+from ghostream.history.events import ViewerJoined, ViewerLeft
+from ghostream.history.log import EventLog, apply_migrations
 
 
 def open_log(path: Path) -> EventLog:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import trio
 
-from ghostream.broker.events import ViewerJoined, ViewerLeft
 from ghostream.broker.registry import Broker
-from ghostream.outputs.llhls.audience import ACTIVE_WINDOW, HlsAudience, client_key
+from ghostream.history.events import ViewerJoined, ViewerLeft
+from ghostream.outputs.llhls.players import ACTIVE_WINDOW, HlsAudience, client_key
 
 
 async def test_distinct_clients_count_until_they_stop_fetching(autojump_clock) -> None:

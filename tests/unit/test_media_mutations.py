@@ -24,7 +24,7 @@ from ghostream.media.properties import PropertiesTracker
 from ghostream.media.ts import PACKET_SIZE
 from ghostream.outputs.llhls.playlist import media_playlist
 from ghostream.outputs.llhls.timeline import Timeline
-from ghostream.outputs.webrtc.packetize import SharedPayloads
+from ghostream.webrtc.packetize import SharedPayloads
 
 CHUNK = 7 * PACKET_SIZE
 MUTATIONS = settings(

@@ -9,10 +9,10 @@ import pytest
 import trio
 
 from ghostream import monitoring
-from ghostream.broker import queries
-from ghostream.broker.eventlog import EventLog
-from ghostream.broker.events import Event, StreamFault
 from ghostream.broker.supervisor import Supervisor
+from ghostream.history import queries
+from ghostream.history.events import Event, StreamFault
+from ghostream.history.log import EventLog
 from ghostream.media.errors import MalformedStream, UnsupportedStream
 
 

@@ -9,7 +9,7 @@ import trio.testing
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import TextTranscoderSettings
 from ghostream.media.textart import UPPER_HALF, Picture, draw
-from ghostream.outputs.telnet.pictures import TextStream, TextViewer
+from ghostream.outputs.telnet.frames import TextStream, TextViewer
 
 
 def flat(width: int, height: int, value: int) -> Picture:

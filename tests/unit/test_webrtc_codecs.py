@@ -8,13 +8,13 @@ import pytest
 
 from ghostream.media.demux import START_CODE, Track
 from ghostream.media.properties import VideoProperties
-from ghostream.outputs.webrtc.codecs import (
+from ghostream.webrtc.codecs import (
     h264_preferences,
     h264_profile,
     offer_carries,
     passthrough_obstacle,
 )
-from ghostream.outputs.webrtc.errors import WebRtcError
+from ghostream.webrtc.refusals import WebRtcError
 
 # Chromium 156's offer on Debian: no High profile, High 4:4:4 outside 96-127.
 CHROMIUM = "\r\n".join(

@@ -1,7 +1,7 @@
 """ICE on shared ports, and the aioice/aiortc behaviour it relies on, with real aiortc peers.
 
 If an aioice or aiortc upgrade changes what these tests see,
-`ghostream/outputs/webrtc/internals.py` (the one module that reaches into
+`ghostream/webrtc/internals.py` (the one module that reaches into
 their internals) must change with it.
 They run in a trio-asyncio loop, as the server does.
 """
@@ -17,7 +17,7 @@ from aioice import stun
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from harness.aio import run_asyncio
 
-from ghostream.outputs.webrtc.icemux import IceMux
+from ghostream.webrtc.icemux import IceMux
 
 LOOPBACK = "127.0.0.1"
 

@@ -11,9 +11,9 @@ import trio_asyncio
 from aiortc import RTCPeerConnection
 
 from ghostream.media.demux import MediaPacket, Track
-from ghostream.outputs.webrtc import internals
-from ghostream.outputs.webrtc.packetize import SharedPayloads
-from ghostream.outputs.webrtc.tracks import PacketTrack, RtpFrame
+from ghostream.webrtc import internals
+from ghostream.webrtc.packetize import SharedPayloads
+from ghostream.webrtc.tracks import PacketTrack, RtpFrame
 
 SPS = b"\x67\x42\xc0\x1e" + bytes(8)
 PPS = b"\x68\xce\x3c\x80"

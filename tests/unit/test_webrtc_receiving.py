@@ -9,7 +9,7 @@ from aiortc import rtcrtpreceiver as aiortc_receiver
 from aiortc.rtp import RtpPacket
 from harness.aio import run_asyncio
 
-from ghostream.outputs.webrtc import internals
+from ghostream.webrtc import internals
 
 
 def rtp(sequence: int, timestamp: int, data: bytes, *, marker: bool = False) -> RtpPacket:

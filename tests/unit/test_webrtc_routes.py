@@ -7,8 +7,8 @@ from aioice import stun
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ghostream.outputs.webrtc import routes
-from ghostream.outputs.webrtc.routes import IceRoutes, integrity_holds, parse_stun
+from ghostream.webrtc import routes
+from ghostream.webrtc.routes import IceRoutes, integrity_holds, parse_stun
 
 BROWSER = ("192.0.2.7", 50000)
 OTHER = ("192.0.2.8", 50001)

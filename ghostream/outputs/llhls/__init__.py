@@ -7,6 +7,6 @@
 - `service`: one packager task per watched stream, blocking reloads, the answers.
 """
 
-from ghostream.outputs.llhls.service import HlsAnswer, LlHls
+from ghostream.outputs.llhls.packager import HlsAnswer, LlHls
 
 __all__ = ["HlsAnswer", "LlHls"]

@@ -22,9 +22,9 @@ from typing import Any
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCPeerConnection
 
-from ghostream.outputs.webrtc import internals
-from ghostream.outputs.webrtc.internals import StunProtocol
-from ghostream.outputs.webrtc.routes import Address, IceRoutes
+from ghostream.webrtc import internals
+from ghostream.webrtc.internals import StunProtocol
+from ghostream.webrtc.routes import Address, IceRoutes
 
 log = logging.getLogger(__name__)
 

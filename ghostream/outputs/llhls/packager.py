@@ -29,8 +29,9 @@ from ghostream import monitoring
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
+from ghostream.broker.tasks import TaskOwner, start_registered
 from ghostream.media.errors import UnplayableStream
-from ghostream.outputs.llhls.audience import HlsAudience
+from ghostream.outputs.llhls.players import HlsAudience
 from ghostream.outputs.llhls.playlist import (
     MediaName,
     Variant,
@@ -39,7 +40,6 @@ from ghostream.outputs.llhls.playlist import (
     parse_name,
 )
 from ghostream.outputs.llhls.timeline import Timeline
-from ghostream.tasks import TaskOwner, start_registered
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker, StreamNotFound, Viewer
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import TelnetSettings, TextTranscoderSettings
-from ghostream.errors import sole_error
+from ghostream.exceptiongroups import sole_error
 from ghostream.media.textart import (
     ALTERNATE_SCREEN,
     CLEAR,
@@ -30,7 +30,7 @@ from ghostream.media.textart import (
     RESET,
     SHOW_CURSOR,
 )
-from ghostream.outputs.telnet.pictures import DEFAULT_TERMINAL, TextArt, TextFrame, TextViewer
+from ghostream.outputs.telnet.frames import DEFAULT_TERMINAL, TextArt, TextFrame, TextViewer
 from ghostream.outputs.telnet.protocol import (
     CTRL_C,
     CTRL_D,

@@ -1,6 +1,6 @@
 """WebRTC: playback (WHEP) and publishing (WHIP) sessions, codecs, shared ICE ports and payloads."""
 
-from ghostream.outputs.webrtc.errors import WebRtcError
-from ghostream.outputs.webrtc.service import WebRtcOutput
+from ghostream.webrtc.refusals import WebRtcError
+from ghostream.webrtc.sessions import WebRtcOutput
 
 __all__ = ["WebRtcError", "WebRtcOutput"]

@@ -13,7 +13,7 @@ from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.media.demux import MediaPacket, Track
-from ghostream.outputs.webrtc.tracks import PacketTrack, RtpFrame
+from ghostream.webrtc.tracks import PacketTrack, RtpFrame
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 
 from ghostream.media.demux import Track
 from ghostream.media.properties import VideoProperties
-from ghostream.outputs.webrtc.errors import WebRtcError
+from ghostream.webrtc.refusals import WebRtcError
 
 # H.264 profiles (profile_idc + constraint byte) a browser may offer, most capable first.
 H264_PROFILES = ("64001f", "4d001f", "f4001f", "42e01f", "42001f")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiortc import sdp as aiortc_sdp
 
-from ghostream.outputs.webrtc.errors import WebRtcError
+from ghostream.webrtc.refusals import WebRtcError
 
 
 def offered_kinds(offer_sdp: str) -> set[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlite_utils
 
-from ghostream.broker.projections import REJECTED, base_stream
+from ghostream.history.projections import REJECTED, base_stream
 
 MINUTE = 60
 # A chart of a long show is drawn from at most this many minutes (the most recent).

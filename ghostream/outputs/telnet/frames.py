@@ -27,10 +27,10 @@ from ghostream import monitoring, threads
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import StreamNotFound
 from ghostream.broker.stream import StreamEnded
+from ghostream.broker.tasks import TaskOwner, start_registered
 from ghostream.config import TextTranscoderSettings
 from ghostream.media.demux import MediaPacket, Track
 from ghostream.media.textart import Picture, draw, fit, terminal_fit
-from ghostream.tasks import TaskOwner, start_registered
 
 log = logging.getLogger(__name__)
 

@@ -41,27 +41,27 @@ from ghostream import monitoring
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound, Viewer
 from ghostream.broker.stream import StreamEnded
+from ghostream.broker.tasks import start_registered
 from ghostream.config import WebrtcSettings
 from ghostream.media.continuity import Continuity
 from ghostream.media.demux import Track
 from ghostream.media.errors import UnplayableStream
 from ghostream.media.properties import VideoProperties
 from ghostream.outputs.transcode import WEBRTC_PROFILE, Transcoder
-from ghostream.outputs.webrtc import internals
-from ghostream.outputs.webrtc.codecs import (
+from ghostream.webrtc import internals
+from ghostream.webrtc.codecs import (
     h264_preferences,
     h264_profile,
     offer_carries,
     passthrough_obstacle,
 )
-from ghostream.outputs.webrtc.errors import WebRtcError
-from ghostream.outputs.webrtc.icemux import IceMux
-from ghostream.outputs.webrtc.ingest import WhipIngest
-from ghostream.outputs.webrtc.opus import OpusFeed
-from ghostream.outputs.webrtc.packetize import SharedPayloads
-from ghostream.outputs.webrtc.peer import offered_kinds
-from ghostream.outputs.webrtc.tracks import PacketTrack, RtpFrame
-from ghostream.tasks import start_registered
+from ghostream.webrtc.icemux import IceMux
+from ghostream.webrtc.opus_feed import OpusFeed
+from ghostream.webrtc.packetize import SharedPayloads
+from ghostream.webrtc.peer import offered_kinds
+from ghostream.webrtc.publishing import WhipIngest
+from ghostream.webrtc.refusals import WebRtcError
+from ghostream.webrtc.tracks import PacketTrack, RtpFrame
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Broker events arrive on the event loop and must not wait for the disk, so
 `record` only queues them; the `run` task writes each batch in a worker
 thread, one batch at a time, in one transaction (WAL mode, so readers never
 block it).  Each event becomes one row of the append-only `events` table and
-is applied at once to the projections (`ghostream.broker.projections`), in
+is applied at once to the projections (`ghostream.history.projections`), in
 the same transaction: a batch that fails leaves the log and the projections
 as they were and is written again whole.
 
@@ -43,8 +43,8 @@ import sqlite_utils
 import trio
 
 from ghostream import threads
-from ghostream.broker import projections as p
-from ghostream.broker.events import (
+from ghostream.history import projections as p
+from ghostream.history.events import (
     BytesCheckpoint,
     Event,
     Forwarding,
@@ -423,7 +423,7 @@ class EventLog:
     async def query(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a read of the database after writing what is queued, so answers are current.
 
-        `function` gets the database first, like the functions of `ghostream.broker.queries`.
+        `function` gets the database first, like the functions of `ghostream.history.queries`.
         """
         await self.flush()
         return await trio.to_thread.run_sync(

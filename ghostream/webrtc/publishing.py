@@ -37,13 +37,13 @@ from ghostream.broker.registry import StreamBusy
 from ghostream.broker.stream import Stream, StreamState
 from ghostream.media.demux import is_keyframe_unit, nal_type, split_nal_units
 from ghostream.media.tsmux import TsMuxer
-from ghostream.outputs.webrtc.codecs import publish_preferences
-from ghostream.outputs.webrtc.errors import WebRtcError
-from ghostream.outputs.webrtc.internals import receive_encoded, request_keyframe
-from ghostream.outputs.webrtc.peer import offered_kinds
+from ghostream.webrtc.codecs import publish_preferences
+from ghostream.webrtc.internals import receive_encoded, request_keyframe
+from ghostream.webrtc.peer import offered_kinds
+from ghostream.webrtc.refusals import WebRtcError
 
 if TYPE_CHECKING:
-    from ghostream.outputs.webrtc.service import WebRtcOutput
+    from ghostream.webrtc.sessions import WebRtcOutput
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from ghostream.media.demux import MediaPacket
-from ghostream.outputs.webrtc import internals
+from ghostream.webrtc import internals
 
 # Access units remembered, across streams: enough for every viewer of a stream to find the
 # ones it sends, the live edge and a newcomer's cached GOP alike.
