@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -114,6 +115,28 @@ class LdapSettings:
 
 
 @dataclass(frozen=True)
+class HttpAuthSettings:
+    url: str = _key(
+        "url",
+        doc=(
+            "With `auth.backend: http`, each attempt is POSTed as JSON (action, protocol, "
+            "stream, user, password, client) to this URL: a 2xx answer allows it."
+        ),
+        default="",
+    )
+    timeout: int = _key(
+        "timeout",
+        doc="Milliseconds to wait for the hook's answer; no answer in time refuses.",
+        default=3000,
+    )
+    cache_seconds: int = _key(
+        "cacheSeconds",
+        doc="Seconds an allowance is remembered for the same attempt (0: ask every time).",
+        default=0,
+    )
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     enabled: bool = _key(
         "enabled",
@@ -122,10 +145,14 @@ class AuthSettings:
     )
     backend: str = _key(
         "backend",
-        doc="`basic` (bcrypt hashes in `auth.basic.credentials`) or `ldap`.",
+        doc=(
+            "`basic` (bcrypt hashes in `auth.basic.credentials`), `ldap`, or `http` (a hook "
+            "of yours at `auth.http.url` decides)."
+        ),
         default="basic",
     )
     basic: BasicAuthSettings = _key("basic", default_factory=BasicAuthSettings)
+    http: HttpAuthSettings = _key("http", default_factory=HttpAuthSettings)
     ldap: LdapSettings = _key("ldap", default_factory=LdapSettings)
     failure_delay: int = _key(
         "failureDelay",
@@ -171,6 +198,21 @@ class AdminSettings:
     @property
     def enabled(self) -> bool:
         return bool(self.credentials or self.token)
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One entry of `webhooks`: where the history's events are delivered, and which."""
+
+    url: str = _key("url", default="")
+    secret: str = _key("secret", secret=True, default="")
+    events: list[str] = _key("events", default_factory=list)
+    name: str = _key("name", default="")
+
+    @property
+    def label(self) -> str:
+        """Its name in logs, metrics and the delivery cursor: `name`, else the URL's host."""
+        return self.name or self.url.partition("://")[2].partition("/")[0].rpartition("@")[2]
 
 
 @dataclass(frozen=True)
@@ -538,6 +580,16 @@ class Settings:
     transcoding: TranscodingSettings = _key("transcoding", default_factory=TranscodingSettings)
     web: WebSettings = _key("web", default_factory=WebSettings)
     webrtc: WebrtcSettings = _key("webrtc", default_factory=WebrtcSettings)
+    webhooks: list[Webhook] = _key(
+        "webhooks",
+        doc=(
+            "Receivers of the history's events: a list of `{url, secret, events, name}`. Each "
+            "event is POSTed as JSON, in order and at least once (resumed after a restart), "
+            "signed with HMAC-SHA256 of the body under `secret` in `X-Ghostream-Signature: "
+            "sha256=HEX`; `events` lists the kinds wanted (all when empty)."
+        ),
+        default_factory=list,
+    )
     source: str = field(default="built-in defaults", compare=False)
 
     def to_yaml_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
@@ -695,6 +747,11 @@ def _from_text(text: str, tp: Any, source: str, key: str) -> Any:
         if not re.fullmatch(r"[+-]?[0-9]+", text.strip(), flags=re.ASCII):
             raise ConfigError(f"{source}: {key} must be an integer, not {text!r}")
         return int(text.strip())
+    if origin is list and _is_section(typing.get_args(tp)[0]):
+        try:
+            return yaml.safe_load(text) if text.strip() else []
+        except yaml.YAMLError:
+            raise ConfigError(f"{source}: {key} must be a YAML or JSON list") from None
     if origin is list:
         return [item.strip() for item in text.split(",") if item.strip()]
     if origin is dict:
@@ -731,6 +788,8 @@ def _type_name(tp: Any) -> str:
     if tp is ListenAddress:
         return "an address like :8080"
     origin = typing.get_origin(tp)
+    if origin is list and _is_section(typing.get_args(tp)[0]):
+        return "a list of mappings"
     if origin is list:
         return "a list of strings"
     if origin is dict:
@@ -767,6 +826,13 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
             return ListenAddress.parse(value)
         except ValueError as exc:
             raise ConfigError(f"{source}: {key}: {exc}") from None
+    if origin is list and _is_section(typing.get_args(tp)[0]):
+        entry_type = typing.get_args(tp)[0]
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise wrong()
+        return [_entry(entry_type, item, source, f"{key}.{n}") for n, item in enumerate(value)]
     if origin is list:
         if isinstance(value, str):
             value = [value]
@@ -783,6 +849,22 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
     raise TypeError(f"no coercion for {tp}")
 
 
+def _entry(cls: type, raw: Any, source: str, key: str) -> Any:
+    """One mapping of a list of entries (`webhooks`), its keys checked as a section's are."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {key} must be a mapping of keys")
+    known = _fields(cls)
+    hints = _hints(cls)
+    for name in raw:
+        if name not in known:
+            raise ConfigError(f"{source}: {key}.{name} is not a key of this entry")
+    values = {
+        known[name].name: _coerce(value, hints[known[name].name], source, f"{key}.{name}")
+        for name, value in raw.items()
+    }
+    return cls(**values)
+
+
 def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
     def fail(path: tuple[str, ...], message: str) -> typing.NoReturn:
         # An entry of a map was set where its map was: name that file or variable.
@@ -792,8 +874,26 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         )
         raise ConfigError(f"{source}: {_dotted(path)} {message}")
 
-    if settings.auth.backend not in ("basic", "ldap"):
-        fail(("auth", "backend"), f"must be basic or ldap, not {settings.auth.backend!r}")
+    if settings.auth.backend not in ("basic", "ldap", "http"):
+        fail(("auth", "backend"), f"must be basic, ldap or http, not {settings.auth.backend!r}")
+    if settings.auth.backend == "http" and settings.auth.enabled:
+        if not settings.auth.http.url.startswith(("http://", "https://")):
+            fail(("auth", "http", "url"), "must be an http:// or https:// URL for the http backend")
+    if settings.auth.http.timeout <= 0:
+        fail(("auth", "http", "timeout"), "must be a positive number of milliseconds")
+    if settings.auth.http.cache_seconds < 0:
+        fail(("auth", "http", "cacheSeconds"), "must not be negative")
+    if settings.webhooks and not settings.history.enabled:
+        fail(("webhooks",), "are delivered from the history: set history.enabled to true")
+    labels: set[str] = set()
+    for n, hook in enumerate(settings.webhooks):
+        if not hook.url.startswith(("http://", "https://")):
+            fail(("webhooks", f"{n}", "url"), "must be an http:// or https:// URL")
+        if not all(kind.strip() for kind in hook.events):
+            fail(("webhooks", f"{n}", "events"), "has an empty event kind")
+        if hook.label in labels:
+            fail(("webhooks", f"{n}", "name"), f"repeats {hook.label!r}; give each a name")
+        labels.add(hook.label)
     for user, hashed in settings.auth.basic.credentials.items():
         if not BCRYPT_HASH.fullmatch(hashed):
             # The hash itself is a secret: say what is wrong, never what was written.
@@ -922,6 +1022,13 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{MASK + '@' if at else ''}{host}{sep}{path}/{MASK}"
 
 
+def site_of(url: str) -> str:
+    """A hook's URL as logged: scheme, host and port; its path or query may hold a token."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
+
+
 def _dump(obj: Any, mask: bool) -> Any:
     out: dict[str, Any] = {}
     hints = _hints(type(obj))
@@ -932,6 +1039,9 @@ def _dump(obj: Any, mask: bool) -> Any:
         tp = hints[f.name]
         if _is_section(tp):
             out[f.metadata["key"]] = _dump(value, mask)
+            continue
+        if typing.get_origin(tp) is list and _is_section(typing.get_args(tp)[0]):
+            out[f.metadata["key"]] = [_dump(entry, mask) for entry in value]
             continue
         if isinstance(value, ListenAddress):
             value = str(value)

@@ -69,6 +69,7 @@ class ServerContext:
             ldap_uri=auth.ldap.uri,
             ldap_userdn=auth.ldap.userdn,
             ldap_aliases=auth.ldap.aliases,
+            http=auth.http,
         )
         packets = PacketHub(broker)
         broker.on_event.append(packets.observe)

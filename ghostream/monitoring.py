@@ -172,6 +172,19 @@ STREAM_FAULTS = Counter(
     registry=REGISTRY,
 )
 
+WEBHOOK_DELIVERIES = Counter(
+    "ghostream_webhook_deliveries_total",
+    "Event deliveries to each configured webhook, by outcome (delivered or failed)",
+    ["webhook", "outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_BEHIND = Gauge(
+    "ghostream_webhook_behind_events",
+    "Events logged that a webhook's receiver has not acknowledged yet",
+    ["webhook"],
+    registry=REGISTRY,
+)
+
 
 class EdgeViewers:
     """Viewers that edges report per stream, read from the audience at each scrape."""

@@ -48,6 +48,11 @@ def plan_services(context: ServerContext) -> list[Service]:
     ]
     if context.history is not None:
         services.append(Service("history", str(settings.history.database), context.history.run))
+    if settings.webhooks and context.history is not None:
+        from ghostream.history.webhooks import deliver_webhooks
+
+        hooks = partial(deliver_webhooks, settings.webhooks, context.history)
+        services.append(Service("webhooks", "", hooks))
     if settings.srt.enabled:
         services.append(
             Service("SRT", f"{settings.srt.listen_address}/udp", partial(serve_srt, context))

@@ -1,4 +1,4 @@
-"""Who may publish: bcrypt password hashes (basic) or an LDAP bind (ldap).
+"""Who may publish: bcrypt password hashes (basic), an LDAP bind (ldap) or a hook (http).
 
 Checks run in worker threads (bcrypt and LDAP block), and every refusal is
 logged once, with the stream id and the peer but never the password.  A
@@ -18,6 +18,7 @@ import bcrypt
 import trio
 
 from ghostream.auth.throttle import FailureThrottle, host_key
+from ghostream.config import HttpAuthSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,30 @@ class AuthResult:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """Who asks and how, beyond the stream key: what an HTTP hook decides on."""
+
+    action: str = "publish"
+    protocol: str = ""
+    peer: str = ""
+
+
+ANY_ATTEMPT = Attempt()
+
+
 class Authenticator(Protocol):
-    async def check(self, stream_id: str, password: str) -> AuthResult: ...
+    async def check(
+        self, stream_id: str, password: str, attempt: Attempt = ANY_ATTEMPT
+    ) -> AuthResult: ...
 
 
 class AllowAll:
     """`auth.enabled: false`."""
 
-    async def check(self, stream_id: str, password: str) -> AuthResult:
+    async def check(
+        self, stream_id: str, password: str, attempt: Attempt = ANY_ATTEMPT
+    ) -> AuthResult:
         return AuthResult(True)
 
 
@@ -62,7 +79,9 @@ class BasicAuth:
             return AuthResult(False, "unknown user")
         return AuthResult(True) if matches else AuthResult(False, "wrong password")
 
-    async def check(self, stream_id: str, password: str) -> AuthResult:
+    async def check(
+        self, stream_id: str, password: str, attempt: Attempt = ANY_ATTEMPT
+    ) -> AuthResult:
         return await trio.to_thread.run_sync(self._check, stream_id, password, limiter=_LIMITER)
 
 
@@ -73,12 +92,15 @@ class Gatekeeper:
         self.authenticator = authenticator
         self.throttle = throttle if throttle is not None else FailureThrottle()
 
-    async def admit(self, stream_id: str, password: str, peer: str) -> AuthResult:
+    async def admit(
+        self, stream_id: str, password: str, peer: str, *, protocol: str = ""
+    ) -> AuthResult:
         """Check a publisher; a refusal returns only after the throttle's delay."""
         if not password and not isinstance(self.authenticator, AllowAll):
             result = AuthResult(False, "no password")
         else:
-            result = await self.authenticator.check(stream_id, password)
+            attempt = Attempt("publish", protocol, peer)
+            result = await self.authenticator.check(stream_id, password, attempt)
         keys = (host_key(peer), f"stream:{stream_id}")
         if result.ok:
             self.throttle.succeeded(*keys)
@@ -97,9 +119,14 @@ def create_authenticator(
     ldap_uri: str,
     ldap_userdn: str,
     ldap_aliases: Mapping[str, str],
+    http: HttpAuthSettings | None = None,
 ) -> Authenticator:
     if not enabled:
         return AllowAll()
+    if backend == "http" and http is not None:
+        from ghostream.auth.hook import HttpAuth
+
+        return HttpAuth(http)
     if backend == "ldap":
         from ghostream.auth.ldap import LdapAuth
 

@@ -16,7 +16,7 @@ from ldap3 import Connection, Server
 from ldap3.core.exceptions import LDAPBindError, LDAPException, LDAPInvalidCredentialsResult
 from ldap3.utils.dn import escape_rdn
 
-from ghostream.auth import _LIMITER, AuthResult
+from ghostream.auth import _LIMITER, ANY_ATTEMPT, Attempt, AuthResult
 
 log = logging.getLogger(__name__)
 
@@ -55,5 +55,7 @@ class LdapAuth:
             return AuthResult(False, "LDAP server unreachable")
         return AuthResult(True)
 
-    async def check(self, stream_id: str, password: str) -> AuthResult:
+    async def check(
+        self, stream_id: str, password: str, attempt: Attempt = ANY_ATTEMPT
+    ) -> AuthResult:
         return await trio.to_thread.run_sync(self._check, stream_id, password, limiter=_LIMITER)

@@ -68,7 +68,7 @@ STOP_REASON = "server stopped"
 PRUNE_INTERVAL = 3600.0
 DAY = 86400.0
 # The newest migration's number.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 T = TypeVar("T")
 Row = dict[str, Any]
 
@@ -154,6 +154,9 @@ class EventLog:
         # One flush at a time: batches reach the disk in the order they were taken.
         self._flushing = trio.Lock()
         self._publishes = 0
+        # The newest event's id, and who waits for a newer one (webhooks, live pushes).
+        self.last_id = 0
+        self._grown = trio.Event()
         self.run_id: int | None = None
         now = time.time()
         with self._lock, db.atomic():
@@ -236,6 +239,13 @@ class EventLog:
             batch, self._pending = self._pending, []
             self._wakeup = trio.Event()
             await self._write_or_requeue(batch)
+        self._grown.set()
+        self._grown = trio.Event()
+
+    async def wait_beyond(self, event_id: int) -> None:
+        """Return once the log holds an event newer than `event_id`."""
+        while self.last_id <= event_id:
+            await self._grown.wait()
 
     async def _write_or_requeue(self, batch: list[Event]) -> None:
         try:
@@ -333,7 +343,7 @@ class EventLog:
         } | row
         if event["peer"] and event["kind"] not in p.FORWARD_KINDS:
             event["peer"] = self._peer(event["peer"])
-        event["id"] = self._db["events"].insert(event).last_pk
+        event["id"] = self.last_id = self._db["events"].insert(event).last_pk
         self._projector.apply(event)
 
     def _row(self, event: Event) -> Row | None:
@@ -433,6 +443,22 @@ class EventLog:
     def _read(self, function: Callable[..., T], args: tuple, kwargs: dict) -> T:
         with self._lock:
             return function(self._db, *args, **kwargs)
+
+    async def save_cursor(self, name: str, last_id: int, *, delivered: int, failed: int) -> None:
+        """Remember how far a webhook got, in the same database as the log it follows."""
+        row = {
+            "name": name,
+            "last_id": last_id,
+            "delivered": delivered,
+            "failed": failed,
+            "updated": time.time(),
+        }
+
+        def save() -> None:
+            with self._lock:
+                self._db["webhook_cursors"].upsert(row, pk="name")
+
+        await trio.to_thread.run_sync(save, limiter=threads.HISTORY)
 
 
 def _other_row(event: Event) -> Row:

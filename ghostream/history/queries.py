@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,6 +221,48 @@ def events(db: sqlite_utils.Database, *, stream: str | None = None, limit: int =
         *args,
         limit,
     )
+
+
+def events_after(
+    db: sqlite_utils.Database, after: int, kinds: Collection[str] = (), limit: int = 100
+) -> tuple[list[dict], int]:
+    """The log's events newer than `after`, oldest first (only `kinds`, when given).
+
+    With them comes the newest id looked at, so that a follower whose kinds
+    are rare moves past the events it skipped instead of reading them again.
+    """
+    newest = db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+    where, args = "id > ? AND id <= ?", [after, newest]
+    if kinds:
+        where += f" AND kind IN ({', '.join('?' * len(kinds))})"
+        args += list(kinds)
+    rows = _rows(
+        db,
+        "SELECT id, at, kind, stream, protocol, peer, session, viewer, bytes, reason, detail "
+        f"FROM events WHERE {where} ORDER BY id LIMIT ?",
+        *args,
+        limit,
+    )
+    for row in rows:
+        row["detail"] = json.loads(row["detail"] or "{}")
+    if len(rows) == limit:
+        newest = rows[-1]["id"]
+    return rows, newest
+
+
+def webhook_cursor(db: sqlite_utils.Database, name: str) -> dict | None:
+    """Where a webhook stands (the last event it is done with, its counts), None if new."""
+    rows = _rows(db, "SELECT last_id, delivered, failed FROM webhook_cursors WHERE name = ?", name)
+    return rows[0] if rows else None
+
+
+def webhook_cursors(db: sqlite_utils.Database) -> list[dict]:
+    """Every webhook's progress, for the dashboard and `/api/admin/webhooks`."""
+    newest = db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+    rows = _rows(db, "SELECT name, last_id, delivered, failed, updated FROM webhook_cursors")
+    for row in rows:
+        row["behind"] = max(0, newest - row["last_id"])
+    return rows
 
 
 def _like_prefix(text: str) -> str:

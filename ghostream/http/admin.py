@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import bcrypt
 import trio
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
 from ghostream.auth import BCRYPT_MAX_BYTES
@@ -47,7 +47,7 @@ class AdminAuth:
     def enabled(self) -> bool:
         return bool(self._users or self._token)
 
-    async def authorized(self, request: Request) -> bool:
+    async def authorized(self, request: HTTPConnection) -> bool:
         """Whether the request carries a valid admin credential."""
         header = request.headers.get("authorization", "")
         client = host_key(request.client.host if request.client else "?")

@@ -38,6 +38,7 @@ from ghostream.http.bodies import read_body
 from ghostream.http.dashboard import dashboard_routes
 from ghostream.http.headers import SecurityHeaders
 from ghostream.http.pages import page_routes
+from ghostream.http.pushes import push_routes
 from ghostream.http.serving import serve_asgi
 from ghostream.outputs.llhls import HlsAnswer
 from ghostream.outputs.llhls.players import client_key
@@ -224,6 +225,12 @@ def create_app(context: ServerContext) -> Starlette:
     async def admin_stream_detail(request: Request) -> JSONResponse:
         return await stream_detail(request, private=True)
 
+    async def webhooks(request: Request) -> JSONResponse:
+        history = context.history
+        cursors = await history.query(queries.webhook_cursors) if history is not None else []
+        configured = {hook.label for hook in context.settings.webhooks}
+        return JSONResponse({"webhooks": [c for c in cursors if c["name"] in configured]})
+
     admin = AdminAuth(context.settings.admin, failure_throttle(context.settings))
 
     hls = context.hls
@@ -246,6 +253,7 @@ def create_app(context: ServerContext) -> Starlette:
         Route("/api/streams", streams),
         Route(f"/api/streams/{STREAM_PATH}", stream_detail),
         Route(f"/api/admin/streams/{STREAM_PATH}", admin_only(admin, admin_stream_detail)),
+        Route("/api/admin/webhooks", admin_only(admin, webhooks)),
         hls_route(
             "index.m3u8",
             lambda stream_id, request: hls.multivariant(
@@ -266,6 +274,7 @@ def create_app(context: ServerContext) -> Starlette:
 
         routes += whep_routes(context.webrtc, STREAM_PATH, _valid_id)
         routes += whip_routes(context.webrtc, context.gatekeeper, STREAM_PATH, _valid_id)
+    routes += push_routes(broker, audience, context.history, admin, STREAM_PATH, _valid_id)
     # Pages last: `/ID` must not shadow any other route.
     routes += dashboard_routes(context, partial(admin_only, admin))
     routes += page_routes(context, _valid_id)

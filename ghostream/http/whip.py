@@ -52,7 +52,7 @@ def whip_routes(
             return sdp
         stream_id = wanted.stream_id
         peer = peer_of(request)
-        result = await gatekeeper.admit(stream_id, wanted.password, peer)
+        result = await gatekeeper.admit(stream_id, wanted.password, peer, protocol="whip")
         if not result.ok:
             webrtc.broker.reject(stream_id, peer, "whip", result.reason)
             return error(401, "wrong stream id or password", {"WWW-Authenticate": "Bearer"})

@@ -167,7 +167,9 @@ class SrtService:
             # An edge serves its origin's streams; a local one would shadow the origin's.
             reason = "this server is an edge: publish to its origin"
             return self._refuse(request, stream_id, RejectReason.FORBIDDEN, reason)
-        result = await self.context.gatekeeper.admit(stream_id, wanted.password, peer)
+        result = await self.context.gatekeeper.admit(
+            stream_id, wanted.password, peer, protocol="srt"
+        )
         if not result.ok:
             return self._refuse(request, stream_id, RejectReason.FORBIDDEN, result.reason)
         stream = self.broker.get(stream_id)

@@ -490,3 +490,48 @@ def test_edge_settings_are_checked_without_echoing_keys(
 def test_an_edge_setting_parses_its_origin() -> None:
     settings = load_settings(None, environ={"GHOSTREAM_ORIGIN_URL": "srt://[::1]:9710"})
     assert config_module.srt_address(settings.origin.url) == ("::1", 9710)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("webhooks: 3", "webhooks must be a list of mappings, not 3"),
+        ("webhooks: [5]", "webhooks.0 must be a mapping of keys"),
+        ("webhooks:\n  - urll: http://x/", "webhooks.0.urll is not a key of this entry"),
+        ("webhooks:\n  - url: ftp://x/", "webhooks.0.url must be an http:// or https:// URL"),
+        (
+            "webhooks:\n  - url: http://a/\n  - url: http://a/b",
+            "webhooks.1.name repeats 'a'; give each a name",
+        ),
+        (
+            "history:\n  enabled: false\nwebhooks:\n  - url: http://a/",
+            "webhooks are delivered from the history",
+        ),
+        ("auth:\n  backend: http", "auth.http.url must be an http:// or https:// URL"),
+        ("auth:\n  backend: cookie", "auth.backend must be basic, ldap or http, not 'cookie'"),
+        ("auth:\n  http:\n    timeout: 0", "auth.http.timeout must be a positive number"),
+    ],
+)
+def test_hook_settings_errors_name_the_key_and_file(tmp_path: Path, text: str, message: str):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, environ={})
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value)
+
+
+def test_webhooks_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "webhooks:\n  - url: https://bot.example.com/x\n    secret: s3\n    events: [fault]\n",
+    )
+    hook = load_settings(path, environ={}).webhooks[0]
+    assert (hook.url, hook.secret, hook.events, hook.label) == (
+        "https://bot.example.com/x",
+        "s3",
+        ["fault"],
+        "bot.example.com",
+    )
+    assert load_settings(path, environ={}).to_yaml_dict()["webhooks"][0]["secret"] == "********"
+    variable = {"GHOSTREAM_WEBHOOKS": '[{"url": "http://a:8/h", "name": "n"}]'}
+    assert load_settings(None, environ=variable).webhooks[0].label == "n"

@@ -26,7 +26,7 @@ from ghostream.history.events import (
     ViewerJoined,
     ViewerLeft,
 )
-from ghostream.history.log import EventLog, open_database
+from ghostream.history.log import SCHEMA_VERSION, EventLog, open_database
 from ghostream.resources import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,7 +234,7 @@ def test_a_version_1_history_keeps_every_session_and_stat(tmp_path: Path) -> Non
         open_database(path, read_only=True)
     open_database(path).conn.close()
     after = sqlite_utils.Database(sqlite3.connect(path))
-    assert after.execute("PRAGMA user_version").fetchone() == (2,)
+    assert after.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     migrated = queries.read_sessions(after, limit=10_000)
     assert sorted(migrated, key=by_values) == sessions
     for stream, old in stats.items():

@@ -198,12 +198,22 @@ async function refreshQualities() {
   }));
 }
 
+function showCount(count) {
+  document.getElementById("viewers").textContent = `${count} ${count === 1 ? "viewer" : "viewers"}`;
+}
+
 async function refreshCounter() {
   const response = await fetch(`/_stats/${config.stream}/?uid=${uid}`).catch(() => null);
-  if (response && response.ok) {
-    const count = (await response.json()).ConnectedViewers;
-    document.getElementById("viewers").textContent = `${count} ${count === 1 ? "viewer" : "viewers"}`;
-  }
+  if (response && response.ok) showCount((await response.json()).ConnectedViewers);
+}
+
+// The server pushes the count when it changes; where pushes cannot get through, poll.
+function followCounter() {
+  const poll = () => { refreshCounter(); setInterval(refreshCounter, config.counterPeriod); };
+  if (!window.EventSource) return poll();
+  const source = new EventSource(`/_stats/${config.stream}/events?uid=${uid}`);
+  source.onmessage = (message) => showCount(JSON.parse(message.data).ConnectedViewers);
+  source.onerror = () => { if (source.readyState === EventSource.CLOSED) poll(); };
 }
 
 function toggleMute() {
@@ -228,8 +238,7 @@ document.addEventListener("keydown", (event) => {
 if (new URLSearchParams(location.search).has("nowidget")) document.body.classList.add("no-widget");
 window.addEventListener("pagehide", stop);
 
-refreshCounter();
-setInterval(refreshCounter, config.counterPeriod);
+followCounter();
 refreshQualities();
 setInterval(refreshQualities, 10000);
 start();
