@@ -134,6 +134,15 @@ class HttpAuthSettings:
         doc="Seconds an allowance is remembered for the same attempt (0: ask every time).",
         default=0,
     )
+    reads: bool = _key(
+        "reads",
+        doc=(
+            "Ask the hook about viewers too (action `read`): SRT viewers send the password as "
+            "`#!::r=ID,m=request,s=TOKEN`, WHEP viewers as Bearer or `?token=` (the player "
+            "page passes its own `?token=` on)."
+        ),
+        default=False,
+    )
 
 
 @dataclass(frozen=True)

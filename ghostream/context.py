@@ -103,7 +103,8 @@ class ServerContext:
             broker.on_event.append(forwarder.observe)
         audience = Audience(broker, partial(counted_pages, hls, webrtc))
         monitoring.EDGE_VIEWERS.source = audience.edge_viewers
-        gatekeeper = Gatekeeper(authenticator, failure_throttle(settings))
+        reads = auth.enabled and auth.backend == "http" and auth.http.reads
+        gatekeeper = Gatekeeper(authenticator, failure_throttle(settings), check_reads=reads)
         context = cls(
             settings,
             broker,

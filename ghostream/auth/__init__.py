@@ -88,9 +88,16 @@ class BasicAuth:
 class Gatekeeper:
     """The authenticator plus throttling and logging, as the protocols use it."""
 
-    def __init__(self, authenticator: Authenticator, throttle: FailureThrottle | None = None):
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        throttle: FailureThrottle | None = None,
+        *,
+        check_reads: bool = False,
+    ) -> None:
         self.authenticator = authenticator
         self.throttle = throttle if throttle is not None else FailureThrottle()
+        self.check_reads = check_reads
 
     async def admit(
         self, stream_id: str, password: str, peer: str, *, protocol: str = ""
@@ -101,12 +108,27 @@ class Gatekeeper:
         else:
             attempt = Attempt("publish", protocol, peer)
             result = await self.authenticator.check(stream_id, password, attempt)
+        return await self._settled(result, "publish", stream_id, peer)
+
+    async def admit_reader(
+        self, stream_id: str, token: str, peer: str, *, protocol: str
+    ) -> AuthResult:
+        """Check a viewer when the hook decides reads (`auth.http.reads`); else anyone watches."""
+        if not self.check_reads:
+            return AuthResult(True)
+        attempt = Attempt("read", protocol, peer)
+        result = await self.authenticator.check(stream_id, token, attempt)
+        return await self._settled(result, "watch", stream_id, peer)
+
+    async def _settled(
+        self, result: AuthResult, action: str, stream_id: str, peer: str
+    ) -> AuthResult:
         keys = (host_key(peer), f"stream:{stream_id}")
         if result.ok:
             self.throttle.succeeded(*keys)
             return result
         delay = self.throttle.failed(*keys)
-        log.warning("publish of %r from %s refused: %s", stream_id, peer, result.reason)
+        log.warning("%s of %r from %s refused: %s", action, stream_id, peer, result.reason)
         await trio.sleep(delay)
         return result
 

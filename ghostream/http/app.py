@@ -272,7 +272,7 @@ def create_app(context: ServerContext) -> Starlette:
         from ghostream.http.whep import whep_routes
         from ghostream.http.whip import whip_routes
 
-        routes += whep_routes(context.webrtc, STREAM_PATH, _valid_id)
+        routes += whep_routes(context.webrtc, context.gatekeeper, STREAM_PATH, _valid_id)
         routes += whip_routes(context.webrtc, context.gatekeeper, STREAM_PATH, _valid_id)
     routes += push_routes(broker, audience, context.history, admin, STREAM_PATH, _valid_id)
     # Pages last: `/ID` must not shadow any other route.

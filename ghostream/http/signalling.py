@@ -96,3 +96,9 @@ def created(webrtc: WebRtcOutput, answer: str, path: str, session_id: str) -> Re
         media_type="application/sdp",
         headers=CORS | ice_server_links(webrtc) | resource,
     )
+
+
+def bearer(request: Request) -> str | None:
+    """The token of `Authorization: Bearer`: a WHIP publisher's password, a WHEP viewer's token."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None

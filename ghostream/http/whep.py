@@ -14,13 +14,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ghostream.http.signalling import created, error, peer_of, read_offer, signalling_routes
+from ghostream.auth import Gatekeeper
+from ghostream.http.signalling import (
+    bearer,
+    created,
+    error,
+    peer_of,
+    read_offer,
+    signalling_routes,
+)
 from ghostream.webrtc import WebRtcError, WebRtcOutput
 
 log = logging.getLogger(__name__)
 
 
-def whep_routes(webrtc: WebRtcOutput, stream_path: str, valid_id) -> list[Route]:
+def whep_routes(
+    webrtc: WebRtcOutput, gatekeeper: Gatekeeper, stream_path: str, valid_id
+) -> list[Route]:
     async def offer(request: Request) -> Response:
         stream_id = request.path_params["stream_id"]
         if not valid_id(stream_id):
@@ -29,6 +39,10 @@ def whep_routes(webrtc: WebRtcOutput, stream_path: str, valid_id) -> list[Route]
         if isinstance(sdp, Response):
             return sdp
         peer = peer_of(request)
+        token = bearer(request) or request.query_params.get("token", "")
+        allowed = await gatekeeper.admit_reader(stream_id, token, peer, protocol="whep")
+        if not allowed.ok:
+            return error(401, "not allowed to watch", {"WWW-Authenticate": "Bearer"})
         try:
             uid = request.query_params.get("uid", "")
             session, answer = await webrtc.answer(stream_id, sdp, peer, uid)

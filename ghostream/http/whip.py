@@ -17,16 +17,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ghostream.auth import Gatekeeper
-from ghostream.http.signalling import created, error, peer_of, read_offer, signalling_routes
+from ghostream.http.signalling import (
+    bearer,
+    created,
+    error,
+    peer_of,
+    read_offer,
+    signalling_routes,
+)
 from ghostream.streamid import InvalidStreamId, publish_request
 from ghostream.webrtc import WebRtcError, WebRtcOutput
 
 log = logging.getLogger(__name__)
-
-
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def whip_routes(
@@ -36,7 +38,7 @@ def whip_routes(
         raw_id = request.path_params["stream_id"]
         if not valid_id(raw_id.lower()):
             return error(404, "no such stream")
-        token = _bearer(request)
+        token = bearer(request)
         if token is None:
             return error(
                 401,

@@ -208,9 +208,15 @@ class SrtService:
                     RejectReason.NOTFOUND,
                     "no stream id and no default stream (set srt.defaultStream)",
                 )
+        peer = peer_text(request.peer)
+        if not edge_pull:
+            allowed = await self.context.gatekeeper.admit_reader(
+                stream_id, wanted.password, peer, protocol="srt"
+            )
+            if not allowed.ok:
+                return self._refuse(request, stream_id, RejectReason.FORBIDDEN, allowed.reason)
         if not await self.broker.provide(stream_id):
             return self._refuse(request, stream_id, RejectReason.NOTFOUND, "no such live stream")
-        peer = peer_text(request.peer)
         audience = self.context.audience
 
         async def watch(sock: SrtSocket) -> None:

@@ -95,9 +95,9 @@ def peers(require_program) -> None:
     require_program("ffprobe")
 
 
-def post_offer(server: ServerProcess, stream_id: str, token: str) -> int:
+def post_offer(server: ServerProcess, stream_id: str, token: str, path: str = "whip") -> int:
     request = urllib.request.Request(
-        f"{server.web_url}/{stream_id}/whip",
+        f"{server.web_url}/{stream_id}/{path}",
         data=OFFER.encode(),
         method="POST",
         headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"},
@@ -267,3 +267,22 @@ def test_player_page_counter_is_pushed_not_polled(peers, chromium, ghostream_ser
             "return performance.getEntriesByType('resource').map((e) => e.name)"
         )
         assert not [r for r in requests if "/_stats/demo/?" in r], requests
+
+
+def test_http_hook_decides_viewers_when_reads_are_checked(peers, ghostream_server) -> None:
+    with receiving(allowed={"demo"}) as hook:
+        auth = {"backend": "http", "http": {"url": hook.url, "reads": True}, "failureDelay": 100}
+        server = ghostream_server({"auth": auth})
+        hook.allowed = {"demo"}
+        with publishing(server, "demo:publisher"):
+            hook.allowed = {"nobody"}
+            stderr = refused(server, watch_command(server.srt_url("#!::r=demo,m=request,s=t1")))
+            assert "rejection reason" in stderr
+            server.wait_for_log(r"watch of 'demo' from .* refused: refused by the auth hook")
+            assert post_offer(server, "demo", "t3", path="whep") == 401
+            hook.allowed = {"demo"}
+            probe = run_peer(watch_command(server.srt_url("#!::r=demo,m=request,s=t2")))
+            assert probe.returncode == 0, probe.stderr.decode()
+            assert post_offer(server, "demo", "t4", path="whep") == 201
+        reads = [(b["protocol"], b["password"]) for b in hook.bodies if b["action"] == "read"]
+        assert reads == [("srt", "t1"), ("whep", "t3"), ("srt", "t2"), ("whep", "t4")]

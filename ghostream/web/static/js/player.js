@@ -81,7 +81,9 @@ async function startWebrtc(generation) {
   pc.ontrack = (event) => { media.addTrack(event.track); video.srcObject = media; };
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc);
-  const response = await fetch(`/${streamId()}/whep?uid=${uid}`, {
+  const token = new URLSearchParams(location.search).get("token");
+  const query = `uid=${uid}${token ? `&token=${encodeURIComponent(token)}` : ""}`;
+  const response = await fetch(`/${streamId()}/whep?${query}`, {
     method: "POST", headers: {"Content-Type": "application/sdp"}, body: pc.localDescription.sdp,
   });
   if (response.status === 404) return {offline: true};
