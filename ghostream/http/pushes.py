@@ -3,7 +3,9 @@
 `/api/admin/events` is a WebSocket (admin credential) that replays the log
 from `?since=EVENT_ID` and then follows it, one JSON message per event: a
 client that lost its connection reconnects with the last id it saw and
-misses nothing.  `/_stats/ID/events` is a public Server-Sent Events stream
+misses nothing; a GET of the same URL gives the same events as Server-Sent
+Events (each with its id, so that a browser's EventSource resumes by itself
+after a reconnect): the dashboard follows it.  `/_stats/ID/events` is a public Server-Sent Events stream
 of what the player shows (`{"ConnectedViewers": N, "live": true}`), sent
 when it changes instead of being polled for; an open stream counts as a page
 viewer, as a poll did.  Both carry nothing private: the public stream has no
@@ -36,7 +38,7 @@ from ghostream.history.events import (
 )
 from ghostream.history.follow import follow
 from ghostream.history.log import EventLog
-from ghostream.http.admin import AdminAuth
+from ghostream.http.admin import AdminAuth, admin_only
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +151,28 @@ def push_routes(
             except WebSocketDisconnect:
                 nursery.cancel_scope.cancel()
 
+    async def admin_event_stream(request: Request) -> Response:
+        """The same events as Server-Sent Events, for pages: a reconnect resumes by itself."""
+        if history is None:
+            return JSONResponse({"error": "the history is off"}, status_code=404)
+        resume = request.headers.get("last-event-id") or request.query_params.get("since", "")
+        if resume and not resume.isdigit():
+            return JSONResponse({"error": "since must be an event id"}, status_code=400)
+        since = int(resume) if resume else history.last_id
+        kinds = tuple(k for k in request.query_params.getlist("kind") if k)
+
+        async def messages() -> AsyncIterator[str]:
+            async for batch in follow(history, since, kinds):
+                for event in batch:
+                    yield f"id: {event['id']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(messages(), media_type="text/event-stream", headers=headers)
+
     return [
         Route(f"/_stats/{stream_path}/events", stream_events),
         WebSocketRoute("/api/admin/events", admin_events),
+        Route("/api/admin/events", admin_only(admin, admin_event_stream)),
     ]
 
 

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 from harness.browser import wait_for
@@ -286,3 +287,27 @@ def test_http_hook_decides_viewers_when_reads_are_checked(peers, ghostream_serve
             assert post_offer(server, "demo", "t4", path="whep") == 201
         reads = [(b["protocol"], b["password"]) for b in hook.bodies if b["action"] == "read"]
         assert reads == [("srt", "t1"), ("whep", "t3"), ("srt", "t2"), ("whep", "t4")]
+
+
+def test_admin_event_stream_resumes_from_last_event_id(peers, ghostream_server) -> None:
+    server = ghostream_server()
+    with publishing(server, "demo:demo"):
+        pass
+    server.wait_for_log("stopped publishing demo")
+    server.admin_json("/api/admin/streams/demo")  # answered once what is queued is written
+    logged = logged_events(server.history_path, 0)
+    resume_after = logged[1][0]
+    credential = base64.b64encode(f"{ADMIN_USER}:{ADMIN_PASSWORD}".encode()).decode()
+    headers = {"Authorization": f"Basic {credential}", "Last-Event-ID": str(resume_after)}
+    seen: list[tuple[int, str]] = []
+    url = server.web_url + "/api/admin/events"
+    with httpx.stream("GET", url, headers=headers, timeout=20) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[len("data: ") :])
+                seen.append((event["id"], event["kind"]))
+                if len(seen) == len(logged) - 2:
+                    break
+    assert seen == logged[2:]
+    assert httpx.get(server.web_url + "/api/admin/events", timeout=20).status_code == 401

@@ -4,6 +4,8 @@
 "use strict";
 
 const REFRESH_MS = 5000;
+// With pushes, a poll only for what no event marks (byte counts, a show's current minute).
+const SLOW_REFRESH_MS = 30000;
 const COLORS = {srt: "#7c5cff", webrtc: "#4fc3f7", llhls: "#ffb74d", telnet: "#81c784"};
 const state = {shows: [], showId: null, chart: null, series: null};
 // Read by tests and handy in the console: what the chart shows now.
@@ -141,5 +143,16 @@ document.getElementById("show-select")?.addEventListener("change", (event) => {
   loadShow();
 });
 window.addEventListener("resize", () => { if (state.series) renderChart(state.series); });
+// The server pushes each logged event: refresh on the next one, a burst at once.
+let pending = null;
+function soon() {
+  if (pending === null) pending = setTimeout(() => { pending = null; refresh(); }, 250);
+}
 refresh();
-setInterval(refresh, REFRESH_MS);
+if (window.EventSource) {
+  const events = new EventSource("/api/admin/events");
+  events.onmessage = soon;
+  setInterval(refresh, SLOW_REFRESH_MS);
+} else {
+  setInterval(refresh, REFRESH_MS);
+}
