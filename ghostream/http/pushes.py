@@ -5,11 +5,12 @@ from `?since=EVENT_ID` and then follows it, one JSON message per event: a
 client that lost its connection reconnects with the last id it saw and
 misses nothing; a GET of the same URL gives the same events as Server-Sent
 Events (each with its id, so that a browser's EventSource resumes by itself
-after a reconnect): the dashboard follows it.  `/_stats/ID/events` is a public Server-Sent Events stream
-of what the player shows (`{"ConnectedViewers": N, "live": true}`), sent
-when it changes instead of being polled for; an open stream counts as a page
-viewer, as a poll did.  Both carry nothing private: the public stream has no
-addresses, and the admin stream is the admin API's data.
+after a reconnect): the dashboard follows it.  `/_stats/ID/events` is a
+public Server-Sent Events stream of what the player shows
+(`{"ConnectedViewers": N, "live": true}`), sent when it changes instead of
+being polled for; an open stream counts as a page viewer, as a poll did.
+Both carry nothing private: the public stream has no addresses, and the
+admin stream is the admin API's data.
 """
 
 from __future__ import annotations
