@@ -171,6 +171,10 @@ def show_history(settings: Settings, args: argparse.Namespace) -> int:
         db = open_for_reading(path)
         read = queries.shows if args.what == "shows" else queries.read_sessions
         rows = read(db, stream=args.stream, since=since, limit=args.limit)
+        if args.what == "shows":
+            from ghostream.outputs.recording import with_recordings
+
+            rows = with_recordings(settings.recording_directory, rows)
     except (OSError, sqlite3.Error) as exc:
         print(f"ghostream: cannot read the history {path}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -197,7 +201,7 @@ def _session_line(session: dict) -> str:
 
 SHOWS_HEADER = (
     f"{'STARTED':<19} {'DURATION':>9} {'STREAM':<20} {'PEAK':>5} {'UNIQUE':>6} "
-    f"{'VIEWS':>6} {'WATCH TIME':>10} {'AVG WATCH':>9}"
+    f"{'VIEWS':>6} {'WATCH TIME':>10} {'AVG WATCH':>9} RECORDING"
 )
 
 
@@ -207,8 +211,15 @@ def _show_line(show: dict) -> str:
     return (
         f"{started} {duration:>9} {show['stream']:<20} {show['peak_viewers']:>5} "
         f"{show['unique_viewers']:>6} {show['views']:>6} {_duration(show['watch_seconds']):>10} "
-        f"{_duration(show['average_watch_seconds']):>9}"
+        f"{_duration(show['average_watch_seconds']):>9} {_recording(show.get('recording'))}"
     )
+
+
+def _recording(recording: dict | None) -> str:
+    if recording is None:
+        return "-"
+    state = "recording" if recording["recording"] else "" if recording["complete"] else "partial"
+    return f"{recording['bytes'] / 1e6:.1f} MB {_duration(recording['duration'])} {state}".rstrip()
 
 
 def _duration(seconds: float) -> str:

@@ -378,6 +378,42 @@ class HistorySettings:
 
 
 @dataclass(frozen=True)
+class RecordingSettings:
+    enabled: bool = _key(
+        "enabled",
+        doc=(
+            "Record shows to disk as they are streamed (fMP4 segments and a VOD playlist: "
+            "nothing is re-encoded), to replay at `/ID/shows/N`."
+        ),
+        default=False,
+    )
+    streams: list[str] = _key(
+        "streams", doc="Stream ids to record; empty records every stream.", default_factory=list
+    )
+    directory: str = _key(
+        "directory",
+        doc="Where recordings go; empty means `recordings/` beside the history database.",
+        default="",
+    )
+    max_age: int = _key(
+        "maxAgeDays", doc="Days a recording is kept from its start (0: no limit by age).", default=0
+    )
+    max_size: int = _key(
+        "maxSizeMB",
+        doc="Megabytes all recordings may take; past it the oldest shows go first (0: no limit).",
+        default=0,
+    )
+    public: bool = _key(
+        "public",
+        doc="Serve recordings to anyone; when false only with the admin credential.",
+        default=False,
+    )
+
+    def records(self, stream_id: str) -> bool:
+        return self.enabled and (not self.streams or stream_id in self.streams)
+
+
+@dataclass(frozen=True)
 class TelnetSettings:
     enabled: bool = _key(
         "enabled",
@@ -582,6 +618,7 @@ class Settings:
     history: HistorySettings = _key("history", default_factory=HistorySettings)
     monitoring: MonitoringSettings = _key("monitoring", default_factory=MonitoringSettings)
     origin: OriginSettings = _key("origin", default_factory=OriginSettings)
+    recording: RecordingSettings = _key("recording", default_factory=RecordingSettings)
     srt: SrtSettings = _key("srt", default_factory=SrtSettings)
     streams: StreamsSettings = _key("streams", default_factory=StreamsSettings)
     telnet: TelnetSettings = _key("telnet", default_factory=TelnetSettings)
@@ -603,6 +640,12 @@ class Settings:
 
     def to_yaml_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
         return _dump(self, mask_secrets)
+
+    @property
+    def recording_directory(self) -> Path:
+        if self.recording.directory:
+            return Path(self.recording.directory).expanduser()
+        return self.history.database.parent / "recordings"
 
 
 # Loading.
@@ -968,6 +1011,12 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
     ):
         if not low <= value <= high:
             fail(("transcoder", "text", key), f"must be between {low} and {high}")
+    for key, value in (
+        ("maxAgeDays", settings.recording.max_age),
+        ("maxSizeMB", settings.recording.max_size),
+    ):
+        if value < 0:
+            fail(("recording", key), "must not be negative (0 means no limit)")
     if settings.streams.reconnect_grace < 0:
         fail(("streams", "reconnectGrace"), "must not be negative")
     for text in settings.transcoding.profiles:

@@ -21,6 +21,7 @@ from ghostream.outputs.llhls import LlHls
 if TYPE_CHECKING:
     from ghostream.edge.puller import EdgePuller
     from ghostream.outputs.forward import Forwarder
+    from ghostream.outputs.recording import Recorder
     from ghostream.outputs.telnet import TelnetOutput
     from ghostream.outputs.transcode import Transcoder
     from ghostream.webrtc import WebRtcOutput
@@ -42,6 +43,7 @@ class ServerContext:
     transcoder: Transcoder | None = None
     edge: EdgePuller | None = None
     telnet: TelnetOutput | None = None
+    recorder: Recorder | None = None
     # Services listening so far, and whether all of them are (for /healthz).
     listening: list[str] = field(default_factory=list)
     ready: bool = False
@@ -126,6 +128,12 @@ class ServerContext:
             context.telnet = TelnetOutput(
                 settings.telnet, settings.transcoder.text, broker, packets
             )
+        if settings.recording.enabled:
+            from ghostream.outputs.recording import Recorder
+
+            recorder = Recorder(settings.recording, settings.recording_directory, packets, broker)
+            broker.on_event.append(recorder.observe)
+            context.recorder = recorder
         return context
 
     @property

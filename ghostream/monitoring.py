@@ -185,6 +185,17 @@ WEBHOOK_BEHIND = Gauge(
     registry=REGISTRY,
 )
 
+RECORDED_BYTES = StreamCounter(
+    "ghostream_recorded_bytes_total", "Bytes of shows written to recordings", ["stream"],
+    registry=REGISTRY,
+)  # fmt: skip
+RECORDING_FAILURES = StreamCounter(
+    "ghostream_recording_failures_total",
+    "Recordings stopped early by a write error (a full disk, a read-only directory)",
+    ["stream"],
+    registry=REGISTRY,
+)
+
 
 class EdgeViewers:
     """Viewers that edges report per stream, read from the audience at each scrape."""

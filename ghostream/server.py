@@ -73,6 +73,9 @@ def plan_services(context: ServerContext) -> list[Service]:
         if settings.webrtc.tcp_listen_address.port:
             ports += f" {settings.webrtc.tcp_listen_address}/tcp"
         services.append(Service("WebRTC", ports, context.webrtc.run))
+    if context.recorder is not None:
+        directory = str(context.settings.recording_directory)
+        services.append(Service("recording", directory, context.recorder.run))
     if context.telnet is not None:
         address = f"{settings.telnet.listen_address}/tcp"
         services.append(Service("telnet", address, context.telnet.run))

@@ -19,5 +19,7 @@ FORWARDING = trio.CapacityLimiter(64)
 TRANSCODING = trio.CapacityLimiter(8)
 # AAC to Opus, per packet, for each stream watched over WebRTC.
 AUDIO = trio.CapacityLimiter(8)
+# Writing recorded segments, and remuxing or decoding them (MP4 downloads, thumbnails).
+RECORDING = trio.CapacityLimiter(4)
 # Decoding and scaling to text art, per frame, for each stream watched over telnet.
 TEXT_ART = trio.CapacityLimiter(4)

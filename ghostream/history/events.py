@@ -109,6 +109,17 @@ class BytesCheckpoint:
     bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingStopped:
+    """A show's recording ended: with its show, or early on a write error (`reason`)."""
+
+    stream_id: str
+    at: float
+    seconds: float
+    bytes: int
+    reason: str = ""
+
+
 Event = (
     PublishStarted
     | PublishStopped
@@ -120,4 +131,5 @@ Event = (
     | StreamFault
     | StreamClosed
     | BytesCheckpoint
+    | RecordingStopped
 )

@@ -40,6 +40,7 @@ from ghostream.http.headers import SecurityHeaders
 from ghostream.http.pages import page_routes
 from ghostream.http.pushes import push_routes
 from ghostream.http.serving import serve_asgi
+from ghostream.http.shows import show_routes
 from ghostream.outputs.llhls import HlsAnswer
 from ghostream.outputs.llhls.players import client_key
 
@@ -275,6 +276,7 @@ def create_app(context: ServerContext) -> Starlette:
         routes += whep_routes(context.webrtc, context.gatekeeper, STREAM_PATH, _valid_id)
         routes += whip_routes(context.webrtc, context.gatekeeper, STREAM_PATH, _valid_id)
     routes += push_routes(broker, audience, context.history, admin, STREAM_PATH, _valid_id)
+    routes += show_routes(context, partial(admin_only, admin))
     # Pages last: `/ID` must not shadow any other route.
     routes += dashboard_routes(context, partial(admin_only, admin))
     routes += page_routes(context, _valid_id)

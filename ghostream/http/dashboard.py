@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
+import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,6 +22,7 @@ from ghostream.context import ServerContext
 from ghostream.history import queries
 from ghostream.history.projections import base_stream
 from ghostream.http.pages import site_templates
+from ghostream.outputs.recording import with_recordings
 
 Handler = Callable[[Request], Awaitable[Response]]
 Guard = Callable[[Handler], Handler]
@@ -86,6 +88,8 @@ def dashboard_routes(context: ServerContext, guard: Guard) -> list[Route]:
         found = await history.query(
             queries.shows, stream=params.get("stream") or None, since=since, limit=limit
         )
+        root = context.settings.recording_directory
+        found = await trio.to_thread.run_sync(with_recordings, root, found)
         return JSONResponse({"shows": found})
 
     async def show(request: Request) -> JSONResponse:
@@ -97,6 +101,8 @@ def dashboard_routes(context: ServerContext, guard: Guard) -> list[Route]:
         series = await history.query(
             queries.viewer_series, found["stream"], found["started"], found["ended"]
         )
+        root = context.settings.recording_directory
+        [found] = await trio.to_thread.run_sync(with_recordings, root, [found])
         return JSONResponse({"show": found, "series": series})
 
     return [

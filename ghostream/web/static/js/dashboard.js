@@ -91,6 +91,10 @@ function renderStats(show) {
     ["Average watch", duration(show.average_watch_seconds)],
     ["Duration", duration(show.duration) + (show.live ? " (live)" : "")],
   ];
+  if (show.recording) {
+    const replay = el("a", {href: `/${show.stream}/shows/${show.id}`}, "Replay");
+    stats.push(["Recording", replay]);
+  }
   document.getElementById("show-stats").replaceChildren(
     ...stats.map(([name, value]) => el("div", {}, el("dt", {}, name), el("dd", {}, value))));
 }
