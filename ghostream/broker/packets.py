@@ -14,13 +14,13 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 import trio
 
+from ghostream.broker.feeds import Feeds
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
-from ghostream.broker.tasks import TaskOwner, start_registered
+from ghostream.broker.tasks import TaskOwner
 from ghostream.history.events import Event, PublishStarted
 from ghostream.media.demux import MediaPacket, Track, TsDemuxer
 from ghostream.media.errors import UnsupportedStream
@@ -197,7 +197,12 @@ class StreamDemux:
 class PacketHub(TaskOwner):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._demuxes: dict[str, StreamDemux] = {}
+        self._demuxes = Feeds[StreamDemux](
+            broker.supervisor,
+            "demux",
+            lambda demux: demux.run(broker),
+            ended=lambda demux: demux.ended is not None,
+        )
 
     def observe(self, event: Event) -> None:
         """A broker listener: each publish is demuxed until its video is described.
@@ -239,21 +244,8 @@ class PacketHub(TaskOwner):
         stream = self.broker.get(stream_id)
         if stream is None:
             raise StreamNotFound(stream_id)
-        assert self._nursery is not None, "PacketHub.run is not running"
-        demux = self._demuxes.get(stream_id)
-        if demux is not None:
-            demux.follow(stream.generation)
-        if demux is None or demux.ended is not None:
-            demux = StreamDemux(stream_id)
-            start_registered(
-                self._nursery,
-                self._demuxes,
-                stream_id,
-                demux,
-                partial(demux.run, self.broker),
-                supervisor=self.broker.supervisor,
-                component="demux",
-            )
+        demux = self._demuxes.open(self._nursery, stream_id, lambda: StreamDemux(stream_id))
+        demux.follow(stream.generation)
         reader = PacketReader(demux, max_lag)
         demux.joined(reader)
         try:

@@ -20,7 +20,6 @@ import queue
 import threading
 import time
 from fractions import Fraction
-from functools import partial
 from pathlib import Path
 
 import av
@@ -28,10 +27,10 @@ import trio
 
 from ghostream import monitoring, threads
 from ghostream.backoff import Backoff
+from ghostream.broker.feeds import Feeds
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
-from ghostream.broker.tasks import start_registered
 from ghostream.config import mask_url
 from ghostream.history.events import Event, Forwarding, PublishStarted
 from ghostream.media.continuity import Continuity
@@ -203,7 +202,12 @@ class Forwarder:
         self.hub = hub
         self._started, self._receive = trio.open_memory_channel[PublishStarted](64)
         self._running: set[tuple[str, str]] = set()
-        self._aac: dict[str, AacFeed] = {}
+        self._aac = Feeds[AacFeed](
+            broker.supervisor,
+            "forward audio",
+            lambda feed: feed.run(hub),
+            again=lambda feed: bool(feed.subscribers) and broker.get(feed.stream_id) is not None,
+        )
         self._nursery: trio.Nursery | None = None
 
     def observe(self, event: Event) -> None:
@@ -332,20 +336,7 @@ class Forwarder:
         scope.cancel()
 
     def _subscribe_aac(self, stream_id: str, writer: Writer) -> AacFeed:
-        feed = self._aac.get(stream_id)
-        if feed is None:
-            feed = AacFeed(stream_id)
-            assert self._nursery is not None
-            start_registered(
-                self._nursery,
-                self._aac,
-                stream_id,
-                feed,
-                partial(feed.run, self.hub),
-                supervisor=self.broker.supervisor,
-                component="forward audio",
-                again=lambda: bool(feed.subscribers) and self.broker.get(stream_id) is not None,
-            )
+        feed = self._aac.open(self._nursery, stream_id, lambda: AacFeed(stream_id))
         feed.subscribers.add(writer.queue)
         return feed
 

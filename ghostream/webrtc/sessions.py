@@ -30,7 +30,6 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import trio
@@ -38,10 +37,10 @@ import trio_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from ghostream import monitoring
+from ghostream.broker.feeds import Feeds
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound, Viewer
 from ghostream.broker.stream import StreamEnded
-from ghostream.broker.tasks import start_registered
 from ghostream.config import WebrtcSettings
 from ghostream.media.continuity import Continuity
 from ghostream.media.demux import Track
@@ -113,7 +112,12 @@ class WebRtcOutput:
             settings.public_ips,
             lambda reason: monitoring.WEBRTC_DROPPED.labels(reason).inc(),
         )
-        self._opus: dict[str, OpusFeed] = {}
+        self._opus = Feeds[OpusFeed](
+            broker.supervisor,
+            "opus",
+            lambda feed: feed.run(hub),
+            again=lambda feed: bool(feed.tracks) and broker.get(feed.stream_id) is not None,
+        )
         self._payloads = SharedPayloads()
         internals.use_fast_clock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -423,20 +427,7 @@ class WebRtcOutput:
         self._ice.release(pc)
 
     async def _share_audio(self, stream_id: str, track: PacketTrack) -> None:
-        feed = self._opus.get(stream_id)
-        if feed is None:
-            feed = OpusFeed(stream_id)
-            assert self._nursery is not None
-            start_registered(
-                self._nursery,
-                self._opus,
-                stream_id,
-                feed,
-                partial(feed.run, self.hub),
-                supervisor=self.broker.supervisor,
-                component="opus",
-                again=lambda: bool(feed.tracks) and self.broker.get(stream_id) is not None,
-            )
+        feed = self._opus.open(self._nursery, stream_id, lambda: OpusFeed(stream_id))
         feed.tracks.add(track)
         try:
             await trio.sleep_forever()
