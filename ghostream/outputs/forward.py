@@ -27,7 +27,7 @@ import trio
 
 from ghostream import monitoring, threads
 from ghostream.backoff import Backoff
-from ghostream.broker.feeds import Feeds
+from ghostream.broker.audio import AudioFeeds
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
@@ -37,7 +37,7 @@ from ghostream.media.continuity import Continuity
 from ghostream.media.demux import MediaPacket, Track
 from ghostream.media.errors import MalformedStream, UnplayableStream
 from ghostream.media.pictures import picture_size
-from ghostream.outputs.forward_audio import AAC_TRACK, AacFeed
+from ghostream.media.reencode import AAC
 
 log = logging.getLogger(__name__)
 
@@ -202,12 +202,7 @@ class Forwarder:
         self.hub = hub
         self._started, self._receive = trio.open_memory_channel[PublishStarted](64)
         self._running: set[tuple[str, str]] = set()
-        self._aac = Feeds[AacFeed](
-            broker.supervisor,
-            "forward audio",
-            lambda feed: feed.run(hub),
-            again=lambda feed: bool(feed.subscribers) and broker.get(feed.stream_id) is not None,
-        )
+        self._aac = AudioFeeds(hub, AAC, max_lag=5.0, component="forward audio")
         self._nursery: trio.Nursery | None = None
 
     def observe(self, event: Event) -> None:
@@ -294,7 +289,7 @@ class Forwarder:
                     picture_size, first, limiter=threads.FORWARDING
                 )
                 aac = needs_aac(url, tracks)
-                written = [AAC_TRACK if aac and t.kind == "audio" else t for t in tracks]
+                written = [AAC.track if aac and t.kind == "audio" else t for t in tracks]
                 writer = Writer(url, written, size)
                 writer.queue.put_nowait(first)
                 await writer.start(threads.FORWARDING, shown)
@@ -304,7 +299,11 @@ class Forwarder:
                 try:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._watch, writer, failure, nursery.cancel_scope)
-                        aac_feed = self._subscribe_aac(stream_id, writer) if aac else None
+                        aac_feed = (
+                            self._aac.subscribe(self._nursery, stream_id, writer.queue)
+                            if aac
+                            else None
+                        )
                         try:
                             await self._feed(reader, writer, tracks, skip_audio=aac)
                         except TracksChanged as exc:
@@ -334,11 +333,6 @@ class Forwarder:
                 failure.append(TargetFailed(f"stalled for {STALL_TIMEOUT:.0f} s"))
                 break
         scope.cancel()
-
-    def _subscribe_aac(self, stream_id: str, writer: Writer) -> AacFeed:
-        feed = self._aac.open(self._nursery, stream_id, lambda: AacFeed(stream_id))
-        feed.subscribers.add(writer.queue)
-        return feed
 
     async def _feed(
         self, reader: PacketReader, writer: Writer, tracks: list[Track], *, skip_audio: bool
