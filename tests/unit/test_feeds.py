@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from ghostream.broker.feeds import Feeds
 from ghostream.broker.supervisor import Supervisor
