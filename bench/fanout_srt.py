@@ -142,7 +142,7 @@ def time_to_first_frame(url: str) -> float:
             usable = len(buffer) - len(buffer) % PACKET
             info = inspector.inspect(buffer[:usable])
             buffer = buffer[usable:]
-            if info.keyframe and inspector.video_pid is not None:
+            if info.keyframe and inspector.program.video_pid is not None:
                 return time.monotonic() - started
     raise RuntimeError(f"no keyframe from {url} within 30 s")
 

@@ -3,24 +3,28 @@
 `PacketHub` runs one demux task per stream that someone reads as packets
 (WebRTC sessions, LL-HLS packagers, forwarders, the transcoder) and stops it
 a little after its last reader leaves.  Packets go into a ring that readers
-follow with their own cursor, exactly like TS readers of `Stream`: a new
-reader starts at the latest video keyframe, and a reader that lags more
-than it allows jumps to the latest keyframe instead of slowing anyone.
+follow with their own cursor under the same rule as TS readers of `Stream`
+(`broker.ring`): a new reader starts at the latest video keyframe, and a
+reader that lags more than it allows (in seconds of media) skips to the
+latest keyframe instead of slowing anyone.  These readers are outputs that
+serve many viewers, so they skip but are never dropped.  The demuxer reads
+each chunk with the program the stream's inspection found, without parsing
+the tables again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 import trio
 
+from ghostream.broker.feeds import Feeds
 from ghostream.broker.registry import Broker, StreamNotFound
+from ghostream.broker.ring import Cursor, Ring
 from ghostream.broker.stream import StreamEnded
-from ghostream.broker.tasks import TaskOwner, start_registered
+from ghostream.broker.tasks import TaskOwner
 from ghostream.history.events import Event, PublishStarted
 from ghostream.media.demux import MediaPacket, Track, TsDemuxer
 from ghostream.media.errors import UnsupportedStream
@@ -34,35 +38,34 @@ IDLE_LINGER = 5.0
 PROBE_TIMEOUT = 10.0
 
 
+class PacketRing(Ring[MediaPacket]):
+    """Demuxed packets; a reader's lag is measured in seconds of media."""
+
+    def lag(self, index: int) -> float:
+        if index >= self.next:
+            return 0.0
+        newest = next(self.newest())
+        return newest.seconds - self[max(index, self.first)].seconds
+
+
 class PacketReader:
     def __init__(self, demux: StreamDemux, max_lag: float) -> None:
         self.demux = demux
-        self.max_lag = max_lag
-        self.skips = 0
-        self._cursor: int | None = None
+        self.cursor = Cursor(demux.ring, max_lag, droppable=False)
+
+    @property
+    def skips(self) -> int:
+        return self.cursor.skips
 
     async def receive(self) -> MediaPacket:
         """The next packet; StreamEnded when the stream is over."""
-        demux = self.demux
-        while True:
-            if self._cursor is None or self._cursor < demux.first:
-                if self._cursor is not None:
-                    self.skips += 1
-                self._cursor = demux.keyframe
-            elif demux.lag(self._cursor) > self.max_lag and demux.keyframe > self._cursor:
-                self.skips += 1
-                self._cursor = demux.keyframe
-            if self._cursor is not None and self._cursor < demux.next:
-                packet = demux.packets[self._cursor - demux.first]
-                self._cursor += 1
-                return packet
-            if demux.ended is not None:
-                raise StreamEnded(demux.ended)
-            await demux.wait()
+        index = await self.cursor.readable(lambda: self.demux.ended)
+        self.cursor.advance(1)
+        return self.demux.ring[index]
 
     def newest(self, kind: str) -> MediaPacket | None:
         """The newest packet of a kind in the ring: the live edge a late reader catches up to."""
-        return next((p for p in reversed(self.demux.packets) if p.track.kind == kind), None)
+        return next((p for p in self.demux.ring.newest() if p.track.kind == kind), None)
 
     async def tracks(self) -> list[Track]:
         """Every track of the stream, once each has been seen (for init segments, SDP).
@@ -76,7 +79,7 @@ class PacketReader:
             unsupported = self.demux.demuxer.unsupported
             if unsupported is not None:
                 raise UnsupportedStream(unsupported)
-            await self.demux.wait()
+            await self.demux.ring.wait()
         return self.demux.demuxer.tracks
 
 
@@ -86,41 +89,18 @@ class StreamDemux:
         self.demuxer = TsDemuxer()
         self.properties = PropertiesTracker()
         self.generation = 0
-        self.packets: deque[MediaPacket] = deque()
-        self.first = 0
-        self.keyframe: int | None = None
+        self.ring = PacketRing(RING_PACKETS)
         self.readers: set[PacketReader] = set()
         self.ended: str | None = None
         self.ready = False
-        self._wakeup = trio.lowlevel.ParkingLot()
         self._reader_came = trio.Event()
-
-    @property
-    def next(self) -> int:
-        return self.first + len(self.packets)
-
-    def lag(self, cursor: int) -> float:
-        """Seconds of media between a cursor and the newest packet."""
-        if not self.packets or cursor >= self.next:
-            return 0.0
-        return self.packets[-1].seconds - self.packets[cursor - self.first].seconds
-
-    async def wait(self) -> None:
-        await self._wakeup.park()
 
     def add(self, packets: list[MediaPacket]) -> None:
         for packet in packets:
-            if packet.keyframe and packet.track.kind == "video":
-                self.keyframe = self.next
-            self.packets.append(packet)
-        while len(self.packets) > RING_PACKETS:
-            self.packets.popleft()
-            self.first += 1
-        if self.keyframe is not None and self.keyframe < self.first:
-            self.keyframe = None
-        self.ready = self.demuxer.ready and self.keyframe is not None
+            self.ring.append(packet, start=packet.keyframe and packet.track.kind == "video")
+        self.ready = self.demuxer.ready and self.ring.start is not None
         if packets or self.demuxer.unsupported is not None:
-            self._wakeup.unpark_all()
+            self.ring.wake()
 
     def follow(self, generation: int) -> None:
         """After a new publisher came, start over: new tracks, timestamps from zero.
@@ -133,14 +113,12 @@ class StreamDemux:
         self.generation = generation
         self.demuxer = TsDemuxer()
         self.properties = PropertiesTracker()
-        self.first = self.next
-        self.packets.clear()
-        self.keyframe = None
+        self.ring.restart()
         self.ready = False
 
     def finish(self, reason: str) -> None:
         self.ended = reason
-        self._wakeup.unpark_all()
+        self.ring.wake()
 
     def joined(self, reader: PacketReader) -> None:
         self.readers.add(reader)
@@ -161,7 +139,7 @@ class StreamDemux:
         while not (self.generation == generation and self.properties.settled):
             if self.ended is not None:
                 return
-            await self.wait()
+            await self.ring.wait()
 
     async def run(self, broker: Broker) -> None:
         stream = broker.get(self.stream_id)
@@ -181,7 +159,7 @@ class StreamDemux:
                     with trio.move_on_after(IDLE_LINGER):
                         data = await subscription.receive()
                         self.follow(stream.generation)
-                        packets = self.demuxer.feed(data)
+                        packets = self.demuxer.feed(data, subscription.program)
                         self.add(packets)
                         self._describe(broker, packets)
         except StreamEnded as ended:
@@ -197,7 +175,12 @@ class StreamDemux:
 class PacketHub(TaskOwner):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._demuxes: dict[str, StreamDemux] = {}
+        self._demuxes = Feeds[StreamDemux](
+            broker.supervisor,
+            "demux",
+            lambda demux: demux.run(broker),
+            ended=lambda demux: demux.ended is not None,
+        )
 
     def observe(self, event: Event) -> None:
         """A broker listener: each publish is demuxed until its video is described.
@@ -239,21 +222,8 @@ class PacketHub(TaskOwner):
         stream = self.broker.get(stream_id)
         if stream is None:
             raise StreamNotFound(stream_id)
-        assert self._nursery is not None, "PacketHub.run is not running"
-        demux = self._demuxes.get(stream_id)
-        if demux is not None:
-            demux.follow(stream.generation)
-        if demux is None or demux.ended is not None:
-            demux = StreamDemux(stream_id)
-            start_registered(
-                self._nursery,
-                self._demuxes,
-                stream_id,
-                demux,
-                partial(demux.run, self.broker),
-                supervisor=self.broker.supervisor,
-                component="demux",
-            )
+        demux = self._demuxes.open(self._nursery, stream_id, lambda: StreamDemux(stream_id))
+        demux.follow(stream.generation)
         reader = PacketReader(demux, max_lag)
         demux.joined(reader)
         try:

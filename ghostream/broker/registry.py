@@ -333,8 +333,8 @@ class Broker:
                 state=stream.state.value,
                 viewers=stream.viewers,
                 bytes_in=stream.bytes_in,
-                video_codec=stream.inspector.video_codec or stream.inspector.other_video,
-                audio_codecs=tuple(stream.inspector.audio_codecs),
+                video_codec=stream.program.video_codec or stream.program.other_video,
+                audio_codecs=stream.program.audio_codecs,
                 video=stream.video,
             )
             for stream in self._streams.values()

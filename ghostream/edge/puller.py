@@ -26,9 +26,10 @@ import trio
 
 from ghostream import monitoring
 from ghostream.backoff import Backoff
+from ghostream.broker.feeds import Feeds
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
-from ghostream.broker.tasks import TaskOwner, start_registered
+from ghostream.broker.tasks import TaskOwner
 from ghostream.config import OriginSettings, srt_address
 from ghostream.edge.access import pull_stream_id
 from ghostream.srt.endpoint import SrtClosed, SrtRejected, SrtSocket, connect
@@ -187,7 +188,9 @@ class EdgePuller(TaskOwner):
         self.latency = latency
         self.broker = broker
         self.hub = hub
-        self.pulls: dict[str, Pull] = {}
+        self.pulls = Feeds[Pull](
+            broker.supervisor, "edge", Pull.run, ended=lambda pull: pull.stopping
+        )
         # Before the transcoder: an edge's variants are pulled, made on the origin.
         broker.providers.insert(0, self.provide)
 
@@ -195,18 +198,7 @@ class EdgePuller(TaskOwner):
         """Whether the stream is here after asking the origin; False as for an offline stream."""
         if not STREAM_ID.fullmatch(stream_id) or self._nursery is None:
             return False
-        pull = self.pulls.get(stream_id)
-        if pull is None or pull.stopping:
-            pull = Pull(stream_id, self)
-            start_registered(
-                self._nursery,
-                self.pulls,
-                stream_id,
-                pull,
-                pull.run,
-                supervisor=self.broker.supervisor,
-                component="edge",
-            )
+        pull = self.pulls.open(self._nursery, stream_id, lambda: Pull(stream_id, self))
         outcomes = pull.ask()
         with trio.move_on_after(START_TIMEOUT):
             await pull.settled(outcomes)

@@ -25,7 +25,7 @@ from ghostream.media.bitstream import (
     split_nal_units,
 )
 from ghostream.media.errors import MalformedStream
-from ghostream.media.ts import PACKET_SIZE, SYNC_BYTE, TsInspector
+from ghostream.media.ts import PACKET_SIZE, SYNC_BYTE, Program, TsInspector
 
 __all__ = ["START_CODE", "MediaPacket", "Track", "TsDemuxer", "nal_type", "split_nal_units"]
 
@@ -158,7 +158,8 @@ class TsDemuxer:
     """
 
     def __init__(self) -> None:
-        self.tables = TsInspector()
+        self.program = Program()
+        self._inspector = TsInspector()
         self.invalid = 0
         self._pending = b""
         self._pes: dict[int, _Pes] = {}
@@ -174,36 +175,43 @@ class TsDemuxer:
     @property
     def ready(self) -> bool:
         """Every track the program announces has been described by its own data."""
-        wanted = [self.tables.video_pid, self.tables.audio_pid]
+        wanted = [self.program.video_pid, self.program.audio_pid]
         have = [self._video, self._audio]
-        return self.tables.video_pid is not None and all(
+        return self.program.video_pid is not None and all(
             pid is None or track is not None for pid, track in zip(wanted, have, strict=True)
         )
 
     @property
     def unsupported(self) -> str | None:
         """Why the program has nothing to demux into frames (no H.264/HEVC video), if so."""
-        tables = self.tables
-        if tables.pmt_packet is None or tables.video_pid is not None:
+        program = self.program
+        if program.pmt_packet is None or program.video_pid is not None:
             return None
-        if tables.other_video is not None:
-            return f"its video is {tables.other_video}; only H.264 and HEVC are repackaged"
+        if program.other_video is not None:
+            return f"its video is {program.other_video}; only H.264 and HEVC are repackaged"
         return "it has no video (audio only)"
 
-    def feed(self, data: bytes) -> list[MediaPacket]:
+    def feed(self, data: bytes, program: Program | None = None) -> list[MediaPacket]:
+        """Access units completed by `data`, read as `program` says (the broker's inspection).
+
+        Without `program` (a file, say) the demuxer reads the tables itself.
+        """
         data = self._pending + data
         out: list[MediaPacket] = []
         end = len(data) - len(data) % PACKET_SIZE
-        self.tables.inspect(data[:end])
-        if self.tables.pmt_packet is not self._pmt:
-            pmt = self.tables.pmt_packet
+        if program is None:
+            self._inspector.inspect(data[:end])
+            program = self._inspector.program
+        self.program = program
+        if program.pmt_packet is not self._pmt:
+            pmt = program.pmt_packet
             # Byte 3 holds the continuity counter, which changes every time.
             if self._pmt is not None and pmt is not None and pmt[4:] != self._pmt[4:]:
                 # A new program: new PIDs, new timestamps, new decoder state.
                 self._pes.clear()
                 self._video = self._audio = None
                 self._unwrap = Unwrapper()
-            self._pmt = self.tables.pmt_packet
+            self._pmt = pmt
         for offset in range(0, end, PACKET_SIZE):
             packet = data[offset : offset + PACKET_SIZE]
             if packet[0] != SYNC_BYTE:
@@ -215,7 +223,7 @@ class TsDemuxer:
 
     def _packet(self, packet: bytes, out: list[MediaPacket]) -> None:
         pid = ((packet[1] & 0x1F) << 8) | packet[2]
-        if pid not in (self.tables.video_pid, self.tables.audio_pid):
+        if pid not in (self.program.video_pid, self.program.audio_pid):
             return
         unit_start = bool(packet[1] & 0x40)
         control = (packet[3] >> 4) & 0x3
@@ -253,15 +261,15 @@ class TsDemuxer:
         pts = dts + (header.pts - header.dts + TIMESTAMP_WRAP // 2) % TIMESTAMP_WRAP
         pts -= TIMESTAMP_WRAP // 2
         body = data[header.body_start : pes.expected or None]
-        if pes.pid == self.tables.video_pid:
+        if pes.pid == self.program.video_pid:
             self._video_unit(body, max(pts, 0), dts, out)
-        elif self.tables.audio_codec == "opus":
+        elif self.program.audio_codec == "opus":
             self._opus_packets(body, max(pts, 0), out)
         else:
             self._audio_frames(body, max(pts, 0), out)
 
     def _video_unit(self, body: bytes, pts: int, dts: int, out: list[MediaPacket]) -> None:
-        codec = self.tables.video_codec or "h264"
+        codec = self.program.video_codec or "h264"
         units = split_nal_units(body)
         kinds = [nal_type(codec, unit) for unit in units if unit]
         keyframe = any(is_keyframe_unit(codec, kind) for kind in kinds)
@@ -296,7 +304,7 @@ class TsDemuxer:
     def _opus_packets(self, body: bytes, pts: int, out: list[MediaPacket]) -> None:
         packets = opus.ts_packets(body)
         durations = [opus.packet_samples(p) for p in packets]
-        channels = self.tables.audio_channels
+        channels = self.program.audio_channels
         if self._audio is None or self._audio.channels != channels:
             head = opus.opus_head(channels)
             self._audio = Track("audio", "opus", head, sample_rate=opus.RATE, channels=channels)

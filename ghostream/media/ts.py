@@ -44,27 +44,38 @@ class ChunkInfo:
     tables_changed: bool = False
 
 
+@dataclass(frozen=True)
+class Program:
+    """What the program map table says, as of some chunk: a new object whenever a PMT comes.
+
+    It travels with the chunks it describes, so that their readers (the
+    demuxer) need not parse the tables again.
+    """
+
+    video_pid: int | None = None
+    video_codec: str | None = None
+    audio_codecs: tuple[str, ...] = ()
+    audio_pid: int | None = None
+    audio_codec: str | None = None
+    audio_channels: int = 0
+    # Video other than H.264/HEVC: relayed to SRT viewers, not repackaged.
+    other_video: str | None = None
+    # Where a new viewer may start: the video PID of any codec, else the first audio PID.
+    start_pid: int | None = None
+    pmt_packet: bytes | None = None
+
+
 class TsInspector:
     def __init__(self) -> None:
         self.pmt_pid: int | None = None
-        self.video_pid: int | None = None
-        self.video_codec: str | None = None
-        self.audio_codecs: list[str] = []
-        self.audio_pid: int | None = None
-        self.audio_codec: str | None = None
-        self.audio_channels = 0
-        # Video other than H.264/HEVC: relayed to SRT viewers, not repackaged.
-        self.other_video: str | None = None
-        # Where a new viewer may start: the video PID of any codec, else the first audio PID.
-        self.start_pid: int | None = None
+        self.program = Program()
         self.pat_packet: bytes | None = None
-        self.pmt_packet: bytes | None = None
         self.invalid_packets = 0
 
     @property
     def tables(self) -> bytes:
         """PAT then PMT, to put in front of what a new viewer receives."""
-        return (self.pat_packet or b"") + (self.pmt_packet or b"")
+        return (self.pat_packet or b"") + (self.program.pmt_packet or b"")
 
     def inspect(self, chunk: bytes) -> ChunkInfo:
         info = ChunkInfo()
@@ -98,10 +109,11 @@ class TsInspector:
                 info.tables_changed |= packet != self.pat_packet
                 self.pat_packet = packet
         elif pid == self.pmt_pid and unit_start:
-            if self._parse_pmt(payload):
-                info.tables_changed |= packet != self.pmt_packet
-                self.pmt_packet = packet
-        elif pid == self.start_pid and unit_start:
+            program = self._parse_pmt(payload, packet)
+            if program is not None:
+                info.tables_changed |= packet != self.program.pmt_packet
+                self.program = program
+        elif pid == self.program.start_pid and unit_start:
             if random_access or self._starts_keyframe(pid, payload):
                 info.keyframe = True
 
@@ -126,10 +138,10 @@ class TsInspector:
                 return True
         return False
 
-    def _parse_pmt(self, payload: bytes) -> bool:
+    def _parse_pmt(self, payload: bytes, packet: bytes) -> Program | None:
         body = self._section(payload, 0x02)
         if body is None or len(body) < 9:
-            return False
+            return None
         info_length = ((body[7] & 0x0F) << 8) | body[8]
         i = 9 + info_length
         video_pid, video_codec, audio, audio_pid = None, None, [], None
@@ -154,23 +166,28 @@ class TsInspector:
                     audio_pid, audio_codec = pid, codec
                     channels = _opus_channels(descriptors) if codec == "opus" else 0
             i += 5 + es_length
-        self.video_pid, self.video_codec, self.audio_codecs = video_pid, video_codec, audio
-        self.audio_pid, self.audio_codec, self.audio_channels = audio_pid, audio_codec, channels
-        self.other_video = other_video if video_pid is None else None
-        self.start_pid = next(
-            (p for p in (video_pid, other_pid, first_audio_pid) if p is not None), None
+        return Program(
+            video_pid,
+            video_codec,
+            tuple(audio),
+            audio_pid,
+            audio_codec,
+            channels,
+            other_video if video_pid is None else None,
+            next((p for p in (video_pid, other_pid, first_audio_pid) if p is not None), None),
+            packet,
         )
-        return True
 
     def _starts_keyframe(self, pid: int, payload: bytes) -> bool:
-        if pid != self.video_pid:
-            if self.other_video is None:
+        program = self.program
+        if pid != program.video_pid:
+            if program.other_video is None:
                 return True  # no video: every audio frame is a place to start
             return any(code in payload for code in MPEG_GOP_STARTS)
         if len(payload) < 9 or payload[:3] != b"\x00\x00\x01":
             return False
         data = payload[9 + payload[8] :]
-        hevc = self.video_codec == "hevc"
+        hevc = program.video_codec == "hevc"
         position = data.find(b"\x00\x00\x01")
         while position != -1 and position + 3 < len(data):
             header = data[position + 3]

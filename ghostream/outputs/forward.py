@@ -20,7 +20,6 @@ import queue
 import threading
 import time
 from fractions import Fraction
-from functools import partial
 from pathlib import Path
 
 import av
@@ -28,17 +27,17 @@ import trio
 
 from ghostream import monitoring, threads
 from ghostream.backoff import Backoff
+from ghostream.broker.audio import AudioFeeds
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
-from ghostream.broker.tasks import start_registered
 from ghostream.config import mask_url
 from ghostream.history.events import Event, Forwarding, PublishStarted
 from ghostream.media.continuity import Continuity
 from ghostream.media.demux import MediaPacket, Track
 from ghostream.media.errors import MalformedStream, UnplayableStream
 from ghostream.media.pictures import picture_size
-from ghostream.outputs.forward_audio import AAC_TRACK, AacFeed
+from ghostream.media.reencode import AAC
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +202,7 @@ class Forwarder:
         self.hub = hub
         self._started, self._receive = trio.open_memory_channel[PublishStarted](64)
         self._running: set[tuple[str, str]] = set()
-        self._aac: dict[str, AacFeed] = {}
+        self._aac = AudioFeeds(hub, AAC, max_lag=5.0, component="forward audio")
         self._nursery: trio.Nursery | None = None
 
     def observe(self, event: Event) -> None:
@@ -290,7 +289,7 @@ class Forwarder:
                     picture_size, first, limiter=threads.FORWARDING
                 )
                 aac = needs_aac(url, tracks)
-                written = [AAC_TRACK if aac and t.kind == "audio" else t for t in tracks]
+                written = [AAC.track if aac and t.kind == "audio" else t for t in tracks]
                 writer = Writer(url, written, size)
                 writer.queue.put_nowait(first)
                 await writer.start(threads.FORWARDING, shown)
@@ -300,7 +299,11 @@ class Forwarder:
                 try:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._watch, writer, failure, nursery.cancel_scope)
-                        aac_feed = self._subscribe_aac(stream_id, writer) if aac else None
+                        aac_feed = (
+                            self._aac.subscribe(self._nursery, stream_id, writer.queue)
+                            if aac
+                            else None
+                        )
                         try:
                             await self._feed(reader, writer, tracks, skip_audio=aac)
                         except TracksChanged as exc:
@@ -330,24 +333,6 @@ class Forwarder:
                 failure.append(TargetFailed(f"stalled for {STALL_TIMEOUT:.0f} s"))
                 break
         scope.cancel()
-
-    def _subscribe_aac(self, stream_id: str, writer: Writer) -> AacFeed:
-        feed = self._aac.get(stream_id)
-        if feed is None:
-            feed = AacFeed(stream_id)
-            assert self._nursery is not None
-            start_registered(
-                self._nursery,
-                self._aac,
-                stream_id,
-                feed,
-                partial(feed.run, self.hub),
-                supervisor=self.broker.supervisor,
-                component="forward audio",
-                again=lambda: bool(feed.subscribers) and self.broker.get(stream_id) is not None,
-            )
-        feed.subscribers.add(writer.queue)
-        return feed
 
     async def _feed(
         self, reader: PacketReader, writer: Writer, tracks: list[Track], *, skip_audio: bool

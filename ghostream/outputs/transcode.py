@@ -28,10 +28,10 @@ import av
 import trio
 
 from ghostream import monitoring, threads
+from ghostream.broker.feeds import Feeds
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import Stream, StreamEnded
-from ghostream.broker.tasks import start_registered
 from ghostream.config import Profile, TranscodingSettings
 from ghostream.history.events import Event, PublishStarted
 from ghostream.media.continuity import Continuity
@@ -303,7 +303,7 @@ class Transcoder:
         self.hub = hub
         # Configured variants; the service also runs without them, for the WebRTC copy.
         self.profiles = {p.name: p for p in settings.parsed_profiles} if settings.enabled else {}
-        self.sources: dict[str, SourceTranscoder] = {}
+        self.sources = Feeds[SourceTranscoder](broker.supervisor, "transcode", SourceTranscoder.run)
         self._nursery: trio.Nursery | None = None
         self._published, self._receive = trio.open_memory_channel[str](64)
         broker.providers.append(self.provide)
@@ -354,16 +354,10 @@ class Transcoder:
     def _want(self, source_id: str, profile: Profile) -> None:
         if self._nursery is None:
             return
-        source = self.sources.get(source_id)
-        if source is None:
-            source = SourceTranscoder(source_id, self.broker, self.hub, not self.settings.on_demand)
-            start_registered(
-                self._nursery,
-                self.sources,
-                source_id,
-                source,
-                source.run,
-                supervisor=self.broker.supervisor,
-                component="transcode",
-            )
+        always = not self.settings.on_demand
+        source = self.sources.open(
+            self._nursery,
+            source_id,
+            lambda: SourceTranscoder(source_id, self.broker, self.hub, always),
+        )
         source.want(profile)

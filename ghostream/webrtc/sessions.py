@@ -12,7 +12,7 @@ units with its own cursor (`PacketHub`), so a viewer that falls behind skips
 to the next keyframe without touching anyone else; each access unit is cut
 into RTP payloads once (`SharedPayloads`) for all of them.  Audio must become
 Opus (unless it is already: a WHIP publish), and that is done once per
-stream by `OpusFeed`, whose packets every viewer of the stream shares.
+stream by an `AudioFeed`, whose packets every viewer of the stream shares.
 Per viewer only RTP headers and SRTP remain.
 
 Video browsers cannot decode as it is (see `codecs.passthrough_obstacle`)
@@ -30,7 +30,6 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import trio
@@ -38,15 +37,16 @@ import trio_asyncio
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from ghostream import monitoring
+from ghostream.broker.audio import AudioFeeds
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound, Viewer
 from ghostream.broker.stream import StreamEnded
-from ghostream.broker.tasks import start_registered
 from ghostream.config import WebrtcSettings
 from ghostream.media.continuity import Continuity
 from ghostream.media.demux import Track
 from ghostream.media.errors import UnplayableStream
 from ghostream.media.properties import VideoProperties
+from ghostream.media.reencode import OPUS
 from ghostream.outputs.transcode import WEBRTC_PROFILE, Transcoder
 from ghostream.webrtc import internals
 from ghostream.webrtc.codecs import (
@@ -56,18 +56,19 @@ from ghostream.webrtc.codecs import (
     passthrough_obstacle,
 )
 from ghostream.webrtc.icemux import IceMux
-from ghostream.webrtc.opus_feed import OpusFeed
 from ghostream.webrtc.packetize import SharedPayloads
 from ghostream.webrtc.peer import offered_kinds
 from ghostream.webrtc.publishing import WhipIngest
 from ghostream.webrtc.refusals import WebRtcError
-from ghostream.webrtc.tracks import PacketTrack, RtpFrame
+from ghostream.webrtc.tracks import OpusSink, PacketTrack, RtpFrame
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = "webrtc"
 # How far (seconds of media) a viewer may lag before it jumps to the latest keyframe.
 MAX_VIDEO_LAG = 1.0
+# How far (seconds of media) the shared audio may lag before it jumps ahead.
+MAX_AUDIO_LAG = 1.0
 NEGOTIATION_TIMEOUT = 10.0
 # The cached GOP a viewer starts with is played this many times faster than real time.
 CATCH_UP_SPEED = 25
@@ -113,7 +114,7 @@ class WebRtcOutput:
             settings.public_ips,
             lambda reason: monitoring.WEBRTC_DROPPED.labels(reason).inc(),
         )
-        self._opus: dict[str, OpusFeed] = {}
+        self._opus = AudioFeeds(hub, OPUS, max_lag=MAX_AUDIO_LAG, component="opus")
         self._payloads = SharedPayloads()
         internals.use_fast_clock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -423,25 +424,12 @@ class WebRtcOutput:
         self._ice.release(pc)
 
     async def _share_audio(self, stream_id: str, track: PacketTrack) -> None:
-        feed = self._opus.get(stream_id)
-        if feed is None:
-            feed = OpusFeed(stream_id)
-            assert self._nursery is not None
-            start_registered(
-                self._nursery,
-                self._opus,
-                stream_id,
-                feed,
-                partial(feed.run, self.hub),
-                supervisor=self.broker.supervisor,
-                component="opus",
-                again=lambda: bool(feed.tracks) and self.broker.get(stream_id) is not None,
-            )
-        feed.tracks.add(track)
+        sink = OpusSink(track)
+        feed = self._opus.subscribe(self._nursery, stream_id, sink)
         try:
             await trio.sleep_forever()
         finally:
-            feed.tracks.discard(track)
+            feed.subscribers.discard(sink)
 
 
 async def _follow_end(reader: PacketReader, session: Session) -> None:

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 from aiortc import MediaStreamTrack
 
+from ghostream.media.continuity import CLOCK, Continuity
+from ghostream.media.demux import MediaPacket
+from ghostream.media.reencode import OPUS, RATE
+
 # Frames waiting for aiortc to send them; more means the viewer's loop is stuck.
 TRACK_QUEUE = 256
 
@@ -48,3 +52,20 @@ class PacketTrack(MediaStreamTrack):
 
     async def recv(self) -> RtpFrame:  # type: ignore[override]
         return await self._queue.get()
+
+
+class OpusSink:
+    """A viewer's audio track, subscribed to the stream's shared Opus feed.
+
+    Packets keep their payload; their 90 kHz time becomes the 48 kHz RTP
+    clock, through a `Continuity` so that a new publisher's clock, which
+    starts anywhere, goes on where the previous one stopped.
+    """
+
+    def __init__(self, track: PacketTrack) -> None:
+        self.track = track
+        self._clock = Continuity(step=OPUS.frame_samples * CLOCK // RATE)
+
+    def put_nowait(self, packet: MediaPacket) -> None:
+        timestamp = self._clock(packet.pts) * RATE // CLOCK
+        self.track.offer(RtpFrame([packet.data], timestamp, len(packet.data)), True)

@@ -75,8 +75,8 @@ def test_inspector_finds_codecs_and_every_keyframe(media, hints: bool) -> None:
     if not hints:
         data = without_random_access_flags(data)
     found = sum(inspector.inspect(chunk).keyframe for chunk in chunks(data))
-    assert inspector.video_codec == codec
-    assert inspector.audio_codecs == ["aac"]
+    assert inspector.program.video_codec == codec
+    assert inspector.program.audio_codecs == ("aac",)
     # A chunk holds at most one keyframe start at this GOP length.
     assert found == keyframes
     assert keyframes == 2 * 25 // GOP

@@ -103,8 +103,8 @@ def test_keyframe_chunks_start_with_the_tables() -> None:
     muxer = TsMuxer(channels=0)
     inspector = TsInspector()
     key = muxer.video_unit(b"\x00\x00\x00\x01\x67\x42\x00\x1f\x00\x00\x00\x01\x65\x88", 0, True)
-    assert inspector.inspect(key).keyframe and inspector.video_codec == "h264"
-    assert inspector.audio_pid is None
+    assert inspector.inspect(key).keyframe and inspector.program.video_codec == "h264"
+    assert inspector.program.audio_pid is None
     delta = muxer.video_unit(b"\x00\x00\x00\x01\x41\x9a", 3000, False)
     assert not inspector.inspect(delta).keyframe and delta[1] & 0x1F != 0
 

@@ -26,10 +26,11 @@ from functools import partial
 import trio
 
 from ghostream import monitoring
+from ghostream.broker.feeds import Feeds
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
-from ghostream.broker.tasks import TaskOwner, start_registered
+from ghostream.broker.tasks import TaskOwner
 from ghostream.media.errors import UnplayableStream
 from ghostream.outputs.llhls.players import HlsAudience
 from ghostream.outputs.llhls.playlist import (
@@ -191,7 +192,12 @@ class LlHls(TaskOwner):
         self.broker = broker
         # Quality variants that can be made on request (`ID@<name>`), for players that adapt.
         self.variant_names = list(variant_names)
-        self._packagers: dict[str, Packager] = {}
+        self._packagers = Feeds[Packager](
+            broker.supervisor,
+            COMPONENT,
+            self._run_packager,
+            ended=lambda packager: packager.ended,
+        )
         self.audience = HlsAudience(broker)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -213,7 +219,7 @@ class LlHls(TaskOwner):
     async def _packager(self, stream_id: str) -> Packager | None:
         """The stream's running packager, started if needed; None when it is not live."""
         packager = self._packagers.get(stream_id)
-        if packager is not None and not packager.ended:
+        if packager is not None:
             packager.touch()
             return packager
         if not await self.broker.provide(stream_id):
@@ -225,16 +231,8 @@ class LlHls(TaskOwner):
         if failed is not None:
             return failed
         generation = stream.generation
-        assert self._nursery is not None, "LlHls.run is not running"
-        packager = Packager(stream_id, generation)
-        start_registered(
-            self._nursery,
-            self._packagers,
-            stream_id,
-            packager,
-            partial(self._run_packager, packager),
-            supervisor=self.broker.supervisor,
-            component=COMPONENT,
+        packager = self._packagers.open(
+            self._nursery, stream_id, lambda: Packager(stream_id, generation)
         )
         log.info("%s: LL-HLS packager started", stream_id)
         return packager

@@ -24,10 +24,11 @@ import av
 import trio
 
 from ghostream import monitoring, threads
+from ghostream.broker.feeds import Feeds
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import StreamNotFound
 from ghostream.broker.stream import StreamEnded
-from ghostream.broker.tasks import TaskOwner, start_registered
+from ghostream.broker.tasks import TaskOwner
 from ghostream.config import TextTranscoderSettings
 from ghostream.media.demux import MediaPacket, Track
 from ghostream.media.textart import Picture, draw, fit, terminal_fit
@@ -246,25 +247,20 @@ class TextArt(TaskOwner):
     def __init__(self, settings: TextTranscoderSettings, hub: PacketHub) -> None:
         self.settings = settings
         self.hub = hub
-        self.streams: dict[str, TextStream] = {}
+        self.streams = Feeds[TextStream](
+            hub.broker.supervisor,
+            "telnet",
+            TextStream.run,
+            ended=lambda stream: stream.ended is not None,
+        )
 
     @asynccontextmanager
     async def watch(
         self, stream_id: str, terminal: tuple[int, int] = DEFAULT_TERMINAL
     ) -> AsyncIterator[TextViewer]:
-        assert self._nursery is not None, "TextArt.run is not running"
-        stream = self.streams.get(stream_id)
-        if stream is None or stream.ended is not None:
-            stream = TextStream(stream_id, self.settings, self.hub)
-            start_registered(
-                self._nursery,
-                self.streams,
-                stream_id,
-                stream,
-                stream.run,
-                supervisor=self.hub.broker.supervisor,
-                component="telnet",
-            )
+        stream = self.streams.open(
+            self._nursery, stream_id, lambda: TextStream(stream_id, self.settings, self.hub)
+        )
         viewer = TextViewer(stream, terminal)
         stream.joined(terminal)
         try:
