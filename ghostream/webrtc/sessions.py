@@ -75,6 +75,18 @@ CATCH_UP_SPEED = 25
 DESCRIBE_TIMEOUT = 3.0
 
 
+class _Answer:
+    """A session's task status that remembers whether the session answered."""
+
+    def __init__(self, status: trio.TaskStatus) -> None:
+        self.status = status
+        self.given = False
+
+    def started(self, value: Any = None) -> None:
+        self.given = True
+        self.status.started(value)
+
+
 @dataclass
 class Session:
     id: str
@@ -184,21 +196,34 @@ class WebRtcOutput:
         except ValueError as exc:
             raise WebRtcError(400, f"unsupported offer: {exc}") from exc
 
-    async def start_session(self, run: Callable[..., Awaitable[None]], *args: Any) -> Any:
+    async def start_session(
+        self, component: str, stream_id: str, run: Callable[..., Awaitable[None]], *args: Any
+    ) -> Any:
         """Start a session (viewer or publisher) in the output's nursery and asyncio loop.
 
         What the session passes to `task_status.started` is returned; what it
-        raises before that (WebRtcError) is raised here.
+        raises before that (WebRtcError) is raised here.  Any other failure is
+        the session's `component` fault on the stream: the supervisor reports
+        it and only that session ends (a 500 if it had not answered yet).
         """
         if self._nursery is None or not self._ice.ready:
             raise WebRtcError(503, "WebRTC is not running")
-        return await self._nursery.start(self._in_loop, run, *args)
+        return await self._nursery.start(self._in_loop, component, stream_id, run, *args)
 
     async def _in_loop(
-        self, run: Callable[..., Awaitable[None]], *args: Any, task_status: trio.TaskStatus
+        self,
+        component: str,
+        stream_id: str,
+        run: Callable[..., Awaitable[None]],
+        *args: Any,
+        task_status: trio.TaskStatus,
     ) -> None:
         trio_asyncio.current_loop.set(self._loop)
-        await run(*args, task_status=task_status)
+        answer = _Answer(task_status)
+        session = partial(run, *args, task_status=answer)
+        await self.broker.supervisor.run(stream_id, component, session, passes=(WebRtcError,))
+        if not answer.given:
+            raise WebRtcError(500, "the session ended before it could be answered")
 
     def page_uids(self) -> set[str]:
         return {s.page_uid for s in self.sessions.values() if s.page_uid}
@@ -211,7 +236,10 @@ class WebRtcOutput:
             raise WebRtcError(404, f"no live stream {stream_id!r}")
         kinds = offered_kinds(offer_sdp)
         session = Session(secrets.token_urlsafe(12), stream_id, peer, page_uid[:64])
-        return session, await self.start_session(self._session, session, offer_sdp, kinds)
+        answer = await self.start_session(
+            PROTOCOL, stream_id, self._session, session, offer_sdp, kinds
+        )
+        return session, answer
 
     def end(self, session_id: str) -> bool:
         session = self.sessions.get(session_id)
@@ -336,9 +364,8 @@ class WebRtcOutput:
             try:
                 await self._serve(session, pc, reader, video, audio)
             except Exception:
-                # A bug in one session must not stop the others or the server.
-                log.exception("WebRTC session %s failed", session.id)
-                session.reason = "internal error"
+                session.close("internal error")  # the supervisor reports it
+                raise
         finally:
             self.sessions.pop(session.id, None)
             viewer.left_because = session.reason
