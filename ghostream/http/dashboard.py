@@ -17,8 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ghostream.context import ServerContext
+from ghostream.broker.registry import Broker
+from ghostream.config import WebSettings
 from ghostream.history import queries
+from ghostream.history.log import EventLog
 from ghostream.history.projections import base_stream
 from ghostream.http.pages import site_templates
 
@@ -28,10 +30,10 @@ MAX_SHOWS = 500
 REFUSALS_SHOWN = 20
 
 
-def dashboard_routes(context: ServerContext, guard: Guard) -> list[Route]:
-    broker = context.broker
-    history = context.history
-    templates, site = site_templates(context.settings.web)
+def dashboard_routes(
+    settings: WebSettings, broker: Broker, history: EventLog | None, guard: Guard
+) -> list[Route]:
+    templates, site = site_templates(settings)
 
     async def page(request: Request) -> Response:
         return templates.TemplateResponse(

@@ -16,9 +16,10 @@ stream by `OpusFeed`, whose packets every viewer of the stream shares.
 Per viewer only RTP headers and SRTP remain.
 
 Video browsers cannot decode as it is (see `codecs.passthrough_obstacle`)
-is re-encoded once per stream by the transcoder into the internal stream
-`ID@webrtc`, started by its first such viewer and stopped once none reads
-it; its viewers still count as viewers of `ID`.  With `webrtc.transcode:
+is re-encoded once per stream into an internal stream (`ID@webrtc`, made by
+the transcoder: the wiring hands the output a `StartCopy`), started by its
+first such viewer and stopped once none reads it; its viewers still count
+as viewers of `ID`.  With `webrtc.transcode:
 never` such a stream is refused with 415 and the reason, and players fall
 back to LL-HLS.
 """
@@ -47,7 +48,6 @@ from ghostream.media.continuity import Continuity
 from ghostream.media.demux import Track
 from ghostream.media.errors import UnplayableStream
 from ghostream.media.properties import VideoProperties
-from ghostream.outputs.transcode import WEBRTC_PROFILE, Transcoder
 from ghostream.webrtc import internals
 from ghostream.webrtc.codecs import (
     h264_preferences,
@@ -73,6 +73,9 @@ NEGOTIATION_TIMEOUT = 10.0
 CATCH_UP_SPEED = 25
 # How long a viewer of a new publish waits for its video to be described (B-frames or not).
 DESCRIBE_TIMEOUT = 3.0
+
+# Starts (or joins) a stream's re-encoded copy for browsers: its stream id, None if it failed.
+StartCopy = Callable[[str], Awaitable[str | None]]
 
 
 class _Answer:
@@ -110,12 +113,12 @@ class WebRtcOutput:
         settings: WebrtcSettings,
         broker: Broker,
         hub: PacketHub,
-        transcoder: Transcoder | None = None,
+        start_copy: StartCopy | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.hub = hub
-        self.transcoder = transcoder if settings.transcode != "never" else None
+        self.start_copy = start_copy if settings.transcode != "never" else None
         broker.on_described.append(self._tell_streamer)
         self.sessions: dict[str, Session] = {}
         tcp = settings.tcp_listen_address
@@ -161,7 +164,7 @@ class WebRtcOutput:
         obstacle = passthrough_obstacle(codec, video)
         if obstacle is None:
             return {"mode": "passthrough", "reason": None, "fix": None}
-        mode = "refused" if self.transcoder is None else "re-encoded"
+        mode = "refused" if self.start_copy is None else "re-encoded"
         return {"mode": mode, "reason": obstacle.reason, "fix": obstacle.fix}
 
     def _tell_streamer(self, stream_id: str, video: VideoProperties) -> None:
@@ -169,7 +172,7 @@ class WebRtcOutput:
         obstacle = passthrough_obstacle(video.codec, video)
         if "@" in stream_id or obstacle is None or self.settings.transcode == "always":
             return
-        if self.transcoder is None:
+        if self.start_copy is None:
             log.warning(
                 "%s: %s: browsers cannot play it over WebRTC (webrtc.transcode is never) and "
                 "use LL-HLS; %s, for WebRTC",
@@ -322,7 +325,7 @@ class WebRtcOutput:
         if reason is None and not offer_carries(track, offer_sdp):
             profile = h264_profile(track.h264_profile_level_id or "42e01f")
             reason = f"H.264 {profile}, a profile the browser did not offer"
-        if reason is not None and self.transcoder is None:
+        if reason is not None and self.start_copy is None:
             raise WebRtcError(
                 415,
                 f"{session.stream_id} has {reason}, which browsers cannot decode over WebRTC, "
@@ -332,11 +335,12 @@ class WebRtcOutput:
 
     async def _start_copy(self, session: Session, reason: str) -> str:
         """Start (or join) the stream's re-encoded copy for browsers; its stream id."""
-        assert self.transcoder is not None
-        if not await self.transcoder.ensure(session.stream_id, WEBRTC_PROFILE):
+        assert self.start_copy is not None
+        copy_id = await self.start_copy(session.stream_id)
+        if copy_id is None:
             raise WebRtcError(503, "the stream's copy for browsers could not start")
         log.info("%s gets %s re-encoded for WebRTC: %s", session.peer, session.stream_id, reason)
-        return f"{session.stream_id}@{WEBRTC_PROFILE.name}"
+        return copy_id
 
     async def _watch(
         self,
