@@ -5,13 +5,13 @@ through a bounded queue.  Nothing a target does can touch the stream or the
 other targets: a full queue drops video up to the next keyframe, a failure
 (refused, dropped, stalled) ends the attempt, and the broker's supervisor
 records the fault and restarts the target with backoff while the stream
-stays live.  Every attempt ends by
-telling its writer to stop and joining it; PyAV cannot interrupt a write to
-a peer that stopped reading, so a writer still blocked after `JOIN_TIMEOUT`
-is logged and keeps its slot of the forwarding thread limiter until the
-kernel gives up: the number of writer threads stays bounded whatever
-targets and publishers do.  Logs and events name a target with its stream
-key hidden.
+stays live.  Every attempt ends by telling its writer to stop and joining
+it.  PyAV cannot interrupt a write to a peer that stopped reading: a writer
+that has not finished after `FINISH_TIMEOUT` has its connection cut
+(`forward_socket`), which makes the blocked write fail, and is then joined.
+A writer holds a slot of the forwarding thread limiter until it ends, so
+the number of writer threads stays bounded whatever targets and publishers
+do.  Logs and events name a target with its stream key hidden.
 """
 
 from __future__ import annotations
@@ -40,12 +40,15 @@ from ghostream.media.demux import MediaPacket, Track
 from ghostream.media.errors import MalformedStream
 from ghostream.media.pictures import picture_size
 from ghostream.outputs.forward_audio import AAC_TRACK, AacFeed
+from ghostream.outputs.forward_socket import Stopped, TargetConnection
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "forward"
 QUEUE_PACKETS = 512
 STALL_TIMEOUT = 10.0
+# How long a stopped writer may take to send what it holds and close the target, before a cut.
+FINISH_TIMEOUT = 5.0
 JOIN_TIMEOUT = STALL_TIMEOUT
 IO_TIMEOUT = 10.0
 FORMATS = {"rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts", "tcp": "mpegts"}
@@ -98,12 +101,13 @@ class Writer:
         self.progress = time.monotonic()
         self.failure: str | None = None
         self.done = trio.Event()
+        self.connection = TargetConnection(url)
+        self._thread: threading.Thread | None = None
 
     async def start(self, limiter: trio.CapacityLimiter, name: str) -> None:
         """Run `run` in a thread of its own, holding a slot of `limiter` until it ends.
 
-        The thread is a daemon: one blocked in a peer's I/O never keeps the
-        server from exiting.  `done` is set, in Trio, when it has ended.
+        `stop` joins it; `done` is set, in Trio, when it has ended.
         """
         await limiter.acquire_on_behalf_of(self)
         token = trio.lowlevel.current_trio_token()
@@ -115,29 +119,40 @@ class Writer:
         def main() -> None:
             try:
                 self.run()
-            except TargetFailed as exc:
+            except (TargetFailed, Stopped) as exc:
                 self.failure = str(exc)
             except Exception as exc:
                 log.exception("forward writer to %s failed", name)
                 self.failure = f"internal error: {exc!r}"
             finally:
+                self.connection.release()
                 try:
                     token.run_sync_soon(ended)
                 except trio.RunFinishedError:
                     pass
 
-        threading.Thread(target=main, name=f"forward {name}", daemon=True).start()
+        # A daemon all the same: a connection `cut` could not find must not keep the server up.
+        self._thread = threading.Thread(target=main, name=f"forward {name}", daemon=True)
+        self._thread.start()
 
     async def stop(self, stream_id: str, shown: str) -> None:
-        """Tell the writer to close the target and wait (bounded) for its thread to end."""
+        """Tell the writer to close the target and join its thread, cutting a stuck connection."""
         _finish(self)
-        with trio.CancelScope(shield=True), trio.move_on_after(JOIN_TIMEOUT):
-            await self.done.wait()
-        if not self.done.is_set():
-            log.warning(
-                "forwarding %s to %s: the writer is still blocked in the target's I/O after "
-                "%.0f s; its thread ends when the connection times out",
-                stream_id, shown, JOIN_TIMEOUT,
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(FINISH_TIMEOUT):
+                await self.done.wait()
+            if not self.done.is_set():
+                self.connection.cut()
+            with trio.move_on_after(JOIN_TIMEOUT):
+                await self.done.wait()
+        if self._thread is not None and self.done.is_set():
+            self._thread.join()  # it has nothing left to do but return
+        else:
+            # Only a connection that could not be told apart from another writer's.
+            log.error(
+                "forwarding %s to %s: the writer is still blocked in the target's I/O; "
+                "its thread ends when the connection does",
+                stream_id, shown,
             )  # fmt: skip
 
     def run(self) -> None:
@@ -152,6 +167,8 @@ class Writer:
             raise TargetFailed(f"cannot open: {exc}") from exc
         try:
             streams = {track.kind: self._add_stream(container, track) for track in self.tracks}
+            with self.connection.connecting():
+                container.start_encoding()
             self.progress = time.monotonic()
             while True:
                 packet = self.queue.get()
