@@ -99,7 +99,8 @@ class Writer:
         self.queue: queue.Queue = queue.Queue(QUEUE_PACKETS)
         self.bytes = 0
         self.progress = time.monotonic()
-        self.failure: str | None = None
+        # Why the writer ended early, for its owner to raise (the supervisor judges and logs it).
+        self.failure: Exception | None = None
         self.done = trio.Event()
         self.connection = TargetConnection(url)
         self._thread: threading.Thread | None = None
@@ -119,11 +120,8 @@ class Writer:
         def main() -> None:
             try:
                 self.run()
-            except (TargetFailed, Stopped) as exc:
-                self.failure = str(exc)
             except Exception as exc:
-                log.exception("forward writer to %s failed", name)
-                self.failure = f"internal error: {exc!r}"
+                self.failure = exc
             finally:
                 self.connection.release()
                 try:
@@ -167,8 +165,11 @@ class Writer:
             raise TargetFailed(f"cannot open: {exc}") from exc
         try:
             streams = {track.kind: self._add_stream(container, track) for track in self.tracks}
-            with self.connection.connecting():
-                container.start_encoding()
+            try:
+                with self.connection.connecting():
+                    container.start_encoding()
+            except Stopped as exc:
+                raise TargetFailed(str(exc)) from exc
             self.progress = time.monotonic()
             while True:
                 packet = self.queue.get()
@@ -322,7 +323,7 @@ class Forwarder:
                 finally:
                     await writer.stop(stream_id, shown)
                 if writer.failure is not None:
-                    raise TargetFailed(writer.failure)
+                    raise writer.failure
                 if failure:
                     raise failure[0]
                 return writer.bytes

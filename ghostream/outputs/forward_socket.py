@@ -35,6 +35,9 @@ _claimed: set[int] = set()
 class Stopped(Exception):
     """The writer was stopped while it waited for its turn to connect."""
 
+    def __init__(self) -> None:
+        super().__init__("stopped before it could connect")
+
 
 class TargetConnection:
     """One writer's connection to its target, from its first write until the writer ends."""
