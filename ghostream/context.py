@@ -1,9 +1,18 @@
-"""What every service of a running server shares: settings, broker, history, gatekeeper."""
+"""The wiring: which parts of the server run, what each is handed, the order they start in.
+
+`ServerContext.create` is the one place that decides, from the settings,
+which components exist and what each is given: only what it uses (the SRT
+service gets its settings, the broker, the gatekeeper and the audience;
+WebRTC gets a way to start a stream's copy for browsers, not the
+transcoder).  `services` lists, in start order, what the root nursery
+(`ghostream.server`) runs.  The web app reads the rest (`http.app.Site`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
@@ -11,7 +20,7 @@ from typing import TYPE_CHECKING
 from ghostream import monitoring
 from ghostream.audience import Audience
 from ghostream.auth import Gatekeeper, create_authenticator
-from ghostream.auth.throttle import FailureThrottle
+from ghostream.auth.throttle import failure_throttle
 from ghostream.broker.packets import PacketHub
 from ghostream.broker.registry import Broker
 from ghostream.config import Profile, Settings
@@ -29,6 +38,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Service:
+    """A child of the root nursery: binds, calls `task_status.started()`, serves until cancelled."""
+
+    name: str
+    address: str
+    run: Callable[..., Awaitable[object]]
+
+
 @dataclass
 class ServerContext:
     settings: Settings
@@ -44,13 +62,15 @@ class ServerContext:
     edge: EdgePuller | None = None
     telnet: TelnetOutput | None = None
     recorder: Recorder | None = None
+    # What the root nursery runs, in start order.
+    services: list[Service] = field(default_factory=list)
     # Services listening so far, and whether all of them are (for /healthz).
     listening: list[str] = field(default_factory=list)
     ready: bool = False
 
     @classmethod
     def create(cls, settings: Settings) -> ServerContext:
-        """Wire the broker to its listeners; OSError when the history cannot be opened."""
+        """Build and wire what the settings enable; OSError when the history cannot be opened."""
         broker = Broker(reconnect_grace=settings.streams.reconnect_grace)
         broker.on_event.append(monitoring.observe)
         for stream_id in configured_streams(settings):
@@ -96,7 +116,8 @@ class ServerContext:
         if settings.webrtc.enabled:
             from ghostream.webrtc import WebRtcOutput
 
-            webrtc = WebRtcOutput(settings.webrtc, broker, packets, transcoder)
+            start_copy = transcoder.webrtc_copy if transcoder is not None else None
+            webrtc = WebRtcOutput(settings.webrtc, broker, packets, start_copy)
         forwarder = None
         if settings.forwarding:
             from ghostream.outputs.forward import Forwarder
@@ -106,7 +127,7 @@ class ServerContext:
         audience = Audience(broker, partial(counted_pages, hls, webrtc))
         monitoring.EDGE_VIEWERS.source = audience.edge_viewers
         reads = auth.enabled and auth.backend == "http" and auth.http.reads
-        gatekeeper = Gatekeeper(authenticator, failure_throttle(settings), check_reads=reads)
+        gatekeeper = Gatekeeper(authenticator, failure_throttle(settings.auth), check_reads=reads)
         context = cls(
             settings,
             broker,
@@ -134,6 +155,7 @@ class ServerContext:
             recorder = Recorder(settings.recording, settings.recording_directory, packets, broker)
             broker.on_event.append(recorder.observe)
             context.recorder = recorder
+        context.services = planned_services(context)
         return context
 
     @property
@@ -149,14 +171,6 @@ class ServerContext:
             self.history.close()
 
 
-def failure_throttle(settings: Settings) -> FailureThrottle:
-    """A throttle with the configured delays (publishers and the admin credential each get one)."""
-    return FailureThrottle(
-        base_delay=settings.auth.failure_delay / 1000,
-        max_delay=settings.auth.max_failure_delay / 1000,
-    )
-
-
 def configured_streams(settings: Settings) -> set[str]:
     """Stream ids the configuration names: these may be metric labels before they go live."""
     ids = set(settings.auth.basic.credentials) | set(settings.forwarding)
@@ -170,3 +184,64 @@ def counted_pages(hls: LlHls, webrtc: WebRtcOutput | None) -> set[str]:
     """Player pages already counted as viewers: over WebRTC, or fetching LL-HLS."""
     pages = hls.audience.page_ids()
     return pages | webrtc.page_uids() if webrtc is not None else pages
+
+
+def planned_services(context: ServerContext) -> list[Service]:
+    """The services of the wired components, in the order the root nursery starts them."""
+    from ghostream.edge.access import is_edge_key
+    from ghostream.http.app import serve_web
+    from ghostream.http.metrics import serve_metrics
+    from ghostream.srt.service import SrtService
+
+    settings = context.settings
+    services = [
+        Service("broker", "", context.broker.run),
+        Service("demux", "", context.packets.run),
+        Service("LL-HLS", "", context.hls.run),
+    ]
+    if context.history is not None:
+        services.append(Service("history", str(settings.history.database), context.history.run))
+    if settings.webhooks and context.history is not None:
+        from ghostream.history.webhooks import deliver_webhooks
+
+        hooks = partial(deliver_webhooks, settings.webhooks, context.history)
+        services.append(Service("webhooks", "", hooks))
+    if settings.srt.enabled:
+        srt = SrtService(
+            settings.srt,
+            context.broker,
+            context.gatekeeper,
+            context.audience,
+            is_edge_key=partial(is_edge_key, settings.srt.pull_keys),
+            edge=context.edge is not None,
+        )
+        services.append(Service("SRT", f"{settings.srt.listen_address}/udp", srt.serve))
+    if context.transcoder is not None:
+        services.append(Service("transcoding", "", context.transcoder.run))
+    if context.edge is not None:
+        services.append(Service("edge", "", context.edge.run))
+        if settings.origin.web_url:
+            from ghostream.edge.reports import EdgeReporter
+
+            reporter = EdgeReporter(settings.origin, context.audience)
+            services.append(Service("edge reports", "", reporter.run))
+    if context.forwarder is not None:
+        services.append(Service("forwarding", "", context.forwarder.run))
+    if context.webrtc is not None:
+        ports = f"{settings.webrtc.min_port_udp}-{settings.webrtc.max_port_udp}/udp"
+        if settings.webrtc.tcp_listen_address.port:
+            ports += f" {settings.webrtc.tcp_listen_address}/tcp"
+        services.append(Service("WebRTC", ports, context.webrtc.run))
+    if context.recorder is not None:
+        directory = str(settings.recording_directory)
+        services.append(Service("recording", directory, context.recorder.run))
+    if context.telnet is not None:
+        address = f"{settings.telnet.listen_address}/tcp"
+        services.append(Service("telnet", address, context.telnet.run))
+    if settings.web.enabled:
+        address = f"{settings.web.listen_address}/tcp"
+        services.append(Service("web", address, partial(serve_web, context)))
+    if settings.monitoring.enabled:
+        address = settings.monitoring.listen_address
+        services.append(Service("monitoring", f"{address}/tcp", partial(serve_metrics, address)))
+    return services

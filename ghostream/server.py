@@ -6,87 +6,25 @@ holds its connections.  A service is an async function that binds what it
 needs, calls `task_status.started()` and then serves until cancelled, so a
 port already in use is reported before "Ghostream ready" and stops the server
 with status 1.  A signal cancels the root nursery; everything unwinds from
-there.  To add a service, add it to `plan_services`.
+there.  Which services run, and what each is handed, is the wiring's
+(`ghostream.context`).
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import AsyncIterator
 
 import trio
 
 from ghostream.config import Settings
 from ghostream.context import ServerContext
-from ghostream.http.metrics import serve_metrics
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-
-
-@dataclass(frozen=True)
-class Service:
-    name: str
-    address: str
-    run: Callable[..., Awaitable[object]]
-
-
-def plan_services(context: ServerContext) -> list[Service]:
-    from ghostream.http.app import serve_web
-    from ghostream.srt.service import serve_srt
-
-    settings = context.settings
-    services = [
-        Service("broker", "", context.broker.run),
-        Service("demux", "", context.packets.run),
-        Service("LL-HLS", "", context.hls.run),
-    ]
-    if context.history is not None:
-        services.append(Service("history", str(settings.history.database), context.history.run))
-    if settings.webhooks and context.history is not None:
-        from ghostream.history.webhooks import deliver_webhooks
-
-        hooks = partial(deliver_webhooks, settings.webhooks, context.history)
-        services.append(Service("webhooks", "", hooks))
-    if settings.srt.enabled:
-        services.append(
-            Service("SRT", f"{settings.srt.listen_address}/udp", partial(serve_srt, context))
-        )
-    if context.transcoder is not None:
-        services.append(Service("transcoding", "", context.transcoder.run))
-    if context.edge is not None:
-        services.append(Service("edge", "", context.edge.run))
-        if settings.origin.web_url:
-            from ghostream.edge.reports import EdgeReporter
-
-            reporter = EdgeReporter(settings.origin, context.audience)
-            services.append(Service("edge reports", "", reporter.run))
-    if context.forwarder is not None:
-        services.append(Service("forwarding", "", context.forwarder.run))
-    if context.webrtc is not None:
-        ports = f"{settings.webrtc.min_port_udp}-{settings.webrtc.max_port_udp}/udp"
-        if settings.webrtc.tcp_listen_address.port:
-            ports += f" {settings.webrtc.tcp_listen_address}/tcp"
-        services.append(Service("WebRTC", ports, context.webrtc.run))
-    if context.recorder is not None:
-        directory = str(context.settings.recording_directory)
-        services.append(Service("recording", directory, context.recorder.run))
-    if context.telnet is not None:
-        address = f"{settings.telnet.listen_address}/tcp"
-        services.append(Service("telnet", address, context.telnet.run))
-    if settings.web.enabled:
-        services.append(
-            Service("web", f"{settings.web.listen_address}/tcp", partial(serve_web, context))
-        )
-    if settings.monitoring.enabled:
-        address = settings.monitoring.listen_address
-        services.append(Service("monitoring", f"{address}/tcp", partial(serve_metrics, address)))
-    return services
 
 
 async def serve(settings: Settings) -> int:
@@ -109,7 +47,7 @@ async def serve(settings: Settings) -> int:
 
 
 async def _run_services(context: ServerContext, signals: AsyncIterator[int]) -> int:
-    services = plan_services(context)
+    services = context.services
     async with trio.open_nursery() as nursery:
         for service in services:
             try:

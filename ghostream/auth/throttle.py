@@ -18,12 +18,20 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from ghostream.config import AuthSettings
 from ghostream.peers import source_host
 
 
 def host_key(peer: str) -> str:
     """The throttle key of a peer (`host:port` or a bare host)."""
     return f"host:{source_host(peer)}"
+
+
+def failure_throttle(settings: AuthSettings) -> FailureThrottle:
+    """A throttle with the configured delays (publishers, edges and the admin each get one)."""
+    return FailureThrottle(
+        base_delay=settings.failure_delay / 1000, max_delay=settings.max_failure_delay / 1000
+    )
 
 
 class FailureThrottle:

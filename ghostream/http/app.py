@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 from starlette.applications import Starlette
@@ -28,11 +28,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ghostream.auth.throttle import host_key
-from ghostream.broker.registry import StreamSummary
-from ghostream.context import ServerContext, failure_throttle
+from ghostream.audience import Audience
+from ghostream.auth import Gatekeeper
+from ghostream.auth.throttle import failure_throttle, host_key
+from ghostream.broker.packets import PacketHub
+from ghostream.broker.registry import Broker, StreamSummary
+from ghostream.config import Profile, Settings
 from ghostream.edge.access import is_edge_key
 from ghostream.history import queries
+from ghostream.history.log import EventLog
 from ghostream.http.admin import AdminAuth, admin_only
 from ghostream.http.bodies import read_body
 from ghostream.http.dashboard import dashboard_routes
@@ -41,7 +45,7 @@ from ghostream.http.pages import page_routes
 from ghostream.http.pushes import push_routes
 from ghostream.http.serving import serve_asgi
 from ghostream.http.shows import show_routes
-from ghostream.outputs.llhls import HlsAnswer
+from ghostream.outputs.llhls import HlsAnswer, LlHls
 from ghostream.outputs.llhls.players import client_key
 
 if TYPE_CHECKING:
@@ -155,10 +159,29 @@ _PREFLIGHT = Response(
 _NO_SUCH_STREAM = HlsAnswer(404, b"no such live stream\n")
 
 
-def create_app(context: ServerContext) -> Starlette:
+class Site(Protocol):
+    """What the web app serves of the running server; the wiring's `ServerContext` is one."""
+
+    settings: Settings
+    broker: Broker
+    gatekeeper: Gatekeeper
+    history: EventLog | None
+    hls: LlHls
+    packets: PacketHub
+    audience: Audience
+    webrtc: WebRtcOutput | None
+    # Services listening so far, and whether all of them are (for /healthz).
+    listening: list[str]
+    ready: bool
+
+    @property
+    def variant_profiles(self) -> list[Profile]: ...
+
+
+def create_app(context: Site) -> Starlette:
     broker = context.broker
     audience = context.audience
-    edge_throttle = failure_throttle(context.settings)
+    edge_throttle = failure_throttle(context.settings.auth)
 
     async def health(request: Request) -> JSONResponse:
         """Ready (200) once every enabled service listens; a container's HEALTHCHECK asks."""
@@ -232,7 +255,7 @@ def create_app(context: ServerContext) -> Starlette:
         configured = {hook.label for hook in context.settings.webhooks}
         return JSONResponse({"webhooks": [c for c in cursors if c["name"] in configured]})
 
-    admin = AdminAuth(context.settings.admin, failure_throttle(context.settings))
+    admin = AdminAuth(context.settings.admin, failure_throttle(context.settings.auth))
 
     hls = context.hls
 
@@ -276,17 +299,22 @@ def create_app(context: ServerContext) -> Starlette:
         routes += whep_routes(context.webrtc, context.gatekeeper, STREAM_PATH, _valid_id)
         routes += whip_routes(context.webrtc, context.gatekeeper, STREAM_PATH, _valid_id)
     routes += push_routes(broker, audience, context.history, admin, STREAM_PATH, _valid_id)
-    routes += show_routes(context, partial(admin_only, admin))
+    routes += show_routes(
+        context.settings, broker, context.packets, context.history, partial(admin_only, admin)
+    )
     # Pages last: `/ID` must not shadow any other route.
-    routes += dashboard_routes(context, partial(admin_only, admin))
-    routes += page_routes(context, _valid_id)
+    guard = partial(admin_only, admin)
+    recordings = context.settings.recording_directory
+    routes += dashboard_routes(context.settings.web, broker, context.history, recordings, guard)
+    webrtc = context.webrtc is not None
+    routes += page_routes(context.settings, broker, context.variant_profiles, webrtc, _valid_id)
     return Starlette(
         routes=routes, middleware=[Middleware(SecurityHeaders, settings=context.settings)]
     )
 
 
 async def serve_web(
-    context: ServerContext, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    context: Site, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     await serve_asgi(
         create_app(context), context.settings.web.listen_address, task_status=task_status

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ghostream.context import ServerContext
+from ghostream.broker.registry import Broker
+from ghostream.config import WebSettings
 from ghostream.history import queries
+from ghostream.history.log import EventLog
 from ghostream.history.projections import base_stream
 from ghostream.http.pages import site_templates
 from ghostream.outputs.recording import with_recordings
@@ -30,10 +33,14 @@ MAX_SHOWS = 500
 REFUSALS_SHOWN = 20
 
 
-def dashboard_routes(context: ServerContext, guard: Guard) -> list[Route]:
-    broker = context.broker
-    history = context.history
-    templates, site = site_templates(context.settings.web)
+def dashboard_routes(
+    settings: WebSettings,
+    broker: Broker,
+    history: EventLog | None,
+    recordings: Path,
+    guard: Guard,
+) -> list[Route]:
+    templates, site = site_templates(settings)
 
     async def page(request: Request) -> Response:
         return templates.TemplateResponse(
@@ -88,8 +95,7 @@ def dashboard_routes(context: ServerContext, guard: Guard) -> list[Route]:
         found = await history.query(
             queries.shows, stream=params.get("stream") or None, since=since, limit=limit
         )
-        root = context.settings.recording_directory
-        found = await trio.to_thread.run_sync(with_recordings, root, found)
+        found = await trio.to_thread.run_sync(with_recordings, recordings, found)
         return JSONResponse({"shows": found})
 
     async def show(request: Request) -> JSONResponse:
@@ -101,8 +107,7 @@ def dashboard_routes(context: ServerContext, guard: Guard) -> list[Route]:
         series = await history.query(
             queries.viewer_series, found["stream"], found["started"], found["ended"]
         )
-        root = context.settings.recording_directory
-        [found] = await trio.to_thread.run_sync(with_recordings, root, [found])
+        [found] = await trio.to_thread.run_sync(with_recordings, recordings, [found])
         return JSONResponse({"show": found, "series": series})
 
     return [

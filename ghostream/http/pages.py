@@ -18,8 +18,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ghostream import monitoring
-from ghostream.config import WebSettings
-from ghostream.context import ServerContext
+from ghostream.broker.registry import Broker
+from ghostream.config import Profile, Settings, WebSettings
 from ghostream.resources import PACKAGE, VENDOR, on_disk
 
 WEB = on_disk(PACKAGE / "web")
@@ -37,30 +37,35 @@ def site_templates(settings: WebSettings) -> tuple[Jinja2Templates, dict]:
     return Jinja2Templates(directory=str(WEB / "templates")), site
 
 
-def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list:
-    settings = context.settings.web
-    templates, site = site_templates(settings)
-
-    offered_profiles = context.variant_profiles
+def page_routes(
+    settings: Settings,
+    broker: Broker,
+    offered_profiles: list[Profile],
+    webrtc: bool,
+    valid_id: Callable[[str], bool],
+) -> list:
+    """The site's pages; `offered_profiles` are the variants players may ask for."""
+    web = settings.web
+    templates, site = site_templates(web)
 
     def domain_stream(request: Request) -> str | None:
         """The stream a domain is dedicated to, if any."""
         host = request.headers.get("host", "").rsplit(":", 1)[0].lower()
-        mapped = settings.map_domain_to_stream.get(host.replace(".", "-"))
+        mapped = web.map_domain_to_stream.get(host.replace(".", "-"))
         if mapped:
             return mapped
-        return host if settings.one_stream_per_domain and valid_id(host) else None
+        return host if web.one_stream_per_domain and valid_id(host) else None
 
     def player(request: Request, stream_id: str, dedicated: bool) -> Response:
         monitoring.VIEWERS_SERVED.labels(stream_id, "web").inc()
         widget = ""
-        if settings.widget_url and "nowidget" not in request.query_params:
-            widget = settings.widget_url.replace("{{.Path}}", stream_id)
+        if web.widget_url and "nowidget" not in request.query_params:
+            widget = web.widget_url.replace("{{.Path}}", stream_id)
         config = {
             "stream": stream_id,
-            "webrtc": context.webrtc is not None,
-            "iceServers": list(context.settings.webrtc.stun_servers),
-            "counterPeriod": settings.viewers_counter_refresh_period,
+            "webrtc": webrtc,
+            "iceServers": list(settings.webrtc.stun_servers),
+            "counterPeriod": web.viewers_counter_refresh_period,
             # Variants the transcoder can make on request, besides those already live.
             "variants": [f"{stream_id}@{p.name}" for p in offered_profiles],
         }
@@ -80,14 +85,14 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
         watch = request.query_params.get("watch", "").strip().lower()
         if watch and valid_id(watch):
             return RedirectResponse(f"/{watch}", status_code=303)
-        streams = [s for s in context.broker.summaries() if "@" not in s.id and s.state == "live"]
+        streams = [s for s in broker.summaries() if "@" not in s.id and s.state == "live"]
         return templates.TemplateResponse(
             request,
             "home.html",
             {
                 "site": site,
                 "streams": sorted(streams, key=lambda s: s.id),
-                "srt_port": context.settings.srt.listen_address.port,
+                "srt_port": settings.srt.listen_address.port,
                 "home_url": "/about" if dedicated else "/",
             },
         )
@@ -113,7 +118,7 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
 
     async def publish_page(request: Request) -> Response:
         stream_id = request.path_params["stream_id"]
-        if context.webrtc is None or not valid_id(stream_id) or "@" in stream_id:
+        if not webrtc or not valid_id(stream_id) or "@" in stream_id:
             return PlainTextResponse("Not Found\n", status_code=404)
         size = request.query_params.get("size", "")
         width, _, height = size.partition("x")
@@ -121,7 +126,7 @@ def page_routes(context: ServerContext, valid_id: Callable[[str], bool]) -> list
             width, height = "1280", "720"
         config = {
             "stream": stream_id,
-            "iceServers": list(context.settings.webrtc.stun_servers),
+            "iceServers": list(settings.webrtc.stun_servers),
             "width": int(width),
             "height": int(height),
         }

@@ -24,10 +24,11 @@ from starlette.routing import Route
 
 from ghostream import threads
 from ghostream.broker.packets import PacketHub
-from ghostream.broker.registry import StreamNotFound
+from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
-from ghostream.context import ServerContext
+from ghostream.config import Settings
 from ghostream.history import queries
+from ghostream.history.log import EventLog
 from ghostream.http.pages import site_templates
 from ghostream.media.errors import MalformedStream
 from ghostream.media.pictures import keyframe_jpeg
@@ -95,11 +96,15 @@ class Thumbnails:
         return None
 
 
-def show_routes(context: ServerContext, admin_guard: Callable[[Handler], Handler]) -> list[Route]:
-    settings = context.settings
+def show_routes(
+    settings: Settings,
+    broker: Broker,
+    packets: PacketHub,
+    history: EventLog | None,
+    admin_guard: Callable[[Handler], Handler],
+) -> list[Route]:
     root = settings.recording_directory
-    history = context.history
-    thumbnails = Thumbnails(context.packets)
+    thumbnails = Thumbnails(packets)
     templates, site = site_templates(settings.web)
     # One remux at a time per recording; the MP4 is then served from disk.
     remuxing: dict[Path, trio.Lock] = {}
@@ -206,7 +211,7 @@ def show_routes(context: ServerContext, admin_guard: Callable[[Handler], Handler
 
     async def live_thumbnail(request: Request) -> Response:
         stream_id = request.path_params["stream_id"]
-        if not await context.broker.provide(stream_id):
+        if not await broker.provide(stream_id):
             return _missing("no such live stream")
         jpeg = await thumbnails.jpeg(stream_id)
         if jpeg is None:

@@ -3,14 +3,15 @@
 Each target is a Trio task owning a PyAV writer in its own thread, fed
 through a bounded queue.  Nothing a target does can touch the stream or the
 other targets: a full queue drops video up to the next keyframe, a failure
-(refused, dropped, stalled) ends the attempt and the task retries with
-exponential backoff while the stream stays live.  Every attempt ends by
-telling its writer to stop and joining it; PyAV cannot interrupt a write to
-a peer that stopped reading, so a writer still blocked after `JOIN_TIMEOUT`
-is logged and keeps its slot of the forwarding thread limiter until the
-kernel gives up: the number of writer threads stays bounded whatever
-targets and publishers do.  Logs and events name a target with its stream
-key hidden.
+(refused, dropped, stalled) ends the attempt, and the broker's supervisor
+records the fault and restarts the target with backoff while the stream
+stays live.  Every attempt ends by telling its writer to stop and joining
+it.  PyAV cannot interrupt a write to a peer that stopped reading: a writer
+that has not finished after `FINISH_TIMEOUT` has its connection cut
+(`forward_socket`), which makes the blocked write fail, and is then joined.
+A writer holds a slot of the forwarding thread limiter until it ends, so
+the number of writer threads stays bounded whatever targets and publishers
+do.  Logs and events name a target with its stream key hidden.
 """
 
 from __future__ import annotations
@@ -20,33 +21,34 @@ import queue
 import threading
 import time
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import av
 import trio
 
 from ghostream import monitoring, threads
-from ghostream.backoff import Backoff
 from ghostream.broker.audio import AudioFeeds
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
+from ghostream.broker.supervisor import PeerFailed
 from ghostream.config import mask_url
 from ghostream.history.events import Event, Forwarding, PublishStarted
 from ghostream.media.continuity import Continuity
 from ghostream.media.demux import MediaPacket, Track
-from ghostream.media.errors import MalformedStream, UnplayableStream
+from ghostream.media.errors import MalformedStream
 from ghostream.media.pictures import picture_size
 from ghostream.media.reencode import AAC
+from ghostream.outputs.forward_socket import Stopped, TargetConnection
 
 log = logging.getLogger(__name__)
 
+COMPONENT = "forward"
 QUEUE_PACKETS = 512
-FIRST_RETRY = 1.0
-MAX_RETRY = 60.0
-# An attempt that lasted this long was a success: the next failure retries quickly again.
-HEALTHY_AFTER = 30.0
 STALL_TIMEOUT = 10.0
+# How long a stopped writer may take to send what it holds and close the target, before a cut.
+FINISH_TIMEOUT = 5.0
 JOIN_TIMEOUT = STALL_TIMEOUT
 IO_TIMEOUT = 10.0
 FORMATS = {"rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts", "tcp": "mpegts"}
@@ -97,14 +99,16 @@ class Writer:
         self.queue: queue.Queue = queue.Queue(QUEUE_PACKETS)
         self.bytes = 0
         self.progress = time.monotonic()
-        self.failure: str | None = None
+        # Why the writer ended early, for its owner to raise (the supervisor judges and logs it).
+        self.failure: Exception | None = None
         self.done = trio.Event()
+        self.connection = TargetConnection(url)
+        self._thread: threading.Thread | None = None
 
     async def start(self, limiter: trio.CapacityLimiter, name: str) -> None:
         """Run `run` in a thread of its own, holding a slot of `limiter` until it ends.
 
-        The thread is a daemon: one blocked in a peer's I/O never keeps the
-        server from exiting.  `done` is set, in Trio, when it has ended.
+        `stop` joins it; `done` is set, in Trio, when it has ended.
         """
         await limiter.acquire_on_behalf_of(self)
         token = trio.lowlevel.current_trio_token()
@@ -116,29 +120,37 @@ class Writer:
         def main() -> None:
             try:
                 self.run()
-            except TargetFailed as exc:
-                self.failure = str(exc)
             except Exception as exc:
-                log.exception("forward writer to %s failed", name)
-                self.failure = f"internal error: {exc!r}"
+                self.failure = exc
             finally:
+                self.connection.release()
                 try:
                     token.run_sync_soon(ended)
                 except trio.RunFinishedError:
                     pass
 
-        threading.Thread(target=main, name=f"forward {name}", daemon=True).start()
+        # A daemon all the same: a connection `cut` could not find must not keep the server up.
+        self._thread = threading.Thread(target=main, name=f"forward {name}", daemon=True)
+        self._thread.start()
 
     async def stop(self, stream_id: str, shown: str) -> None:
-        """Tell the writer to close the target and wait (bounded) for its thread to end."""
+        """Tell the writer to close the target and join its thread, cutting a stuck connection."""
         _finish(self)
-        with trio.CancelScope(shield=True), trio.move_on_after(JOIN_TIMEOUT):
-            await self.done.wait()
-        if not self.done.is_set():
-            log.warning(
-                "forwarding %s to %s: the writer is still blocked in the target's I/O after "
-                "%.0f s; its thread ends when the connection times out",
-                stream_id, shown, JOIN_TIMEOUT,
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(FINISH_TIMEOUT):
+                await self.done.wait()
+            if not self.done.is_set():
+                self.connection.cut()
+            with trio.move_on_after(JOIN_TIMEOUT):
+                await self.done.wait()
+        if self._thread is not None and self.done.is_set():
+            self._thread.join()  # it has nothing left to do but return
+        else:
+            # Only a connection that could not be told apart from another writer's.
+            log.error(
+                "forwarding %s to %s: the writer is still blocked in the target's I/O; "
+                "its thread ends when the connection does",
+                stream_id, shown,
             )  # fmt: skip
 
     def run(self) -> None:
@@ -153,6 +165,11 @@ class Writer:
             raise TargetFailed(f"cannot open: {exc}") from exc
         try:
             streams = {track.kind: self._add_stream(container, track) for track in self.tracks}
+            try:
+                with self.connection.connecting():
+                    container.start_encoding()
+            except Stopped as exc:
+                raise TargetFailed(str(exc)) from exc
             self.progress = time.monotonic()
             while True:
                 packet = self.queue.get()
@@ -225,56 +242,51 @@ class Forwarder:
                         nursery.start_soon(self._target, event.stream_id, url, event.at)
 
     async def _target(self, stream_id: str, url: str, started: float) -> None:
-        """One target for as long as the stream lives, retrying with backoff."""
-        backoff = Backoff(FIRST_RETRY, MAX_RETRY, HEALTHY_AFTER)
+        """One target for as long as the stream lives, restarted by the supervisor with backoff.
+
+        A failure of the target's is retried while the stream is live; a
+        stream it cannot carry stops it until the next publish.
+        """
+        carried = [True]
         try:
-            while self.broker.get(stream_id) is not None:
-                resolved = expand(url, stream_id, started)
-                if "://" in resolved:
-                    shown = mask_url(resolved)
-                else:
-                    # A recording never overwrites an earlier one of the same publish.
-                    resolved = shown = unused_path(resolved)
-                monitoring.FORWARD_ATTEMPTS.labels(stream_id).inc()
-                began = trio.current_time()
-                try:
-                    sent = await self._attempt(stream_id, resolved, shown)
-                except TracksChanged as exc:
-                    # Not the target's fault: connect again at once with the new tracks.
-                    log.info("forwarding %s to %s starts over: %s", stream_id, shown, exc)
-                    self._emit(stream_id, shown, "stopped", str(exc))
-                    backoff.reset()
-                    continue
-                except UnplayableStream as exc:
-                    # Nothing to retry until a publisher sends something else.
-                    if isinstance(exc, MalformedStream):
-                        self.broker.supervisor.report(stream_id, "forward", exc, "stopped")
-                    else:
-                        log.info("forwarding %s to %s stopped: %s", stream_id, shown, exc)
-                    self._emit(stream_id, shown, "failed", str(exc))
-                    return
-                except Exception as failure:
-                    if not isinstance(failure, TargetFailed):
-                        log.exception("forwarding %s to %s: unexpected error", stream_id, shown)
-                    monitoring.FORWARD_FAILURES.labels(stream_id).inc()
-                    self._emit(stream_id, shown, "failed", str(failure))
-                    delay = backoff.failed(trio.current_time() - began)
-                    log.warning(
-                        "forwarding %s to %s failed: %s; retrying in %.0f s",
-                        stream_id, shown, failure, delay,
-                    )  # fmt: skip
-                    await self._sleep_while_live(stream_id, delay)
-                    continue
-                self._emit(stream_id, shown, "stopped", "stream ended", sent)
-                log.info("forwarding %s to %s stopped: stream ended", stream_id, shown)
-                return
+            await self.broker.supervisor.run(
+                stream_id,
+                COMPONENT,
+                partial(self._connect, stream_id, url, started, carried),
+                again=lambda: carried[0] and self.broker.get(stream_id) is not None,
+            )
         finally:
             self._running.discard((stream_id, url))
 
-    async def _sleep_while_live(self, stream_id: str, delay: float) -> None:
-        deadline = trio.current_time() + delay
-        while trio.current_time() < deadline and self.broker.get(stream_id) is not None:
-            await trio.sleep(min(1.0, deadline - trio.current_time()))
+    async def _connect(self, stream_id: str, url: str, started: float, carried: list[bool]) -> None:
+        """Forward until the stream ends; PeerFailed when the target fails."""
+        while True:
+            resolved = expand(url, stream_id, started)
+            if "://" in resolved:
+                shown = mask_url(resolved)
+            else:
+                # A recording never overwrites an earlier one of the same publish.
+                resolved = shown = unused_path(resolved)
+            monitoring.FORWARD_ATTEMPTS.labels(stream_id).inc()
+            try:
+                sent = await self._attempt(stream_id, resolved, shown)
+            except TracksChanged as exc:
+                # Not the target's fault: connect again at once with the new tracks.
+                log.info("forwarding %s to %s starts over: %s", stream_id, shown, exc)
+                self._emit(stream_id, shown, "stopped", str(exc))
+                continue
+            except Exception as failure:
+                self._emit(stream_id, shown, "failed", str(failure))
+                if isinstance(failure, MalformedStream):
+                    carried[0] = False  # nothing to retry until a publisher sends something else
+                    raise
+                monitoring.FORWARD_FAILURES.labels(stream_id).inc()
+                if isinstance(failure, TargetFailed):
+                    raise PeerFailed(f"{shown} failed: {failure}") from None
+                raise
+            self._emit(stream_id, shown, "stopped", "stream ended", sent)
+            log.info("forwarding %s to %s stopped: stream ended", stream_id, shown)
+            return
 
     async def _attempt(self, stream_id: str, url: str, shown: str) -> int:
         """Forward until the stream ends (bytes sent) or the target fails (TargetFailed)."""
@@ -315,7 +327,7 @@ class Forwarder:
                 finally:
                     await writer.stop(stream_id, shown)
                 if writer.failure is not None:
-                    raise TargetFailed(writer.failure)
+                    raise writer.failure
                 if failure:
                     raise failure[0]
                 return writer.bytes

@@ -325,6 +325,12 @@ class Transcoder:
                     for profile in self.profiles.values():
                         self._want(stream_id, profile)
 
+    async def webrtc_copy(self, source_id: str) -> str | None:
+        """Start (or join) a source's copy for browsers; its stream id, None if it did not start."""
+        if not await self.ensure(source_id, WEBRTC_PROFILE):
+            return None
+        return f"{source_id}@{WEBRTC_PROFILE.name}"
+
     async def provide(self, stream_id: str) -> bool:
         """Start `SOURCE@PROFILE` if its source is live; wait briefly for its first keyframe."""
         source_id, _, name = stream_id.partition("@")

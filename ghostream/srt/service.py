@@ -9,13 +9,15 @@ streams (and their variants) or users with their own, others use
 `srt.passphrase`.
 
 The service is also the source of the SRT metrics: it knows each open
-connection's role and keeps the totals of those that closed.
+connection's role and keeps the totals of those that closed.  The wiring
+(`ghostream.context`) hands it what it uses: its settings, the broker, the
+gatekeeper, the audience, and how to tell an edge's pull key.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from functools import partial
 
@@ -23,11 +25,12 @@ import trio
 from prometheus_client import Counter
 
 from ghostream import monitoring
+from ghostream.audience import Audience
+from ghostream.auth import Gatekeeper
 from ghostream.auth.throttle import host_key
-from ghostream.broker.registry import StreamBusy, StreamNotFound
+from ghostream.broker.registry import Broker, StreamBusy, StreamNotFound
 from ghostream.broker.stream import StreamEnded, StreamState, Subscription
-from ghostream.context import ServerContext
-from ghostream.edge.access import is_edge_key
+from ghostream.config import SrtSettings
 from ghostream.srt.connection import Stats
 from ghostream.srt.endpoint import Handler, Reject, SrtClosed, SrtListener, SrtSocket, peer_text
 from ghostream.srt.handshake import ConnectionRequest
@@ -43,10 +46,23 @@ MESSAGE_SIZE = 7 * 188
 
 
 class SrtService:
-    def __init__(self, context: ServerContext) -> None:
-        self.context = context
-        self.broker = context.broker
-        settings = context.settings.srt
+    def __init__(
+        self,
+        settings: SrtSettings,
+        broker: Broker,
+        gatekeeper: Gatekeeper,
+        audience: Audience,
+        *,
+        is_edge_key: Callable[[str], bool],
+        edge: bool = False,
+    ) -> None:
+        """`is_edge_key` tells an edge's pull key; on an `edge`, streams are published upstream."""
+        self.settings = settings
+        self.broker = broker
+        self.gatekeeper = gatekeeper
+        self.audience = audience
+        self.is_edge_key = is_edge_key
+        self.edge = edge
         self.listener = SrtListener(
             settings.listen_address.host,
             settings.listen_address.port,
@@ -64,6 +80,9 @@ class SrtService:
         self._closed = {role: monitoring.SrtFigures() for role in monitoring.SRT_ROLES}
         self._closed_invalid = 0
         monitoring.SRT.source = self
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self.listener.serve(task_status=task_status)
 
     def srt_figures(self) -> dict[str, monitoring.SrtFigures]:
         figures = {
@@ -97,7 +116,7 @@ class SrtService:
             self._closed_invalid += _invalid(sock.connection.stats)
 
     def _passphrase_for(self, raw_stream_id: str) -> str:
-        default = self.context.settings.srt.passphrase
+        default = self.settings.passphrase
         if not self._passphrases:
             return default
         try:
@@ -117,7 +136,7 @@ class SrtService:
 
     def _guess_delay(self, request: ConnectionRequest) -> float:
         """A wrong passphrase counts as a failed guess, like a wrong password."""
-        delay = self.context.gatekeeper.throttle.failed(*self._guess_keys(request))
+        delay = self.gatekeeper.throttle.failed(*self._guess_keys(request))
         if delay:
             log.info(
                 "SRT %s from %s: another wrong passphrase, refused in %.1f s",
@@ -148,7 +167,7 @@ class SrtService:
     async def accept(self, request: ConnectionRequest) -> Handler | Reject:
         if request.cipher is not None:
             # The right passphrase: this host's earlier mistakes no longer slow it down.
-            self.context.gatekeeper.throttle.succeeded(self._guess_keys(request)[0])
+            self.gatekeeper.throttle.succeeded(self._guess_keys(request)[0])
         try:
             wanted = parse_stream_id(request.stream_id)
         except InvalidStreamId as exc:
@@ -163,13 +182,11 @@ class SrtService:
     ) -> Handler | Reject:
         stream_id = wanted.stream_id
         peer = peer_text(request.peer)
-        if self.context.edge is not None:
+        if self.edge:
             # An edge serves its origin's streams; a local one would shadow the origin's.
             reason = "this server is an edge: publish to its origin"
             return self._refuse(request, stream_id, RejectReason.FORBIDDEN, reason)
-        result = await self.context.gatekeeper.admit(
-            stream_id, wanted.password, peer, protocol="srt"
-        )
+        result = await self.gatekeeper.admit(stream_id, wanted.password, peer, protocol="srt")
         if not result.ok:
             return self._refuse(request, stream_id, RejectReason.FORBIDDEN, result.reason)
         stream = self.broker.get(stream_id)
@@ -189,9 +206,9 @@ class SrtService:
         self, request: ConnectionRequest, wanted: StreamRequest
     ) -> Handler | Reject:
         stream_id = wanted.stream_id
-        settings = self.context.settings.srt
+        settings = self.settings
         # An edge pulling the stream: counted through its own viewers' report, not as one.
-        edge_pull = is_edge_key(settings.pull_keys, wanted.password)
+        edge_pull = self.is_edge_key(wanted.password)
         if settings.pull_only and not edge_pull:
             return self._refuse(
                 request,
@@ -210,14 +227,14 @@ class SrtService:
                 )
         peer = peer_text(request.peer)
         if not edge_pull:
-            allowed = await self.context.gatekeeper.admit_reader(
+            allowed = await self.gatekeeper.admit_reader(
                 stream_id, wanted.password, peer, protocol="srt"
             )
             if not allowed.ok:
                 return self._refuse(request, stream_id, RejectReason.FORBIDDEN, allowed.reason)
         if not await self.broker.provide(stream_id):
             return self._refuse(request, stream_id, RejectReason.NOTFOUND, "no such live stream")
-        audience = self.context.audience
+        audience = self.audience
 
         async def watch(sock: SrtSocket) -> None:
             with (
@@ -323,9 +340,3 @@ async def _until_closed(sock: SrtSocket, scope: trio.CancelScope) -> None:
             await sock.receive()
     except SrtClosed:
         scope.cancel()
-
-
-async def serve_srt(
-    context: ServerContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    await SrtService(context).listener.serve(task_status=task_status)

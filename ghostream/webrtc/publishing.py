@@ -96,7 +96,10 @@ class WhipIngest:
             raise WebRtcError(409, f"{stream_id!r} already has a publisher")
         kinds = offered_kinds(offer_sdp)
         publish = Publish(secrets.token_urlsafe(12), stream_id, peer)
-        return publish, await self.output.start_session(self._run, publish, offer_sdp, kinds)
+        answer = await self.output.start_session(
+            PROTOCOL, stream_id, self._run, publish, offer_sdp, kinds
+        )
+        return publish, answer
 
     def end(self, publish_id: str) -> bool:
         publish = self.publishes.get(publish_id)
@@ -122,9 +125,8 @@ class WhipIngest:
                 try:
                     await self._serve(publish, stream, tracks)
                 except Exception:
-                    # A bug in one publish must not stop the others or the server.
-                    log.exception("WHIP publish %s failed", publish.id)
-                    publish.close("internal error")
+                    publish.close("internal error")  # the supervisor reports it
+                    raise
                 finally:
                     self.publishes.pop(publish.id, None)
                     # Serving ends only once closed, unless the server is stopping.

@@ -16,9 +16,10 @@ stream by an `AudioFeed`, whose packets every viewer of the stream shares.
 Per viewer only RTP headers and SRTP remain.
 
 Video browsers cannot decode as it is (see `codecs.passthrough_obstacle`)
-is re-encoded once per stream by the transcoder into the internal stream
-`ID@webrtc`, started by its first such viewer and stopped once none reads
-it; its viewers still count as viewers of `ID`.  With `webrtc.transcode:
+is re-encoded once per stream into an internal stream (`ID@webrtc`, made by
+the transcoder: the wiring hands the output a `StartCopy`), started by its
+first such viewer and stopped once none reads it; its viewers still count
+as viewers of `ID`.  With `webrtc.transcode:
 never` such a stream is refused with 415 and the reason, and players fall
 back to LL-HLS.
 """
@@ -30,6 +31,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
@@ -47,7 +49,6 @@ from ghostream.media.demux import Track
 from ghostream.media.errors import UnplayableStream
 from ghostream.media.properties import VideoProperties
 from ghostream.media.reencode import OPUS
-from ghostream.outputs.transcode import WEBRTC_PROFILE, Transcoder
 from ghostream.webrtc import internals
 from ghostream.webrtc.codecs import (
     h264_preferences,
@@ -75,6 +76,21 @@ CATCH_UP_SPEED = 25
 # How long a viewer of a new publish waits for its video to be described (B-frames or not).
 DESCRIBE_TIMEOUT = 3.0
 
+# Starts (or joins) a stream's re-encoded copy for browsers: its stream id, None if it failed.
+StartCopy = Callable[[str], Awaitable[str | None]]
+
+
+class _Answer:
+    """A session's task status that remembers whether the session answered."""
+
+    def __init__(self, status: trio.TaskStatus) -> None:
+        self.status = status
+        self.given = False
+
+    def started(self, value: Any = None) -> None:
+        self.given = True
+        self.status.started(value)
+
 
 @dataclass
 class Session:
@@ -99,12 +115,12 @@ class WebRtcOutput:
         settings: WebrtcSettings,
         broker: Broker,
         hub: PacketHub,
-        transcoder: Transcoder | None = None,
+        start_copy: StartCopy | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
         self.hub = hub
-        self.transcoder = transcoder if settings.transcode != "never" else None
+        self.start_copy = start_copy if settings.transcode != "never" else None
         broker.on_described.append(self._tell_streamer)
         self.sessions: dict[str, Session] = {}
         tcp = settings.tcp_listen_address
@@ -150,7 +166,7 @@ class WebRtcOutput:
         obstacle = passthrough_obstacle(codec, video)
         if obstacle is None:
             return {"mode": "passthrough", "reason": None, "fix": None}
-        mode = "refused" if self.transcoder is None else "re-encoded"
+        mode = "refused" if self.start_copy is None else "re-encoded"
         return {"mode": mode, "reason": obstacle.reason, "fix": obstacle.fix}
 
     def _tell_streamer(self, stream_id: str, video: VideoProperties) -> None:
@@ -158,7 +174,7 @@ class WebRtcOutput:
         obstacle = passthrough_obstacle(video.codec, video)
         if "@" in stream_id or obstacle is None or self.settings.transcode == "always":
             return
-        if self.transcoder is None:
+        if self.start_copy is None:
             log.warning(
                 "%s: %s: browsers cannot play it over WebRTC (webrtc.transcode is never) and "
                 "use LL-HLS; %s, for WebRTC",
@@ -185,21 +201,34 @@ class WebRtcOutput:
         except ValueError as exc:
             raise WebRtcError(400, f"unsupported offer: {exc}") from exc
 
-    async def start_session(self, run: Callable[..., Awaitable[None]], *args: Any) -> Any:
+    async def start_session(
+        self, component: str, stream_id: str, run: Callable[..., Awaitable[None]], *args: Any
+    ) -> Any:
         """Start a session (viewer or publisher) in the output's nursery and asyncio loop.
 
         What the session passes to `task_status.started` is returned; what it
-        raises before that (WebRtcError) is raised here.
+        raises before that (WebRtcError) is raised here.  Any other failure is
+        the session's `component` fault on the stream: the supervisor reports
+        it and only that session ends (a 500 if it had not answered yet).
         """
         if self._nursery is None or not self._ice.ready:
             raise WebRtcError(503, "WebRTC is not running")
-        return await self._nursery.start(self._in_loop, run, *args)
+        return await self._nursery.start(self._in_loop, component, stream_id, run, *args)
 
     async def _in_loop(
-        self, run: Callable[..., Awaitable[None]], *args: Any, task_status: trio.TaskStatus
+        self,
+        component: str,
+        stream_id: str,
+        run: Callable[..., Awaitable[None]],
+        *args: Any,
+        task_status: trio.TaskStatus,
     ) -> None:
         trio_asyncio.current_loop.set(self._loop)
-        await run(*args, task_status=task_status)
+        answer = _Answer(task_status)
+        session = partial(run, *args, task_status=answer)
+        await self.broker.supervisor.run(stream_id, component, session, passes=(WebRtcError,))
+        if not answer.given:
+            raise WebRtcError(500, "the session ended before it could be answered")
 
     def page_uids(self) -> set[str]:
         return {s.page_uid for s in self.sessions.values() if s.page_uid}
@@ -212,7 +241,10 @@ class WebRtcOutput:
             raise WebRtcError(404, f"no live stream {stream_id!r}")
         kinds = offered_kinds(offer_sdp)
         session = Session(secrets.token_urlsafe(12), stream_id, peer, page_uid[:64])
-        return session, await self.start_session(self._session, session, offer_sdp, kinds)
+        answer = await self.start_session(
+            PROTOCOL, stream_id, self._session, session, offer_sdp, kinds
+        )
+        return session, answer
 
     def end(self, session_id: str) -> bool:
         session = self.sessions.get(session_id)
@@ -295,7 +327,7 @@ class WebRtcOutput:
         if reason is None and not offer_carries(track, offer_sdp):
             profile = h264_profile(track.h264_profile_level_id or "42e01f")
             reason = f"H.264 {profile}, a profile the browser did not offer"
-        if reason is not None and self.transcoder is None:
+        if reason is not None and self.start_copy is None:
             raise WebRtcError(
                 415,
                 f"{session.stream_id} has {reason}, which browsers cannot decode over WebRTC, "
@@ -305,11 +337,12 @@ class WebRtcOutput:
 
     async def _start_copy(self, session: Session, reason: str) -> str:
         """Start (or join) the stream's re-encoded copy for browsers; its stream id."""
-        assert self.transcoder is not None
-        if not await self.transcoder.ensure(session.stream_id, WEBRTC_PROFILE):
+        assert self.start_copy is not None
+        copy_id = await self.start_copy(session.stream_id)
+        if copy_id is None:
             raise WebRtcError(503, "the stream's copy for browsers could not start")
         log.info("%s gets %s re-encoded for WebRTC: %s", session.peer, session.stream_id, reason)
-        return f"{session.stream_id}@{WEBRTC_PROFILE.name}"
+        return copy_id
 
     async def _watch(
         self,
@@ -337,9 +370,8 @@ class WebRtcOutput:
             try:
                 await self._serve(session, pc, reader, video, audio)
             except Exception:
-                # A bug in one session must not stop the others or the server.
-                log.exception("WebRTC session %s failed", session.id)
-                session.reason = "internal error"
+                session.close("internal error")  # the supervisor reports it
+                raise
         finally:
             self.sessions.pop(session.id, None)
             viewer.left_because = session.reason

@@ -74,7 +74,7 @@ def test_a_target_that_restarts_gets_the_stream_again(rtmp, ghostream_server) ->
         probe(rtmp.url("key"))
         mark = server.line_count()
         rtmp.stop()
-        server.wait_for_log(r"forwarding demo to .* failed: .*; retrying in", 20, start=mark)
+        server.wait_for_log(r"demo: forward restarting in \d+ s: rtmp://\S+ failed", 20, start=mark)
         rtmp.start()
         server.wait_for_log(r"forwarding demo to rtmp://", 30, start=mark)
         probe(rtmp.url("key"))
@@ -101,15 +101,22 @@ def test_an_unreachable_target_leaves_the_stream_and_other_targets_alone(
             # The dead target is retried after 1 s, then 2 s, then 4 s: backing off, not hammering.
             for delay in (1, 2, 4):
                 server.wait_for_log(
-                    rf"forwarding demo to rtmp://127.0.0.1:\d+/live/\*+ failed: .*"
-                    rf"retrying in {delay} s",
+                    rf"demo: forward restarting in {delay} s: "
+                    rf"rtmp://127.0.0.1:\d+/live/\*+ failed: ",
                     15,
                 )
+            # Each failure is a fault of that target only, in the history and the metrics.
+            faults = [e for e in events(server, "demo") if e["kind"] == "fault"]
+            assert len(faults) >= 3 and {e["protocol"] for e in faults} == {"forward"}, faults
+            assert all("/live/dead" not in e["reason"] for e in faults)
     finally:
         closed.close()
     metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
     failures = re.search(r'ghostream_forward_failures_total\{stream="demo"\} ([0-9.]+)', metrics)
     assert failures and float(failures[1]) >= 3
+    faults = re.search(r'ghostream_stream_faults_total\{component="forward"\} ([0-9.]+)', metrics)
+    assert faults and float(faults[1]) >= 3
+    assert "Traceback" not in server.log
 
 
 def test_a_file_target_records_the_stream(require_program, ghostream_server, tmp_path) -> None:

@@ -1,7 +1,7 @@
 """The retry rule of forwarding, supervised tasks and edge pulls."""
 
 from ghostream.backoff import Backoff
-from ghostream.outputs.forward import FIRST_RETRY, HEALTHY_AFTER, MAX_RETRY
+from ghostream.broker.supervisor import FIRST_RETRY, HEALTHY_AFTER, MAX_RETRY
 
 
 def test_delays_double_up_to_the_cap() -> None:

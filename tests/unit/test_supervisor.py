@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from ghostream import monitoring
-from ghostream.broker.supervisor import Supervisor
+from ghostream.broker.supervisor import PeerFailed, Supervisor
 from ghostream.history import queries
 from ghostream.history.events import Event, StreamFault
 from ghostream.history.log import EventLog
@@ -120,3 +120,50 @@ async def test_faults_are_kept_in_the_history(tmp_path) -> None:
         assert json.loads(event["detail"]) == {"action": "stopped"}
     finally:
         history.close()
+
+
+async def test_what_a_client_causes_is_raised_as_it_is_and_no_fault() -> None:
+    supervisor, events = recording()
+
+    async def session() -> None:
+        async with trio.open_nursery():
+            raise LookupError("the client's offer")
+
+    with pytest.raises(LookupError):
+        await supervisor.run("demo", "webrtc", session, passes=(LookupError,))
+    assert events == []
+
+
+async def test_a_peer_that_fails_is_a_fault_without_traceback(caplog) -> None:
+    supervisor, events = recording()
+
+    async def target() -> None:
+        raise PeerFailed("rtmp://example.com/live/**** failed: cannot open")
+
+    await supervisor.run("demo", "forward", target)
+    (fault,) = events
+    assert isinstance(fault, StreamFault)
+    assert fault.reason == "rtmp://example.com/live/**** failed: cannot open"
+    (record,) = [r for r in caplog.records if r.name == "ghostream.broker.supervisor"]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+
+
+async def test_no_restart_once_the_stream_is_gone(autojump_clock) -> None:
+    supervisor, events = recording()
+    live = [True]
+    starts: list[float] = []
+
+    async def target() -> None:
+        starts.append(trio.current_time())
+        raise PeerFailed("refused")
+
+    async def end_stream() -> None:
+        await trio.sleep(1.5)
+        live[0] = False
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(end_stream)
+        await supervisor.run("demo", "forward", target, again=lambda: live[0])
+        stopped = trio.current_time()
+    # A restart after 1 s; the next wait, of 2 s, ends within a second of the stream.
+    assert starts == [0, 1] and stopped == 2

@@ -21,10 +21,11 @@ from pathlib import Path
 import trio
 
 from ghostream import monitoring, threads
+from ghostream.broker.feeds import Feeds
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
-from ghostream.broker.tasks import TaskOwner, start_registered
+from ghostream.broker.tasks import TaskOwner
 from ghostream.config import RecordingSettings
 from ghostream.history.events import Event, PublishStarted, RecordingStopped
 from ghostream.media.errors import MalformedStream
@@ -46,6 +47,10 @@ THUMBNAIL_WIDTH = 640
 class Show:
     """A recording in progress, registered by stream while it runs (retention spares it)."""
 
+    def __init__(self, stream_id: str, started: float) -> None:
+        self.stream_id = stream_id
+        self.started = started
+
     files: RecordingFiles | None = None
     # The newest segment on disk (segments are numbered from 0).
     written: int = -1
@@ -59,7 +64,9 @@ class Recorder(TaskOwner):
         self.directory = directory
         self.packets = packets
         self.broker = broker
-        self._writing: dict[str, Show] = {}
+        self._shows: Feeds[Show] = Feeds(broker.supervisor, COMPONENT, self._record)
+        # Directories being written, which retention spares.
+        self._writing: set[Path] = set()
         self._retention = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -82,25 +89,18 @@ class Recorder(TaskOwner):
         if not isinstance(event, PublishStarted) or "@" in event.stream_id:
             return
         stream_id = event.stream_id
-        if not self.settings.records(stream_id) or stream_id in self._writing:
+        if not self.settings.records(stream_id) or stream_id in self._shows:
             return
         if self._nursery is None:
             return
-        show = Show()
-        start_registered(
-            self._nursery,
-            self._writing,
-            stream_id,
-            show,
-            partial(self._record, show, stream_id, event.at),
-            supervisor=self.broker.supervisor,
-            component=COMPONENT,
-        )
+        self._shows.open(self._nursery, stream_id, lambda: Show(stream_id, event.at))
 
-    async def _record(self, show: Show, stream_id: str, started: float) -> None:
+    async def _record(self, show: Show) -> None:
+        stream_id, started = show.stream_id, show.started
         timeline = Timeline(part_target=SEGMENT_SECONDS, segment_target=SEGMENT_SECONDS, window=2)
         try:
             show.files = await _in_thread(RecordingFiles, self.directory, stream_id, started)
+            self._writing.add(show.files.directory)
             log.info("%s: recording to %s", stream_id, show.files.directory)
             async with self.packets.read(stream_id, max_lag=MAX_LAG) as reader:
                 timeline.begin(await reader.tracks())
@@ -148,6 +148,7 @@ class Recorder(TaskOwner):
         if files is None:
             self.broker.emit(RecordingStopped(stream_id, time.time(), 0.0, 0, error))
             return
+        self._writing.discard(files.directory)
         try:
             await _in_thread(files.close, error=error)
         except OSError as exc:
@@ -167,7 +168,7 @@ class Recorder(TaskOwner):
 
     async def _keep_within_limits(self) -> None:
         while True:
-            writing = {s.files.directory for s in self._writing.values() if s.files is not None}
+            writing = set(self._writing)
             try:
                 await trio.to_thread.run_sync(
                     partial(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from functools import partial
 
 import trio
 
@@ -58,6 +59,8 @@ SEND_TIMEOUT = 30.0
 # Small enough that a slow link holds a few pictures, not seconds of them.
 SEND_BUFFER = 64 * 1024
 LEAVE_KEYS = frozenset(b"qQ") | {CTRL_C, CTRL_D}
+# How a client's session ends without a fault: the stream ends, the client is slow or gone.
+CLIENT_ENDS = (StreamEnded, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 class TelnetClient:
@@ -121,7 +124,12 @@ class TelnetClient:
                     with trio.CancelScope() as self._watch_scope:
                         try:
                             await self._send(ALTERNATE_SCREEN + HIDE_CURSOR + _waiting(stream_id))
-                            await self._show(stream_id, viewer, attendee)
+                            show = partial(self._show, stream_id, viewer, attendee)
+                            await self.broker.supervisor.run(
+                                stream_id, PROTOCOL, show, passes=CLIENT_ENDS
+                            )
+                            # Showing ends only by an exception: this one was a fault, reported.
+                            ended = why = attendee.left_because = "internal error"
                         except StreamEnded as exc:
                             ended = why = attendee.left_because = exc.reason
                         except trio.TooSlowError:
@@ -263,15 +271,15 @@ class TelnetOutput:
                     await stream.send_all(b"Too many viewers, try again later.\r\n")
                 return
             stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-            await TelnetClient(stream, peer, self.broker, self.pictures).run()
+            client = TelnetClient(stream, peer, self.broker, self.pictures)
+            # Outside a stream (the prompt, the telnet protocol) a fault names no stream.
+            await self.broker.supervisor.run("", PROTOCOL, client.run, passes=CLIENT_ENDS)
         except trio.TooSlowError:
             log.info(
                 "telnet client %s dropped: its terminal read nothing for %ds", peer, SEND_TIMEOUT
             )
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-        except Exception:
-            log.exception("telnet client %s failed", peer)
         finally:
             self.clients -= 1
             await stream.aclose()
