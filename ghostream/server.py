@@ -38,6 +38,7 @@ class Service:
 
 def plan_services(context: ServerContext) -> list[Service]:
     from ghostream.http.app import serve_web
+    from ghostream.rtmp.ingest import serve_rtmp
     from ghostream.srt.service import serve_srt
 
     settings = context.settings
@@ -52,6 +53,11 @@ def plan_services(context: ServerContext) -> list[Service]:
         services.append(
             Service("SRT", f"{settings.srt.listen_address}/udp", partial(serve_srt, context))
         )
+    if settings.rtmp.enabled:
+        address = f"{settings.rtmp.listen_address}/tcp"
+        if settings.rtmp.tls.enabled:
+            address += f" {settings.rtmp.tls.listen_address}/tcp (RTMPS)"
+        services.append(Service("RTMP", address, partial(serve_rtmp, context)))
     if context.transcoder is not None:
         services.append(Service("transcoding", "", context.transcoder.run))
     if context.edge is not None:
