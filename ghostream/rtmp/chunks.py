@@ -45,7 +45,6 @@ class _ChunkStream:
     type: int = 0
     stream_id: int = 0
     extended: bool = False
-    started: bool = False
     body: bytearray | None = None
 
 
@@ -132,8 +131,6 @@ class ChunkReader:
             position += 4
             if fmt < 3:
                 stamp = value
-        if fmt == 3 and not stream.started:
-            raise RtmpError(f"chunk stream {csid} continues a message it never began")
         if fmt < 2:
             length = int.from_bytes(header[3:6], "big")
             if length > MAX_MESSAGE_SIZE:
@@ -163,7 +160,6 @@ class ChunkReader:
             if fmt < 2:
                 stream.length = length
                 stream.type = header[6]
-            stream.started = True
             if self._pending + stream.length > MAX_PENDING:
                 raise RtmpError(f"more than {MAX_PENDING} bytes of unfinished messages")
             self._pending += stream.length
