@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -247,3 +248,35 @@ def test_chromium_watches_an_rtmp_publish_over_whep(
         wait_for(chromium, "return await stats()",
                  lambda s: s.get("video", {}).get("framesDecoded", 0) >= 25, 25,
                  "video decoded over WHEP")  # fmt: skip
+
+
+def greeted_socket(server: ServerProcess) -> socket.socket:
+    """A TCP connection to the RTMP port past the handshake, as a hostile client has it."""
+    sock = socket.create_connection(("127.0.0.1", server.rtmp_port), timeout=10)
+    sock.sendall(b"\x03" + bytes(1536))
+    answer = b""
+    while len(answer) < 1 + 2 * 1536:
+        answer += sock.recv(8192)
+    sock.sendall(bytes(1536))
+    return sock
+
+
+def test_malformed_chunk_streams_close_that_connection_only(peers, ghostream_server) -> None:
+    server = ghostream_server()
+    with rtmp_publishing(server, server.rtmp_url("demo:demo")):
+        # A continuation chunk with no message begun, a 2^31 chunk size, AMF nested 20 deep.
+        attacks = [
+            b"\xc5" + bytes(64),
+            b"\x02" + bytes(3) + b"\x00\x00\x04\x01" + bytes(4) + b"\x7f\xff\xff\xff",
+            b"\x03" + bytes(3) + b"\x00\x00\x51\x14" + bytes(4) + b"\x03" + b"\x00\x01k\x03" * 20,
+        ]
+        for attack in attacks:
+            mark = server.line_count()
+            with greeted_socket(server) as sock:
+                sock.sendall(attack)
+                # The server closes the connection: the read sees its end.
+                assert sock.recv(65536 * 4) is not None
+                line = server.wait_for_log(r"RTMP from 127\.0\.0\.1:\d+ closed: ", start=mark)
+                assert "no publish command" not in line, "refused only by the timeout"
+        assert probe_streams(server) == {"video": "h264", "audio": "aac"}
+    assert "Traceback" not in server.log
