@@ -128,7 +128,10 @@ class RtmpIngest:
             await trio.aclose_forcefully(stream)
 
     async def _serve(self, name: str, link: _Link, peer: str) -> None:
-        request = next(e for e in await link.events() if isinstance(e, PublishRequested))
+        request = None
+        while request is None:
+            events = await link.events()
+            request = next((e for e in events if isinstance(e, PublishRequested)), None)
         stream_id = await self._admit(name, link, peer, request)
         if stream_id is None:
             await link.flush()
