@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Ghostream on Alpine: small image, unprivileged user, configuration mounted read-only.
 #   scripts/image alpine        (or: docker build -t ghostream:alpine .)
-#   docker run -p 9710:9710/udp -p 8080:8080 -p 10000-10005:10000-10005/udp -p 10000:10000/tcp \
+#   docker run -p 9710:9710/udp -p 1935:1935 -p 8080:8080 -p 10000-10005:10000-10005/udp -p 10000:10000/tcp \
 #       -p 2112:2112 -e GHOSTREAM_WEBRTC_PUBLICIPS=HOST_IP \
 #       -v ./ghostream.yml:/etc/ghostream/ghostream.yml:ro -v ghostream-data:/var/lib/ghostream ghostream:alpine
 # Both base images are build arguments, as in Dockerfile.debian.
@@ -48,7 +48,7 @@ ENV PATH=/venv/bin:$PATH \
     GHOSTREAM_HISTORY_PATH=/var/lib/ghostream/history.sqlite3
 USER ghostream
 VOLUME /var/lib/ghostream
-EXPOSE 9710/udp 8080/tcp 10000-10005/udp 10000/tcp 2112/tcp
+EXPOSE 9710/udp 1935/tcp 1936/tcp 8080/tcp 10000-10005/udp 10000/tcp 2112/tcp
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
     CMD wget -q -O /dev/null http://127.0.0.1:8080/healthz || exit 1
 STOPSIGNAL SIGTERM

@@ -295,6 +295,45 @@ class SrtSettings:
 
 
 @dataclass(frozen=True)
+class RtmpTlsSettings:
+    certificate: str = _key(
+        "certificate",
+        doc="PEM certificate chain file for RTMPS; with `rtmp.tls.key`, RTMPS is on.",
+        default="",
+    )
+    key: str = _key("key", doc="PEM private key file of `rtmp.tls.certificate`.", default="")
+    listen_address: ListenAddress = _key(
+        "listenAddress",
+        doc="TCP address of the RTMPS listener (OBS: `rtmps://HOST:1936/live`).",
+        default=ListenAddress("", 1936),
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.certificate and self.key)
+
+
+@dataclass(frozen=True)
+class RtmpSettings:
+    enabled: bool = _key(
+        "enabled",
+        doc="Accept RTMP publishers (stream key `ID:PASSWORD`, checked like SRT's).",
+        default=True,
+    )
+    listen_address: ListenAddress = _key(
+        "listenAddress",
+        doc="TCP address of the RTMP listener (OBS: server `rtmp://HOST/live`).",
+        default=ListenAddress("", 1935),
+    )
+    max_clients: int = _key(
+        "maxClients",
+        doc="Most RTMP and RTMPS connections at once; more are closed at once.",
+        default=64,
+    )
+    tls: RtmpTlsSettings = _key("tls", default_factory=RtmpTlsSettings)
+
+
+@dataclass(frozen=True)
 class OriginSettings:
     """Where an edge server pulls the streams its viewers ask for."""
 
@@ -619,6 +658,7 @@ class Settings:
     monitoring: MonitoringSettings = _key("monitoring", default_factory=MonitoringSettings)
     origin: OriginSettings = _key("origin", default_factory=OriginSettings)
     recording: RecordingSettings = _key("recording", default_factory=RecordingSettings)
+    rtmp: RtmpSettings = _key("rtmp", default_factory=RtmpSettings)
     srt: SrtSettings = _key("srt", default_factory=SrtSettings)
     streams: StreamsSettings = _key("streams", default_factory=StreamsSettings)
     telnet: TelnetSettings = _key("telnet", default_factory=TelnetSettings)
@@ -961,6 +1001,15 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
     for name, phrase in settings.srt.passphrases.items():
         if not 10 <= len(phrase) <= 79:
             fail(("srt", "passphrases"), f"of {name!r} must have 10 to 79 characters")
+    if not 1 <= settings.rtmp.max_clients <= 100_000:
+        fail(("rtmp", "maxClients"), "must be between 1 and 100000")
+    tls = settings.rtmp.tls
+    if bool(tls.certificate) != bool(tls.key):
+        missing = "key" if tls.certificate else "certificate"
+        fail(("rtmp", "tls", missing), "must be set too: RTMPS needs a certificate and its key")
+    for name, path in (("certificate", tls.certificate), ("key", tls.key)):
+        if path and not Path(path).is_file():
+            fail(("rtmp", "tls", name), f"names {path!r}, which is not a readable file")
     if settings.history.retention < 0:
         fail(("history", "retention"), "must not be negative")
     if not 1 <= settings.srt.max_clients <= 100_000:

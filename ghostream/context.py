@@ -216,6 +216,16 @@ def planned_services(context: ServerContext) -> list[Service]:
             edge=context.edge is not None,
         )
         services.append(Service("SRT", f"{settings.srt.listen_address}/udp", srt.serve))
+    if settings.rtmp.enabled:
+        from ghostream.rtmp.ingest import RtmpIngest
+
+        rtmp = RtmpIngest(
+            settings.rtmp, context.broker, context.gatekeeper, edge=context.edge is not None
+        )
+        address = f"{settings.rtmp.listen_address}/tcp"
+        if settings.rtmp.tls.enabled:
+            address += f" {settings.rtmp.tls.listen_address}/tcp (RTMPS)"
+        services.append(Service("RTMP", address, rtmp.serve))
     if context.transcoder is not None:
         services.append(Service("transcoding", "", context.transcoder.run))
     if context.edge is not None:

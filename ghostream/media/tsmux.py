@@ -1,7 +1,8 @@
-"""Access units to MPEG-TS, without I/O: how a WebRTC publish becomes an ordinary stream.
+"""Access units to MPEG-TS, without I/O: how a WHIP or RTMP publish becomes an ordinary stream.
 
 Every output of the server reads MPEG-TS from the broker, so what a WHIP
-publisher sends (H.264 access units, Opus packets) is muxed into TS as it
+publisher sends (H.264 access units, Opus packets), or an RTMP one (H.264
+or HEVC with AAC in ADTS frames), is muxed into TS as it
 arrives, one chunk per access unit, so that nothing waits in a muxer's
 buffer: the chunk of a keyframe starts with the program tables, which is
 what the broker's GOP cache looks for.  The layouts are fixed and few (PAT,
@@ -19,13 +20,16 @@ from ghostream.media.ts import PACKET_SIZE, SYNC_BYTE
 PMT_PID = 0x1000
 VIDEO_PID = 0x100
 AUDIO_PID = 0x101
-H264_STREAM_TYPE = 0x1B
+VIDEO_STREAM_TYPES = {"h264": 0x1B, "hevc": 0x24}
 PRIVATE_STREAM_TYPE = 0x06
+AAC_STREAM_TYPE = 0x0F
 VIDEO_STREAM_ID = 0xE0
+AUDIO_STREAM_ID = 0xC0
 PRIVATE_STREAM_1 = 0xBD
 # Timestamps start this far ahead of the PCR, so that a player's buffer fills first.
 PTS_OFFSET = 18000
-AUD = b"\x00\x00\x00\x01\x09\xf0"
+# An access unit delimiter starts each access unit, as TS requires.
+DELIMITERS = {"h264": b"\x00\x00\x00\x01\x09\xf0", "hevc": b"\x00\x00\x00\x01\x46\x01\x50"}
 PAYLOAD_SIZE = PACKET_SIZE - 4
 TIMESTAMP_MASK = (1 << 33) - 1
 
@@ -67,16 +71,20 @@ def _pcr(value: int) -> bytes:
 
 
 class TsMuxer:
-    """H.264 (and Opus) in, TS bytes out; `channels` is 0 for a publish without audio.
+    """H.264 or HEVC (and Opus or AAC) in, TS bytes out; `channels` is 0 without audio.
 
     The video carries the PCR, and its keyframes bring the tables.
     """
 
-    def __init__(self, *, channels: int) -> None:
+    def __init__(self, *, channels: int, video_codec: str = "h264", audio_codec: str = "opus"):
         self.channels = channels
+        self.audio_codec = audio_codec
+        self._delimiter = DELIMITERS[video_codec]
         self._counters: dict[int, int] = {}
-        streams = struct.pack(">BHH", H264_STREAM_TYPE, 0xE000 | VIDEO_PID, 0xF000)
-        if channels:
+        streams = struct.pack(">BHH", VIDEO_STREAM_TYPES[video_codec], 0xE000 | VIDEO_PID, 0xF000)
+        if channels and audio_codec == "aac":
+            streams += struct.pack(">BHH", AAC_STREAM_TYPE, 0xE000 | AUDIO_PID, 0xF000)
+        elif channels:
             descriptors = b"\x05\x04Opus" + bytes([0x7F, 2, 0x80, channels])
             streams += struct.pack(
                 ">BHH", PRIVATE_STREAM_TYPE, 0xE000 | AUDIO_PID, 0xF000 | len(descriptors)
@@ -85,15 +93,22 @@ class TsMuxer:
         self._pat = _section(0x00, 1, struct.pack(">HH", 1, 0xE000 | PMT_PID))
         self._pmt = _section(0x02, 1, struct.pack(">HH", 0xE000 | VIDEO_PID, 0xF000) + streams)
 
-    def video_unit(self, data: bytes, pts: int, keyframe: bool) -> bytes:
-        """One H.264 access unit (Annex B), with the tables first when it is a keyframe."""
+    def video_unit(self, data: bytes, pts: int, keyframe: bool, dts: int | None = None) -> bytes:
+        """One access unit (Annex B), with the tables first when it is a keyframe.
+
+        `dts` is given when it differs from `pts` (B-frames); the PCR follows it.
+        """
         tables = self._tables() if keyframe else b""
-        pes = self._pes(VIDEO_STREAM_ID, pts, AUD + data)
-        return tables + self._packetize(VIDEO_PID, pes, pcr=pts, random_access=keyframe)
+        pes = self._pes(VIDEO_STREAM_ID, pts, self._delimiter + data, dts)
+        clock = pts if dts is None else dts
+        return tables + self._packetize(VIDEO_PID, pes, pcr=clock, random_access=keyframe)
 
     def audio_packet(self, data: bytes, pts: int) -> bytes:
-        """One Opus packet."""
-        pes = self._pes(PRIVATE_STREAM_1, pts, opus.ts_frame(data))
+        """One Opus packet, or AAC frames with their ADTS headers."""
+        if self.audio_codec == "aac":
+            pes = self._pes(AUDIO_STREAM_ID, pts, data)
+        else:
+            pes = self._pes(PRIVATE_STREAM_1, pts, opus.ts_frame(data))
         return self._packetize(AUDIO_PID, pes, pcr=None, random_access=False)
 
     def _tables(self) -> bytes:
@@ -105,9 +120,13 @@ class TsMuxer:
         return header + payload + b"\xff" * (PAYLOAD_SIZE - len(payload))
 
     @staticmethod
-    def _pes(stream_id: int, pts: int, data: bytes) -> bytes:
+    def _pes(stream_id: int, pts: int, data: bytes, dts: int | None = None) -> bytes:
         """A PES with its length whenever it fits, so a demuxer completes it without waiting."""
-        optional = b"\x80\x80\x05" + _timestamp(0x2, pts + PTS_OFFSET)
+        if dts is None or dts == pts:
+            optional = b"\x80\x80\x05" + _timestamp(0x2, pts + PTS_OFFSET)
+        else:
+            optional = b"\x80\xc0\x0a" + _timestamp(0x3, pts + PTS_OFFSET)
+            optional += _timestamp(0x1, dts + PTS_OFFSET)
         length = len(optional) + len(data)
         if length > 0xFFFF:
             length = 0

@@ -2,7 +2,9 @@
 
 It runs in the foreground from a temporary prefix, on a free loopback port,
 as a stand-in for Twitch or YouTube ingest; `stop` and `start` again on the
-same port simulate an ingest server that goes away and comes back.
+same port simulate an ingest server that goes away and comes back.  With
+`push`, it relays what it receives to another RTMP server (Ghostream's
+ingest), as a studio's nginx-rtmp would.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ rtmp {{
         listen 127.0.0.1:{port};
         application live {{
             live on;
+            {push}
         }}
     }}
 }}
@@ -32,13 +35,17 @@ rtmp {{
 
 
 class RtmpServer:
-    def __init__(self, nginx: str, prefix: Path, port: int) -> None:
+    def __init__(self, nginx: str, prefix: Path, port: int, *, push: str = "") -> None:
         self.nginx = nginx
         self.prefix = prefix
         self.port = port
         self.process: subprocess.Popen | None = None
         (prefix / "logs").mkdir(parents=True, exist_ok=True)
-        (prefix / "nginx.conf").write_text(CONFIG.format(module=MODULE, prefix=prefix, port=port))
+        (prefix / "nginx.conf").write_text(
+            CONFIG.format(
+                module=MODULE, prefix=prefix, port=port, push=f"push {push};" if push else ""
+            )
+        )
 
     def url(self, key: str) -> str:
         return f"rtmp://127.0.0.1:{self.port}/live/{key}"

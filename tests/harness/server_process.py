@@ -54,6 +54,8 @@ class ServerProcess:
         self.config = config
         self.config_path = config_path
         self.srt_port = int(config["srt"]["listenAddress"].rsplit(":", 1)[1])
+        self.rtmp_port = int(config["rtmp"]["listenAddress"].rsplit(":", 1)[1])
+        self.rtmps_port = int(config["rtmp"]["tls"]["listenAddress"].rsplit(":", 1)[1])
         self.web_url = "http://" + config["web"]["listenAddress"]
         self.metrics_url = "http://" + config["monitoring"]["listenAddress"] + "/metrics"
         self.history_path = Path(config["history"]["path"])
@@ -68,6 +70,11 @@ class ServerProcess:
             query = {"streamid": streamid, **query}
         suffix = "?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""
         return f"srt://127.0.0.1:{self.srt_port}{suffix}"
+
+    def rtmp_url(self, key: str, *, secure: bool = False) -> str:
+        if secure:
+            return f"rtmps://127.0.0.1:{self.rtmps_port}/live/{key}"
+        return f"rtmp://127.0.0.1:{self.rtmp_port}/live/{key}"
 
     def admin_json(self, path: str) -> dict:
         """GET an admin API path with the test admin credential."""
@@ -145,6 +152,11 @@ def make_config(directory: Path, overrides: dict[str, Any]) -> dict:
     """A configuration on free loopback ports, with the history in `directory`."""
     base = {
         "srt": {"listenAddress": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}"},
+        # RTMP on a port of its own, never 1935 (which nginx-rtmp or another server may hold).
+        "rtmp": {
+            "listenAddress": f"127.0.0.1:{free_port()}",
+            "tls": {"listenAddress": f"127.0.0.1:{free_port()}"},
+        },
         "web": {"listenAddress": f"127.0.0.1:{free_port()}"},
         "monitoring": {"listenAddress": f"127.0.0.1:{free_port()}"},
         "history": {"path": str(directory / "history.sqlite3")},

@@ -48,6 +48,8 @@ def test_dockerfile_matches_the_server(path: Path) -> None:
     defaults = Settings()
     expected = {
         f"{defaults.srt.listen_address.port}/udp",
+        f"{defaults.rtmp.listen_address.port}/tcp",
+        f"{defaults.rtmp.tls.listen_address.port}/tcp",
         f"{defaults.web.listen_address.port}/tcp",
         f"{defaults.webrtc.min_port_udp}-{defaults.webrtc.max_port_udp}/udp",
         f"{defaults.webrtc.tcp_listen_address.port}/tcp",
@@ -171,6 +173,7 @@ def test_compose_file_runs_the_image_as_the_dockerfile_expects() -> None:
     published = {port.split(":", 1)[1] for port in service["ports"]}
     assert published == {
         f"{defaults.srt.listen_address.port}/udp",
+        f"{defaults.rtmp.listen_address.port}/tcp",
         f"{defaults.webrtc.min_port_udp}-{defaults.webrtc.max_port_udp}/udp",
         f"{defaults.webrtc.tcp_listen_address.port}/tcp",
     }
