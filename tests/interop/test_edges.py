@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from harness.browser import wait_for
-from harness.publisher import ffmpeg_admitted, publishing, signal_source
+from harness.media import signal_source
+from harness.publisher import ffmpeg_admitted, publishing
 from harness.server_process import ServerProcess
 from test_webrtc import open_viewer
 

@@ -16,7 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from harness.publisher import publishing, signal_source
+from harness.media import signal_source
+from harness.publisher import publishing
 from harness.rtmp_server import MODULE, RtmpServer
 from harness.server_process import free_port
 

@@ -18,7 +18,8 @@ import httpx
 import pytest
 import trio
 from harness.browser import wait_for
-from harness.publisher import publishing, signal_source
+from harness.media import signal_source
+from harness.publisher import publishing
 from harness.server_process import ServerProcess, free_port
 
 HLS_JS = (

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from harness.browser import open_chromium, wait_for
-from harness.publisher import publishing, signal_source
+from harness.media import signal_source
+from harness.publisher import publishing
 from harness.server_process import ServerProcess
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"

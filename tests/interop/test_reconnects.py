@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from harness.browser import wait_for
-from harness.publisher import publishing, signal_source
+from harness.media import signal_source
+from harness.publisher import publishing
 
 PAGE = Path(__file__).parent / "pages" / "whep.html"
 SOURCE = signal_source("160x90", "-tune", "zerolatency")

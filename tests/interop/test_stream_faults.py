@@ -21,7 +21,8 @@ import httpx
 import pytest
 from aiortc import RTCPeerConnection
 from harness.browser import wait_for
-from harness.publisher import publishing, signal_source
+from harness.media import signal_source
+from harness.publisher import publishing
 from harness.server_process import ServerProcess
 
 GOOD = signal_source("160x90")

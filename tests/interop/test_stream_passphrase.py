@@ -7,7 +7,7 @@ import subprocess
 import urllib.request
 
 import pytest
-from harness.publisher import signal_source
+from harness.media import signal_source
 from harness.server_process import ServerProcess
 
 STREAM_PASSPHRASE = "only-for-demo-2026"

@@ -8,7 +8,8 @@ import time
 import urllib.request
 
 import pytest
-from harness.publisher import publishing, signal_source
+from harness.media import signal_source
+from harness.publisher import publishing
 
 SOURCE_720P = signal_source("1280x720", "-tune", "zerolatency", "-b:v", "1M")
 
