@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from harness.browser import wait_for
-from harness.media import signal_source
+from harness.media import probe_frames, signal_source
 from harness.publisher import ffmpeg_admitted, publishing
 from harness.server_process import ServerProcess
 from test_webrtc import open_viewer
@@ -87,17 +87,6 @@ def metric(server: ServerProcess, name: str, labels: str) -> float:
     return float(match[1]) if match else 0.0
 
 
-def decoded_frames(url: str, frames: int = 25) -> int:
-    """How many of the first `frames` video frames ffprobe decodes from an SRT or HLS URL."""
-    result = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v", "-read_intervals", f"%+#{frames}",
-         "-show_entries", "frame=key_frame", "-of", "csv=p=0", url],
-        capture_output=True, timeout=30, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return len(result.stdout.split())
-
-
 @contextmanager
 def srt_viewer(
     server: ServerProcess, stream_id: str, progress: Path | None = None
@@ -119,12 +108,12 @@ def test_two_edges_serve_srt_and_llhls_and_the_origin_counts_every_viewer(
     edge_a = ghostream_server(edge_config(origin))
     edge_b = ghostream_server(edge_config(origin))
     with publishing(origin, "demo:demo"):
-        assert decoded_frames(edge_a.srt_url("demo")) == 25
+        assert len(probe_frames(edge_a.srt_url("demo"), 25)) == 25
         with srt_viewer(edge_a, "demo"), srt_viewer(edge_a, "demo"), srt_viewer(edge_b, "demo"):
             # One pull per edge, however many viewers each has.
             assert edge_a.log.count("demo: pulling from the origin") == 1
-            assert decoded_frames(edge_b.srt_url("demo")) == 25
-            assert decoded_frames(f"{edge_b.web_url}/demo/index.m3u8") == 25
+            assert len(probe_frames(edge_b.srt_url("demo"), 25)) == 25
+            assert len(probe_frames(f"{edge_b.web_url}/demo/index.m3u8", 25)) == 25
             assert viewers_of(origin, "demo") == 2
             assert metric(origin, "ghostream_viewers", 'protocol="srt",stream="demo"') == 2
             # The streamer's number: the three people, not the two edges.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from harness.media import signal_source
+from harness.programs import unavailable
 from harness.publisher import publishing
 from harness.rtmp_server import MODULE, RtmpServer
 from harness.server_process import free_port
@@ -27,7 +28,7 @@ def rtmp(require_program, tmp_path: Path):
     require_program("ffmpeg")
     nginx = require_program("nginx")
     if not MODULE.exists():
-        require_program("ngx_rtmp_module.so (libnginx-mod-rtmp)")
+        unavailable(f"nginx's RTMP module {MODULE} is not installed (scripts/test installs it)")
     server = RtmpServer(nginx, tmp_path / "nginx", free_port())
     server.start()
     yield server

@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 from harness.browser import wait_for
+from harness.media import signal_source
 from harness.publisher import publishing
 from test_webrtc import open_viewer, post_offer, whep_url
 
@@ -32,18 +33,9 @@ document.getElementById('video').addEventListener('waiting', () => { window.stal
 """
 
 
-def source(*codec: str) -> list[str]:
-    """640x360 at 30 fps as a streamer's encoder would send it, with AAC audio."""
-    return [
-        "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate={RATE}",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        *codec, "-g", str(2 * RATE), "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
-    ]  # fmt: skip
-
-
 # libx264 as OBS's default x264 settings run it: B-frames on.
-B_FRAMES = source("-c:v", "libx264", "-preset", "veryfast", "-b:v", "800k")
-HEVC = source("-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error")
+B_FRAMES = signal_source("640x360", "-b:v", "800k", rate=RATE, preset="veryfast", gop=2 * RATE)
+HEVC = signal_source("640x360", rate=RATE, video="libx265", gop=2 * RATE)
 
 
 @pytest.fixture

@@ -66,7 +66,6 @@ def build(source: Path, output: Path, *options: str, env: dict | None = None):
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The sdist and the wheel of the checkout (the wheel built from the sdist)."""
-    pytest.importorskip("build", reason="the test tools include `build` (scripts/test)")
     for asset in NPM_ASSETS:
         assert (WEB / "node_modules" / asset).is_file(), "scripts/test installs the npm assets"
     output = tmp_path_factory.mktemp("dist")
@@ -99,7 +98,6 @@ def test_wheel_and_sdist_ship_the_package_and_nothing_else(dists) -> None:
 
 def test_wheel_is_not_built_without_the_players_npm_assets(tmp_path: Path) -> None:
     """No npm assets and no npm: the build stops and says what to do."""
-    pytest.importorskip("build", reason="the test tools include `build` (scripts/test)")
     source = tmp_path / "source"
     shutil.copytree(PACKAGE, source / "ghostream", ignore=shutil.ignore_patterns("node_modules"))
     for name in ("pyproject.toml", "setup.py", "README.md"):
