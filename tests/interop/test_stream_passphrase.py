@@ -70,6 +70,29 @@ def test_a_stream_passphrase_admits_its_peers_only(server: ServerProcess) -> Non
     assert 'ghostream_rejections_total{protocol="srt",reason="bad_secret"} 1.0' in metrics
 
 
+def test_variants_and_users_take_their_passphrase_from_srt_passphrases(
+    require_program, ghostream_server
+) -> None:
+    """`demo@240p` uses its source's passphrase, a `#!::u=alice` caller alice's own."""
+    require_program("ffmpeg")
+    alice = "alice-has-her-own-2026"
+    server = ghostream_server({"srt": {"passphrases": {"demo": STREAM_PASSPHRASE, "alice": alice}}})
+    as_alice = "#!::r=other,u=alice"
+    # SRT_REJ_UNSECURE (11) without one, SRT_REJ_BADSECRET (10) with another's; with the right
+    # one the handshake goes on, to "no such live stream" (1404): nothing is published here.
+    expected = {
+        ("demo@240p", ""): 11,
+        ("demo@240p", alice): 10,
+        ("demo@240p", STREAM_PASSPHRASE): 1404,
+        (as_alice, ""): 11,
+        (as_alice, STREAM_PASSPHRASE): 10,
+        (as_alice, alice): 1404,
+    }
+    got = {key: refused(server, key[1], key[0])[0] for key in expected}
+    assert got == expected
+    assert alice not in server.log and STREAM_PASSPHRASE not in server.log
+
+
 def test_guessing_a_passphrase_is_slowed_like_guessing_a_password(
     require_program, ghostream_server
 ) -> None:
