@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 import httpx
+import trio
 from harness.server_process import ADMIN_HASH, ADMIN_PASSWORD
 
 from ghostream.config import load_settings
@@ -65,3 +66,41 @@ async def test_the_same_request_opens_it_once_a_credential_is_set(tmp_path: Path
             assert answer.status_code == 200
     finally:
         context.close()
+
+
+async def refusal_times(client: httpx.AsyncClient, path: str, headers: list[dict]) -> list:
+    """(status, seconds) of each request, one after the other."""
+    answers = []
+    for header in headers:
+        start = trio.current_time()
+        answer = await client.post(path, headers=header, content=b"v=0\r\n")
+        answers.append((answer.status_code, trio.current_time() - start))
+    return answers
+
+
+async def test_wrong_whip_tokens_and_edge_keys_are_refused_ever_later(tmp_path: Path) -> None:
+    """Guessing a stream password over WHIP, or an edge key, is slowed like any other guess."""
+    context = context_with(
+        tmp_path,
+        "auth:\n  failureDelay: 100\n  basic:\n    credentials:\n"
+        f"      alice: '{ADMIN_HASH}'\nsrt:\n  pullKeys: ['an-edge-key-of-20-chars']\n",
+    )
+    transport = httpx.ASGITransport(app=create_app(context))
+    sdp = {"Content-Type": "application/sdp"}
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://ghostream") as client:
+            whip = await refusal_times(
+                client,
+                "/alice/whip",
+                [sdp | {"Authorization": f"Bearer guess{n}"} for n in range(4)],
+            )
+            edges = await refusal_times(
+                client, "/_edges/viewers", [{"Authorization": f"Bearer guess{n}"} for n in range(4)]
+            )
+    finally:
+        context.close()
+    # The first mistake is free, then 0.1 s doubling: each refusal waits at least that long.
+    for answers, status in ((whip, 401), (edges, 403)):
+        assert [code for code, _ in answers] == [status] * 4
+        waits = [seconds for _, seconds in answers]
+        assert all(w >= least for w, least in zip(waits, (0, 0.1, 0.2, 0.4), strict=True)), waits
