@@ -127,11 +127,13 @@ def test_installed_wheel_runs_from_another_directory(
     version = wheel.name.split("-")[1]
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=60)
+    # Not the checkout's PYTHONPATH: pip would take its ghostream for installed already.
     install = subprocess.run(
         [venv / "bin" / "python", "-m", "pip", "install", "--quiet", str(wheel)],
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     assert install.returncode == 0, install.stderr[-4000:]
     site = tmp_path / "site"
