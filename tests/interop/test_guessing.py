@@ -54,8 +54,9 @@ async def test_wrong_passwords_wait_longer_and_longer(server) -> None:
     # Free first failure, then 10 ms doubling: 0, .01, .02, ... .64, then the 1 s cap.
     expected = [min(BASE_DELAY * 2 ** (n - 1), MAX_DELAY) if n else 0.0 for n in range(GUESSES)]
     for n, (got, least) in enumerate(zip(waited, expected, strict=False)):
-        assert least <= got < least + 1.0, (n, waited)
-    assert sum(waited) >= sum(expected[: GUESSES - 1])
+        assert least <= got, (n, waited)
+    # Capped: the last waits stop doubling (uncapped, the last five would span 16 times).
+    assert max(waited[-5:]) < 2 * min(waited[-5:]), waited
 
     # While the last guess waits out its second, the right password from another host gets in.
     times: dict[str, float] = {}
