@@ -7,6 +7,8 @@ module fixture), which alone decides between skipping and failing.
 
 from __future__ import annotations
 
+import os
+import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,14 +16,40 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-# The same examples on every run and every machine: a failure found once is found again.
-settings.register_profile("deterministic", derandomize=True, database=None)
-settings.load_profile("deterministic")
+# Fresh inputs on every run (the seed is printed in the header, to replay a failure with
+# `--hypothesis-seed=N`), besides the examples each test stores with @example.
+settings.register_profile("fuzz", derandomize=False, database=None, print_blob=True)
+settings.load_profile("fuzz")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness.programs import require  # noqa: E402
 from harness.server_process import ServerProcess, start_server  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Choose the run's Hypothesis seed before Hypothesis reads it; xdist workers, started
+    later, inherit it through the environment."""
+    seed = config.getoption("hypothesis_seed", None)
+    seed = str(seed or os.environ.get("HYPOTHESIS_SEED") or random.randrange(2**32))
+    config.option.hypothesis_seed = seed
+    os.environ["HYPOTHESIS_SEED"] = seed
+
+
+def replay_line(config: pytest.Config) -> str:
+    seed = config.getoption("hypothesis_seed")
+    return f"hypothesis seed: {seed} (replay a failure with --hypothesis-seed={seed})"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return replay_line(config)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """The seed again under the failures (`-q` hides the header)."""
+    if exitstatus:
+        terminalreporter.write_line(replay_line(config))
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
@@ -19,8 +20,12 @@ def require(name: str) -> str:
         (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
     )
     if path is None:
-        message = f"{name} is not installed (scripts/test installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{name} is not installed (scripts/test installs it)")
     return path
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the test for want of something only the machine can give; in CI, fail it."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

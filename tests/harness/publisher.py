@@ -6,19 +6,10 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from harness.media import signal_source
 from harness.server_process import ServerProcess
 
 PUBLISH_SECONDS = 30
-
-
-def signal_source(size: str = "160x90", *video_options: str) -> list[str]:
-    """ffmpeg input and codec options for a live H.264 + AAC test signal of a given size."""
-    return [
-        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", *video_options,
-        "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
-    ]  # fmt: skip
 
 
 SOURCE = signal_source()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from harness.browser import wait_for
+from harness.media import srt_viewer
 from harness.publisher import publishing
 from harness.server_process import ADMIN_PASSWORD, ADMIN_USER, ServerProcess
 
@@ -63,14 +64,7 @@ def test_dashboard_needs_the_admin_credential_and_charts_two_srt_viewers(
     with publishing(server, "demo:demo", seconds=60):
         try:
             for _ in range(2):
-                viewers.append(
-                    subprocess.Popen(
-                        ["srt-live-transmit", "-q", server.srt_url("demo"), "file://con"],
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
+                viewers.append(srt_viewer(server.srt_url("demo")))
             chromium.execute_cdp_cmd("Network.enable", {})
             chromium.execute_cdp_cmd(
                 "Network.setExtraHTTPHeaders", {"headers": {"Authorization": credential}}

@@ -77,6 +77,24 @@ def test_too_many_headers_are_refused(server: ServerProcess) -> None:
         assert status_of(sock) == 431
 
 
+def test_a_header_block_past_16_kib_is_refused(server: ServerProcess) -> None:
+    """One long header, not many: the server stops reading an unfinished block at 16 KiB."""
+    host, port = server.web_url.removeprefix("http://").rsplit(":", 1)
+
+    def unfinished(size: int) -> socket.socket:
+        sock = socket.create_connection((host, int(port)), timeout=10)
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nX-Filler: ".encode())
+        sock.sendall(b"a" * size)
+        return sock
+
+    with unfinished(12 * 1024) as sock:
+        sock.sendall(b"\r\n\r\n")
+        assert status_of(sock) == 200
+    # Refused without waiting for the rest (which never comes).
+    with unfinished(20 * 1024) as sock:
+        assert status_of(sock) in (400, 431)
+
+
 async def test_one_host_cannot_hold_every_srt_slot() -> None:
     """Handshakes held undecided from one host leave room for others; maxClients counts
     established connections only."""

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import pytest
 from harness.browser import wait_for
-from harness.publisher import ffmpeg_admitted, publishing, signal_source
+from harness.media import probe_frames, signal_source
+from harness.publisher import ffmpeg_admitted, publishing
 from harness.server_process import ServerProcess
 from test_webrtc import open_viewer
 
 KEY = "edge-key-for-tests"
 GRACE = 3
 IDLE = 2
+PASSPHRASE = "origin-passphrase-2026"
 WEBRTC_SOURCE = signal_source("320x180", "-preset", "veryfast", "-tune", "zerolatency")
 
 
@@ -79,22 +81,16 @@ def counter(server: ServerProcess, stream_id: str) -> int:
     return get_json(f"{server.web_url}/_stats/{stream_id}/")["ConnectedViewers"]
 
 
+def live_ids(server: ServerProcess) -> set[str]:
+    streams = get_json(f"{server.web_url}/api/streams")["streams"]
+    return {s["id"] for s in streams if s["state"] == "live"}
+
+
 def metric(server: ServerProcess, name: str, labels: str) -> float:
     with urllib.request.urlopen(server.metrics_url, timeout=5) as response:
         text = response.read().decode()
     match = re.search(rf"^{name}\{{{labels}\}} ([0-9.e+]+)$", text, re.MULTILINE)
     return float(match[1]) if match else 0.0
-
-
-def decoded_frames(url: str, frames: int = 25) -> int:
-    """How many of the first `frames` video frames ffprobe decodes from an SRT or HLS URL."""
-    result = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v", "-read_intervals", f"%+#{frames}",
-         "-show_entries", "frame=key_frame", "-of", "csv=p=0", url],
-        capture_output=True, timeout=30, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return len(result.stdout.split())
 
 
 @contextmanager
@@ -118,12 +114,11 @@ def test_two_edges_serve_srt_and_llhls_and_the_origin_counts_every_viewer(
     edge_a = ghostream_server(edge_config(origin))
     edge_b = ghostream_server(edge_config(origin))
     with publishing(origin, "demo:demo"):
-        assert decoded_frames(edge_a.srt_url("demo")) == 25
+        assert len(probe_frames(edge_a.srt_url("demo"), 25)) == 25
         with srt_viewer(edge_a, "demo"), srt_viewer(edge_a, "demo"), srt_viewer(edge_b, "demo"):
-            # One pull per edge, however many viewers each has.
-            assert edge_a.log.count("demo: pulling from the origin") == 1
-            assert decoded_frames(edge_b.srt_url("demo")) == 25
-            assert decoded_frames(f"{edge_b.web_url}/demo/index.m3u8") == 25
+            assert len(probe_frames(edge_b.srt_url("demo"), 25)) == 25
+            assert len(probe_frames(f"{edge_b.web_url}/demo/index.m3u8", 25)) == 25
+            # One pull per edge, however many viewers each has: the origin serves two.
             assert viewers_of(origin, "demo") == 2
             assert metric(origin, "ghostream_viewers", 'protocol="srt",stream="demo"') == 2
             # The streamer's number: the three people, not the two edges.
@@ -132,10 +127,23 @@ def test_two_edges_serve_srt_and_llhls_and_the_origin_counts_every_viewer(
             assert metric(origin, "ghostream_edge_viewers", 'stream="demo"') == 3
             # A player served by an edge shows the same number, from the origin's answer.
             eventually(lambda: counter(edge_a, "demo"), 3)
-        # Everyone left: an edge lets go of the stream after its idle timeout (edge B's
-        # LL-HLS packager keeps it a little longer, like any LL-HLS viewer).
-        edge_a.wait_for_log("demo: pull from the origin stopped", IDLE + 10)
+        # Everyone left: each edge lets go of its pull (edge B's LL-HLS packager keeps it
+        # a little longer, like any LL-HLS viewer), so the origin serves nobody.
+        eventually(lambda: metric(origin, "ghostream_viewers", 'protocol="srt",stream="demo"'), 0,
+                   IDLE + 25)  # fmt: skip
+        assert live_ids(edge_a) == set()
         eventually(lambda: counter(origin, "demo"), 0)
+
+
+def test_an_edge_pulls_with_the_origins_passphrase(peers, ghostream_server) -> None:
+    origin = ghostream_server(origin_config(passphrase=PASSPHRASE))
+    config = edge_config(origin)
+    config["origin"]["passphrase"] = PASSPHRASE
+    edge = ghostream_server(config)
+    with publishing(origin, "demo:demo", url_options={"passphrase": PASSPHRASE}):
+        assert len(probe_frames(edge.srt_url("demo"), 25)) == 25
+        assert metric(origin, "ghostream_viewers", 'protocol="srt",stream="demo"') == 1
+    assert PASSPHRASE not in origin.log + edge.log
 
 
 def test_chromium_plays_an_edge_over_whep(peers, chromium, ghostream_server) -> None:

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from harness.media import probe_frames
 from harness.publisher import publishing
 from harness.server_process import ServerProcess
 from test_edges import (
@@ -24,7 +25,6 @@ from test_edges import (
     IDLE,
     KEY,
     counter,
-    decoded_frames,
     edge_config,
     eventually,
     origin_config,
@@ -85,7 +85,7 @@ def test_after_an_origin_restart_viewers_end_with_the_grace_and_come_back(
         edge.wait_for_log("stopped watching demo: stream ended")
     origin = ghostream_server(config=origin.config)
     with publishing(origin, "demo:demo"):
-        assert decoded_frames(edge.srt_url("demo")) == 25
+        assert len(probe_frames(edge.srt_url("demo"), 25)) == 25
 
 
 def test_offline_streams_and_an_unreachable_origin_answer_as_offline(
@@ -146,7 +146,7 @@ def test_an_origin_reserved_to_its_edges_refuses_plain_srt_viewers_and_unknown_k
     with publishing(origin, "demo:demo"):
         refusal(origin.srt_url("demo"))
         origin.wait_for_log("refused: only edges may watch over SRT here")
-        assert decoded_frames(edge.srt_url("demo")) == 25
+        assert len(probe_frames(edge.srt_url("demo"), 25)) == 25
         refusal(stranger.srt_url("demo"))
         # Publishers go to the origin; an edge would only shadow its stream.
         refusal(edge.srt_url("demo:demo"))
@@ -158,7 +158,7 @@ def test_an_origin_reserved_to_its_edges_refuses_plain_srt_viewers_and_unknown_k
         eventually(lambda: counter(origin, "demo"), 5, timeout=8)
         # WebRTC and LL-HLS viewers of the origin are not affected (after the count: an
         # LL-HLS player counts as a viewer until 10 s after its last fetch).
-        assert decoded_frames(f"{origin.web_url}/demo/index.m3u8") == 25
+        assert len(probe_frames(f"{origin.web_url}/demo/index.m3u8", 25)) == 25
     # No key ever reaches a log.
     for server in (origin, edge, stranger):
         assert KEY not in server.log and "not-the-edge-key" not in server.log

@@ -7,16 +7,20 @@ disturbs the stream, its SRT viewers or the other targets.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from harness.publisher import publishing, signal_source
+from harness.media import probe_frames, signal_source
+from harness.programs import unavailable
+from harness.publisher import publishing
 from harness.rtmp_server import MODULE, RtmpServer
 from harness.server_process import free_port
 
@@ -26,7 +30,7 @@ def rtmp(require_program, tmp_path: Path):
     require_program("ffmpeg")
     nginx = require_program("nginx")
     if not MODULE.exists():
-        require_program("ngx_rtmp_module.so (libnginx-mod-rtmp)")
+        unavailable(f"nginx's RTMP module {MODULE} is not installed (scripts/test installs it)")
     server = RtmpServer(nginx, tmp_path / "nginx", free_port())
     server.start()
     yield server
@@ -82,13 +86,36 @@ def test_a_target_that_restarts_gets_the_stream_again(rtmp, ghostream_server) ->
         assert "forward failed" in kinds and kinds.count("forward started") >= 2
 
 
+class RefusingTarget:
+    """A TCP port that takes each connection and hangs up at once, noting when it came."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.attempts: list[float] = []
+        self.url = f"rtmp://127.0.0.1:{self.listener.getsockname()[1]}/live/dead"
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.attempts.append(time.monotonic())
+            connection.close()
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self._thread.join(5)
+
+
 def test_an_unreachable_target_leaves_the_stream_and_other_targets_alone(
     rtmp, ghostream_server
 ) -> None:
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    dead = f"rtmp://127.0.0.1:{closed.getsockname()[1]}/live/dead"
-    server = ghostream_server({"forwarding": {"demo": [dead, rtmp.url("alive")]}})
+    dead = RefusingTarget()
+    server = ghostream_server({"forwarding": {"demo": [dead.url, rtmp.url("alive")]}})
     try:
         with publishing(server, "demo:demo"):
             viewer = subprocess.run(
@@ -98,25 +125,48 @@ def test_an_unreachable_target_leaves_the_stream_and_other_targets_alone(
             )  # fmt: skip
             assert viewer.returncode == 0 and viewer.stderr == b"", viewer.stderr.decode()
             probe(rtmp.url("alive"))
-            # The dead target is retried after 1 s, then 2 s, then 4 s: backing off, not hammering.
-            for delay in (1, 2, 4):
-                server.wait_for_log(
-                    rf"demo: forward restarting in {delay} s: "
-                    rf"rtmp://127.0.0.1:\d+/live/\*+ failed: ",
-                    15,
-                )
-            # Each failure is a fault of that target only, in the history and the metrics.
-            faults = [e for e in events(server, "demo") if e["kind"] == "fault"]
-            assert len(faults) >= 3 and {e["protocol"] for e in faults} == {"forward"}, faults
-            assert all("/live/dead" not in e["reason"] for e in faults)
+            # The dead target is retried after 1 s, then 2 s, then 4 s: backing off, not
+            # hammering. Measured where the connections arrive.
+            deadline = time.monotonic() + 30
+            while len(dead.attempts) < 4:
+                assert time.monotonic() < deadline, dead.attempts
+                time.sleep(0.1)
     finally:
-        closed.close()
+        dead.close()
+    gaps = [b - a for a, b in itertools.pairwise(dead.attempts[:4])]
+    assert all(gap >= least - 0.05 for gap, least in zip(gaps, (1, 2, 4), strict=True)), gaps
     metrics = urllib.request.urlopen(server.metrics_url, timeout=5).read().decode()
     failures = re.search(r'ghostream_forward_failures_total\{stream="demo"\} ([0-9.]+)', metrics)
     assert failures and float(failures[1]) >= 3
     faults = re.search(r'ghostream_stream_faults_total\{component="forward"\} ([0-9.]+)', metrics)
     assert faults and float(faults[1]) >= 3
     assert "Traceback" not in server.log
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PyAV's own FFmpeg build has no SRT protocol: every try fails 'Protocol not found'",
+)
+def test_an_srt_target_gets_the_stream(require_program, ghostream_server, tmp_path) -> None:
+    """`srt://` targets are called in caller mode, like any SRT ingest (here ffmpeg listening)."""
+    require_program("ffmpeg")
+    port = free_port(socket.SOCK_DGRAM)
+    received = tmp_path / "received.ts"
+    listener = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i",
+         f"srt://127.0.0.1:{port}?mode=listener", "-t", "3", "-c", "copy", "-f", "mpegts",
+         str(received)],
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        server = ghostream_server({"forwarding": {"demo": [f"srt://127.0.0.1:{port}"]}})
+        with publishing(server, "demo:demo"):
+            assert listener.wait(15) == 0, listener.stderr.read().decode()
+    finally:
+        listener.kill()
+        listener.wait()
+    frames = probe_frames(str(received), 50, "width,height")
+    assert len(frames) >= 50 and {(f["width"], f["height"]) for f in frames} == {(160, 90)}
 
 
 def test_a_file_target_records_the_stream(require_program, ghostream_server, tmp_path) -> None:

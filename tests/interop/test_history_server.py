@@ -19,6 +19,7 @@ import pytest
 import sqlite_utils
 from harness.browser import wait_for
 from harness.cli import ghostream
+from harness.media import srt_viewer
 from harness.publisher import publishing
 from harness.server_process import ServerProcess
 
@@ -64,14 +65,7 @@ def test_projections_of_a_real_session_equal_a_rebuild(
     try:
         with publishing(server, "demo:demo", seconds=30) as first:
             for _ in range(2):
-                srt_viewers.append(
-                    subprocess.Popen(
-                        ["srt-live-transmit", "-q", server.srt_url("demo"), "file://con"],
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
+                srt_viewers.append(srt_viewer(server.srt_url("demo")))
             wait_until(lambda: viewer_count(server) == 2, 20, "two SRT viewers")
             chromium.get(f"{WHEP_PAGE.as_uri()}?whep={server.web_url}/demo/whep&kinds=video,audio")
             result = wait_for(

@@ -16,6 +16,7 @@ import bcrypt
 import pytest
 import trio
 from harness.cli import ghostream
+from harness.media import signal_source
 from harness.server_process import free_port, make_config, start_server
 
 from ghostream.history.events import ViewerJoined, ViewerLeft
@@ -128,8 +129,7 @@ def test_sigkill_mid_session_then_restart_closes_the_open_sessions(
     require_program("ffmpeg")
     server = ghostream_server()
     publisher = subprocess.Popen(
-        ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25",
-         "-c:v", "libx264", "-preset", "ultrafast", "-t", "30", "-f", "mpegts",
+        ["ffmpeg", "-v", "error", "-re", *signal_source(audio=None), "-t", "30", "-f", "mpegts",
          server.srt_url("demo:demo")],
         stdin=subprocess.DEVNULL,
     )  # fmt: skip

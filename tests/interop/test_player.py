@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from harness.browser import open_chromium, wait_for
-from harness.publisher import publishing, signal_source
+from harness.media import signal_source
+from harness.publisher import publishing
 from harness.server_process import ServerProcess
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
@@ -90,13 +91,39 @@ Object.defineProperty(RTCPeerConnection.prototype, "localDescription", {
 """
 
 
+# When the WHEP answer came, and when the player said it fell back (the page's own clock).
+TIME_FALLBACK = """
+window.fallback = {};
+const fetched = window.fetch;
+window.fetch = async (...args) => {
+  const response = await fetched(...args);
+  if (String(args[0]).includes("/whep") && response.status === 201) {
+    window.fallback.answered = performance.now();
+  }
+  return response;
+};
+new MutationObserver(() => {
+  const status = document.getElementById("status");
+  if (status && status.textContent.includes("LL-HLS") && !window.fallback.switched) {
+    window.fallback.switched = performance.now();
+    window.fallback.said = status.textContent;
+  }
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
 def test_player_falls_back_to_llhls_when_udp_is_blocked(ffmpeg, chromium, ghostream_server) -> None:
     server = ghostream_server()
-    chromium.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": BLOCK_UDP})
+    for script in (BLOCK_UDP, TIME_FALLBACK):
+        chromium.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
     with publishing(server, "demo:demo"):
         chromium.get(server.web_url + "/demo")
         state = playing_over(chromium, "LL-HLS", timeout=40)
         assert "LL-HLS" in state["status"]
+        # WebRTC had its 5 s (WEBRTC_TIMEOUT_MS in player.js) to bring media, no less.
+        timing = chromium.execute_script("return window.fallback")
+        assert "no media within 5 s" in timing["said"], timing
+        assert timing["switched"] - timing["answered"] >= 5000, timing
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         chromium.save_screenshot(str(SCREENSHOTS / "player-llhls.png"))
 

@@ -12,12 +12,14 @@ import re
 import signal
 import subprocess
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import bcrypt
 import pytest
 from harness.publisher import SOURCE, publishing
 from harness.server_process import ServerProcess
+from harness.udp_relay import refusal
 
 
 @pytest.fixture
@@ -154,10 +156,8 @@ def test_passphrase_and_latency_settings_hold_with_libsrt_peers(
              "-f", "null", "-"]
         )  # fmt: skip
         assert decoded.returncode == 0, decoded.stderr.decode()
-        refused = run_peer(
-            ["ffprobe", "-v", "error", server.srt_url("demo", passphrase="not-the-secret")]
-        )  # fmt: skip
-        assert refused.returncode != 0
+        # libsrt refuses a wrong passphrase itself (SRT_REJ_BADSECRET), as the server does.
+        refused(watch_command, server.srt_url("demo", passphrase="not-the-secret"), 10)
 
 
 def test_srt_viewer_stays_through_a_publisher_reconnect(
@@ -227,14 +227,10 @@ def credentials(**users: str) -> dict:
     }
 
 
-def refused(server: ServerProcess, command: list[str]) -> str:
-    """Run a peer that must be refused; returns its stderr."""
-    result = run_peer(command)
-    assert result.returncode != 0
-    stderr = result.stderr.decode(errors="replace")
-    # libsrt only names a reason it received in a rejection (a timeout has none).
-    assert "rejection reason" in stderr, stderr
-    return stderr
+def refused(command: Callable[[str], list[str]], url: str, code: int) -> None:
+    """Run a libsrt peer that must be refused with the reject code `code`."""
+    got, stderr = refusal(url, command)
+    assert got == code, stderr
 
 
 def watch_command(url: str) -> list[str]:
@@ -253,9 +249,9 @@ def rejection_events(server: ServerProcess, stream_id: str) -> list[dict]:
 
 def test_wrong_password_and_unknown_user_are_refused(peers, ghostream_server) -> None:
     server = ghostream_server(credentials(alice="s3cret"))
-    refused(server, publish_command(server.srt_url("alice:wrong")))
+    refused(publish_command, server.srt_url("alice:wrong"), 1403)
     server.wait_for_log(r"SRT alice from 127\.0\.0\.1:\d+ refused: wrong password")
-    refused(server, publish_command(server.srt_url("bob:s3cret")))
+    refused(publish_command, server.srt_url("bob:s3cret"), 1403)
     server.wait_for_log(r"SRT bob from .* refused: unknown user")
     assert "s3cret" not in server.log
     assert [e["reason"] for e in rejection_events(server, "alice")] == ["wrong password"]
@@ -267,7 +263,7 @@ def test_wrong_password_and_unknown_user_are_refused(peers, ghostream_server) ->
 def test_second_publisher_is_refused_and_first_keeps_streaming(peers, ghostream_server) -> None:
     server = ghostream_server()
     with publishing(server, "demo:demo") as first:
-        refused(server, publish_command(server.srt_url("demo:demo")))
+        refused(publish_command, server.srt_url("demo:demo"), 1409)
         server.wait_for_log("refused: the stream already has a publisher")
         assert first.poll() is None
         assert first_frames(server, "demo")
@@ -277,7 +273,7 @@ def test_second_publisher_is_refused_and_first_keeps_streaming(peers, ghostream_
 
 def test_unknown_stream_is_refused(peers, ghostream_server) -> None:
     server = ghostream_server()
-    refused(server, watch_command(server.srt_url("nobody")))
+    refused(watch_command, server.srt_url("nobody"), 1404)
     server.wait_for_log("SRT nobody from .* refused: no such live stream")
     assert [e["reason"] for e in rejection_events(server, "nobody")] == ["no such live stream"]
 
@@ -285,7 +281,7 @@ def test_unknown_stream_is_refused(peers, ghostream_server) -> None:
 def test_max_clients_refuses_the_next_peer(peers, ghostream_server) -> None:
     server = ghostream_server({"srt": {"maxClients": 1}})
     with publishing(server, "demo:demo"):
-        refused(server, watch_command(server.srt_url("demo")))
+        refused(watch_command, server.srt_url("demo"), 1402)
         server.wait_for_log(r"refused: srt.maxClients \(1\) reached")
     assert [e["reason"] for e in rejection_events(server, "demo")] == ["srt.maxClients (1) reached"]
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from harness.browser import wait_for
-from harness.publisher import publishing, signal_source
+from harness.media import signal_source
+from harness.publisher import publishing
 from harness.server_process import ADMIN_PASSWORD, ADMIN_USER, ServerProcess
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By

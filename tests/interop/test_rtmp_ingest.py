@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from harness.browser import wait_for
+from harness.media import signal_source
 from harness.programs import require
-from harness.publisher import ffmpeg_admitted, signal_source
+from harness.publisher import ffmpeg_admitted
 from harness.rtmp_server import MODULE, RtmpServer
 from harness.server_process import ServerProcess, free_port
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from harness.media import signal_source, write_ts
 from harness.udp_relay import UdpRelay
 
 from ghostream.srt.endpoint import Reject, SrtClosed, SrtListener, SrtRejected, SrtSocket, connect
@@ -46,14 +47,7 @@ MODES = [
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two seconds of small H.264 in MPEG-TS, about 70 kB."""
     path = tmp_path_factory.mktemp("media") / "source.ts"
-    subprocess.run(
-        [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-            "-i", "testsrc2=size=160x90:rate=25", "-t", "2", "-c:v", "libx264",
-            "-g", "25", "-f", "mpegts", str(path),
-        ],
-        check=True,
-    )  # fmt: skip
+    write_ts(path, 2, signal_source(preset=None, audio=None))
     return path
 
 

@@ -7,7 +7,7 @@ import subprocess
 import time
 import urllib.request
 
-from harness.publisher import signal_source
+from harness.media import signal_source
 from harness.server_process import ServerProcess
 from harness.udp_relay import UdpRelay
 

@@ -21,22 +21,16 @@ import httpx
 import pytest
 from aiortc import RTCPeerConnection
 from harness.browser import wait_for
-from harness.publisher import publishing, signal_source
+from harness.media import signal_source
+from harness.publisher import publishing
 from harness.server_process import ServerProcess
 
 GOOD = signal_source("160x90")
 CROPPED_H264 = [*signal_source("160x90"), "-bsf:v", "h264_metadata=crop_right=400"]
-CROPPED_HEVC = [
-    "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25",
-    "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=25",
-    "-bsf:v", "hevc_metadata=crop_right=300", "-pix_fmt", "yuv420p",
-]  # fmt: skip
-AUDIO_ONLY = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "aac"]
-MPEG2 = [
-    "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25",
-    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-    "-c:v", "mpeg2video", "-g", "25", "-c:a", "mp2",
-]  # fmt: skip
+CROPPED_HEVC = signal_source("160x90", "-bsf:v", "hevc_metadata=crop_right=300", video="libx265",
+                             audio=None)  # fmt: skip
+AUDIO_ONLY = signal_source(video=None)
+MPEG2 = signal_source(video="mpeg2video", preset=None, audio="mp2")
 ODD = {"cropped": CROPPED_H264, "cropped265": CROPPED_HEVC, "radio": AUDIO_ONLY, "mpeg2": MPEG2}
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from harness.browser import wait_for
-from harness.publisher import publishing, signal_source
+from harness.media import signal_source
+from harness.publisher import publishing
 from harness.server_process import ServerProcess, free_port
 
 from ghostream.webrtc.codecs import h264_profile

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from harness.media import signal_source, write_ts
 from harness.programs import require
 
 from ghostream import monitoring
@@ -28,26 +29,18 @@ GOP = 10
 
 
 def make_ts(path: Path, codec: str) -> bytes:
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error",
-         "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-         "-t", "2", "-c:v", codec, "-g", str(GOP), "-keyint_min", str(GOP), "-bf", "0",
-         *(["-x265-params", "log-level=error"] if codec == "libx265" else []),
-         "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path.read_bytes()
+    """Two seconds of test signal, a keyframe every GOP frames exactly and no B-frames."""
+    source = signal_source("160x90", "-keyint_min", str(GOP), "-bf", "0", video=codec, gop=GOP)
+    return write_ts(path, 2, source)
 
 
 @pytest.fixture(scope="module", params=["libx264", "libx265"])
 def media(request, tmp_path_factory) -> tuple[str, bytes, int]:
     """A TS file, its codec name, and its keyframe count as ffprobe sees it."""
-    require("ffmpeg")
     path = tmp_path_factory.mktemp("ts") / f"{request.param}.ts"
     data = make_ts(path, request.param)
     probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+        [require("ffprobe"), "-v", "error", "-select_streams", "v", "-show_entries",
          "packet=flags", "-of", "csv=p=0", str(path)],
         capture_output=True, check=True, text=True,
     )  # fmt: skip
@@ -95,7 +88,7 @@ def decode_errors(tmp_path: Path, data: bytes) -> tuple[str, str]:
     path = tmp_path / "received.ts"
     path.write_bytes(data)
     first = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v", "-read_intervals", "%+#1",
+        [require("ffprobe"), "-v", "error", "-select_streams", "v", "-read_intervals", "%+#1",
          "-show_entries", "frame=key_frame", "-of", "csv=p=0", str(path)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip

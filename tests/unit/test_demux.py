@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import pytest
 import trio
+from harness.media import signal_source, write_ts
 from harness.programs import require
 
 from ghostream.broker.packets import PacketHub
@@ -23,19 +24,14 @@ CHUNK = 7 * PACKET_SIZE
 
 @pytest.fixture(scope="module", params=["libx264", "libx265"])
 def media(request, tmp_path_factory) -> tuple[Path, bytes, dict]:
-    require("ffmpeg")
     path = tmp_path_factory.mktemp("ts") / f"{request.param}.ts"
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error",
-         "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-         "-t", "2", "-c:v", request.param, "-g", "10", "-bf", "2",
-         *(["-x265-params", "log-level=error"] if request.param == "libx265" else []),
-         "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2", "-f", "mpegts", str(path)],
-        check=True,
+    source = signal_source(
+        "160x90", "-bf", "2", video=request.param, preset=None, gop=10, sample_rate=44100,
+        channels=2,
     )  # fmt: skip
+    write_ts(path, 2, source)
     probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_packets", "-of", "json", str(path)],
+        [require("ffprobe"), "-v", "error", "-show_packets", "-of", "json", str(path)],
         capture_output=True, check=True, text=True,
     )  # fmt: skip
     return path, path.read_bytes(), json.loads(probe.stdout)
@@ -99,11 +95,10 @@ def test_h264_profile_level_id_comes_from_the_sps(media) -> None:
     path, data, _ = media
     _, packets = demux_all(data)
     track = packets[0].track
-    if track.codec != "h264":
-        assert track.h264_profile_level_id is None
-        return
-    # libx264 on yuv420p defaults to High profile (100 = 0x64), level 1.1 for 160x90.
-    assert track.h264_profile_level_id.startswith("64")
+    profile = track.h264_profile_level_id
+    # libx264 on yuv420p defaults to High profile (100 = 0x64); HEVC has no such id.
+    assert (track.codec, profile and profile[:2]) in {("h264", "64"), ("hevc", None)}
+    assert path.name.startswith({"h264": "libx264", "hevc": "libx265"}[track.codec])
 
 
 def test_garbage_and_truncated_input_never_raise(media) -> None:

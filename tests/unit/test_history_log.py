@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,42 +23,80 @@ from ghostream.history.events import (
     ViewerJoined,
     ViewerLeft,
 )
-from ghostream.history.log import SCHEMA_VERSION, EventLog, open_database
+from ghostream.history.log import SCHEMA_VERSION, EventLog, apply_migrations, open_database
 from ghostream.resources import MIGRATIONS
 
-ROOT = Path(__file__).resolve().parents[2]
-# The last commit whose writer made version-1 databases (sessions opened, then updated).
-V1_COMMIT = "c8c7cf072d9185b00fa12a0384294b01acf45622"
+SESSION_COLUMNS = ("id", "run_id", "kind", "stream", "protocol", "peer", "started", "ended",
+                   "bytes", "end_reason")  # fmt: skip
 
 
-def v1_module(tmp_path: Path):
-    """The version-1 writer as it was shipped, read from the repository's history."""
-    try:
-        source = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{V1_COMMIT}:ghostream/broker/eventlog.py"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.fail(f"the version-1 writer must be read from git history ({V1_COMMIT}): {exc}")
-    # The event types have since moved to the history's own package.
-    source = source.replace("ghostream.broker.events", "ghostream.history.events")
-    path = tmp_path / "eventlog_v1.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("eventlog_v1", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["eventlog_v1"] = module
-    spec.loader.exec_module(module)
-    return module
+def a_version_1_history(path: Path, now: float) -> None:
+    """A history as version 1 left it, written with its own schema (0001_initial.sql).
 
-
-def v1_log(module, path: Path, migrations: Path):
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db = sqlite_utils.Database(conn)
-    module.apply_migrations(db, migrations)
-    return module.EventLog(db, path)
+    Version 1 kept a row per session, opened then updated, and refusals and
+    forwards apart. Two runs: the first stopped cleanly; the second crashed,
+    and the next start closed its open sessions at its last sign of life.
+    """
+    only_v1 = path.parent / "migrations-v1"
+    only_v1.mkdir()
+    (only_v1 / "0001_initial.sql").write_text(MIGRATIONS.joinpath("0001_initial.sql").read_text())
+    db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+    assert apply_migrations(db, only_v1) == 1
+    one, two = now - 7200, now - 3600
+    db["runs"].insert_all(
+        [
+            {"id": 1, "started": one, "alive": one + 200, "stopped": one + 200},
+            {"id": 2, "started": two, "alive": two + 100, "stopped": two + 100},
+            {"id": 3, "started": now - 10, "alive": now - 5, "stopped": now - 5},
+        ]
+    )
+    left, gone, crashed = "left", "publisher disconnected", "server stopped unexpectedly"
+    rows = [
+        ("p1", 1, "publish", "demo", "srt", "10.0.0.1:4000", one, one + 50, 60_000, gone),
+        ("p2", 1, "publish", "demo", "srt", "10.0.0.1:4001", one + 55, one + 120, 80_000, gone),
+        ("t1", 1, "publish", "demo@240p", "transcoder", "transcoder", one + 56, one + 111, 7,
+         "idle"),
+        ("v1", 1, "view", "demo", "srt", "192.0.2.0:5000", one + 1, one + 100, 1000, left),
+        ("v2", 1, "view", "demo", "webrtc", "192.0.2.1:5001", one + 2, one + 101, 5000, left),
+        ("v3", 1, "view", "demo@240p", "srt", "192.0.2.7:1", one + 57, one + 110, 99, left),
+        ("o1", 1, "publish", "other", "srt", "10.0.0.2:4000", one + 5, one + 60, 900, gone),
+        ("v4", 1, "view", "other", "llhls", "192.0.2.0:5002", one + 10, one + 40, 300, left),
+        ("p3", 2, "publish", "demo", "srt", "10.0.0.1:4002", two, two + 100, 20_000, crashed),
+        ("v5", 2, "view", "demo", "srt", "192.0.2.200:9", two + 60, two + 100, 0, crashed),
+    ]  # fmt: skip
+    db["sessions"].insert_all(dict(zip(SESSION_COLUMNS, row, strict=True)) for row in rows)
+    db["events"].insert_all(
+        [
+            {
+                "at": one + 51,
+                "kind": "rejected",
+                "stream": "demo",
+                "protocol": "srt",
+                "peer": "10.0.0.9:1",
+                "reason": "unauthorized",
+                "detail": '{"user": "demo"}',
+            },
+            {
+                "at": one + 58,
+                "kind": "forward started",
+                "stream": "demo",
+                "protocol": "forward",
+                "peer": "rtmp://example.net/live",
+                "reason": "",
+                "detail": '{"bytes": 0}',
+            },
+            {
+                "at": one + 90,
+                "kind": "forward failed",
+                "stream": "demo",
+                "protocol": "forward",
+                "peer": "rtmp://example.net/live",
+                "reason": "refused",
+                "detail": '{"bytes": 12}',
+            },
+        ]  # fmt: skip
+    )
+    db.conn.close()
 
 
 def by_values(row: dict) -> tuple:
@@ -201,33 +236,22 @@ async def test_joins_and_leaves_under_load_leave_no_session_open(tmp_path: Path)
 
 
 def test_a_version_1_history_keeps_every_session_and_stat(tmp_path: Path) -> None:
-    v1 = v1_module(tmp_path)
-    only_v1 = tmp_path / "migrations"
-    only_v1.mkdir()
-    (only_v1 / "0001_initial.sql").write_text(MIGRATIONS.joinpath("0001_initial.sql").read_text())
     path = tmp_path / "history.sqlite3"
     now = time.time()
-    for run, start in enumerate((now - 7200, now - 3600)):
-        log = v1_log(v1, path, only_v1)
-        for event in a_show(start) + a_show(start + 300, "other", viewers=2):
-            log.record(event)
-        trio.run(log.flush)
-        if run == 0:
-            log.close()
-        else:
-            # Crashed mid-show: version 1 itself closes what it left open at the next start.
-            log.record(ViewerJoined("demo", 1, "192.0.2.200:9", "srt", now - 60))
-            trio.run(log.flush)
-            log._db.conn.close()
-    v1_log(v1, path, only_v1).close()
-
+    a_version_1_history(path, now)
     before = sqlite_utils.Database(sqlite3.connect(path))
     sessions = sorted(
-        v1.read_sessions(before, limit=10_000), key=lambda s: tuple(map(str, s.values()))
+        before.query(f"SELECT {', '.join(SESSION_COLUMNS[2:])} FROM sessions"), key=by_values
     )
-    stats = {s: v1.project_stats(before, s, 0).as_dict() for s in ("demo", "other")}
-    refusals = before.execute("SELECT count(*) FROM events WHERE kind = 'rejected'").fetchone()
     before.conn.close()
+    # Counted by hand from the rows: `demo` includes its 240p variant.
+    stats = {
+        "demo": {"peak_viewers": 3, "total_views": 4, "publish_sessions": 4,
+                 "bytes_in": 160_007, "bytes_out": 6099, "watch_seconds": 99 + 99 + 53 + 40,
+                 "last_publish": now - 3600},
+        "other": {"peak_viewers": 1, "total_views": 1, "publish_sessions": 1, "bytes_in": 900,
+                  "bytes_out": 300, "watch_seconds": 30, "last_publish": now - 7200 + 5},
+    }  # fmt: skip
 
     # `ghostream history` reads without writing: it asks for the migration instead.
     with pytest.raises(OSError, match="older version"):
@@ -237,15 +261,10 @@ def test_a_version_1_history_keeps_every_session_and_stat(tmp_path: Path) -> Non
     assert after.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     migrated = queries.read_sessions(after, limit=10_000)
     assert sorted(migrated, key=by_values) == sessions
-    for stream, old in stats.items():
+    for stream, expected in stats.items():
         new = queries.stream_stats(after, stream).as_dict()
-        for key in ("peak_viewers", "total_views", "publish_sessions", "bytes_in", "bytes_out"):
-            assert new[key] == old[key], (stream, key)
-        assert new["watch_seconds"] == pytest.approx(old["watch_seconds"])
-        assert new["last_publish"] == pytest.approx(old["last_publish"])
-    assert after.execute("SELECT count(*) FROM events WHERE kind = 'rejected'").fetchone() == (
-        refusals
-    )
+        assert {key: new[key] for key in expected} == pytest.approx(expected, abs=1e-3), stream
+    assert after.execute("SELECT count(*) FROM events WHERE kind = 'rejected'").fetchone() == (1,)
     assert len(queries.shows(after, stream="demo")) == 2
     # The migrated log alone makes the same projections again.
     incremental = projections.dump(after)

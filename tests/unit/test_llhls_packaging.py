@@ -7,6 +7,7 @@ import re
 import struct
 import subprocess
 
+from harness.media import signal_source, write_ts
 from harness.programs import require
 
 from ghostream.media.bitstream import sample_units, video_config
@@ -180,16 +181,10 @@ def test_multivariant_playlist_lists_variants_by_bandwidth() -> None:
 
 def test_b_frames_keep_their_presentation_times(tmp_path) -> None:
     """x264's default B-frames through the packager: ffprobe reads back every frame's time."""
-    require("ffmpeg")
     require("ffprobe")
-    source = tmp_path / "source.ts"
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-         "-i", "testsrc2=size=160x90:rate=30", "-t", "3", "-c:v", "libx264", "-preset",
-         "veryfast", "-g", "30", "-pix_fmt", "yuv420p", "-f", "mpegts", str(source)],
-        check=True,
-    )  # fmt: skip
-    packets = [p for p in TsDemuxer().feed(source.read_bytes()) if p.track.kind == "video"]
+    source = signal_source(rate=30, preset="veryfast", audio=None)
+    data = write_ts(tmp_path / "source.ts", 3, source)
+    packets = [p for p in TsDemuxer().feed(data) if p.track.kind == "video"]
     assert any(b.pts < a.pts for a, b in itertools.pairwise(packets)), "no B-frames to test"
     timeline = Timeline(segment_target=1.0)
     for packet in packets:

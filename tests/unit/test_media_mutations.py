@@ -10,9 +10,8 @@ wrong: parameter-set fields, PES headers, adaptation fields, truncation.
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
+from harness.media import signal_source, write_ts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,19 +34,10 @@ MUTATIONS = settings(
 @pytest.fixture(scope="module", params=["libx264", "libx265"])
 def stream(request, tmp_path_factory) -> bytes:
     """One second of 160x90 video with B-frames and AAC, in MPEG-TS."""
-    if subprocess.run(["which", "ffmpeg"], capture_output=True).returncode:
-        pytest.skip("ffmpeg is not installed (scripts/test installs it)")
     path = tmp_path_factory.mktemp("mutations") / f"{request.param}.ts"
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error",
-         "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-         "-t", "1", "-c:v", request.param, "-g", "10", "-bf", "2",
-         *(["-x265-params", "log-level=error"] if request.param == "libx265" else []),
-         "-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path.read_bytes()
+    return write_ts(
+        path, 1, signal_source("160x90", "-bf", "2", video=request.param, preset=None, gop=10)
+    )
 
 
 def demux(data: bytes) -> tuple[TsDemuxer, list[MediaPacket]]:

@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from harness.media import signal_source, write_ts
+from harness.programs import require
 
 from ghostream.broker.stream import Stream, StreamEnded
 from ghostream.media.demux import TsDemuxer
@@ -20,47 +22,20 @@ from ghostream.media.ts import PACKET_SIZE
 
 CHUNK = 7 * PACKET_SIZE
 SOURCES = {
-    "audio only": (
-        ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "aac"],
-        {"aac"},
-        "it has no video (audio only)",
-    ),
+    "audio only": (signal_source(video=None), {"aac"}, "it has no video (audio only)"),
     "MPEG-2": (
-        [
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x90:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine",
-            "-c:v",
-            "mpeg2video",
-            "-g",
-            "25",
-            "-c:a",
-            "mp2",
-        ],
+        signal_source(video="mpeg2video", preset=None, audio="mp2", sample_rate=44100),
         {"mpeg2video", "mp2"},
         "its video is mpeg2video; only H.264 and HEVC are repackaged",
-    ),  # fmt: skip
+    ),
 }
 
 
 @pytest.fixture(scope="module", params=sorted(SOURCES))
 def source(request, tmp_path_factory) -> tuple[bytes, set[str], str, Path]:
-    if subprocess.run(["which", "ffmpeg"], capture_output=True).returncode:
-        pytest.skip("ffmpeg is not installed (scripts/test installs it)")
     options, codecs, reason = SOURCES[request.param]
     directory = tmp_path_factory.mktemp("odd")
-    path = directory / "source.ts"
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", *options, "-t", "3", "-f", "mpegts",
-         str(path)],
-        check=True,
-    )  # fmt: skip
-    return path.read_bytes(), codecs, reason, directory
+    return write_ts(directory / "source.ts", 3, options), codecs, reason, directory
 
 
 async def test_a_reader_joining_mid_stream_gets_a_decodable_start(source) -> None:
@@ -82,7 +57,8 @@ async def test_a_reader_joining_mid_stream_gets_a_decodable_start(source) -> Non
     path = directory / "received.ts"
     path.write_bytes(received)
     probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "json", str(path)],
+        [require("ffprobe"), "-v", "error", "-show_entries", "stream=codec_name", "-of", "json",
+         str(path)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert {s["codec_name"] for s in json.loads(probe.stdout)["streams"]} == codecs

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from harness.programs import require
+from harness.media import signal_source, write_ts
 
 from ghostream.media.demux import TsDemuxer
 from ghostream.media.properties import PropertiesTracker, VideoProperties
 
 
-def encode(tmp_path: Path, *video: str, rate: int = 30, size: str = "320x180") -> bytes:
-    require("ffmpeg")
-    path = tmp_path / "source.ts"
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}", "-t", "2",
-         *video, "-g", str(rate), "-f", "mpegts", str(path)],
-        check=True,
-    )  # fmt: skip
-    return path.read_bytes()
+def encode(tmp_path: Path, *options: str, rate: int = 30, size: str = "320x180", **video) -> bytes:
+    """Two seconds of silent test signal (`signal_source`'s keywords choose the encoder)."""
+    return write_ts(
+        tmp_path / "source.ts", 2, signal_source(size, *options, rate=rate, audio=None, **video)
+    )
 
 
 def described(data: bytes) -> list[VideoProperties]:
@@ -34,7 +28,7 @@ def described(data: bytes) -> list[VideoProperties]:
 
 
 def test_x264_defaults_have_b_frames(tmp_path) -> None:
-    data = encode(tmp_path, "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p")
+    data = encode(tmp_path, preset="veryfast")
     [video] = described(data)
     assert video == VideoProperties("h264", "High", "1.3", 320, 180, "4:2:0", 8, True, 30.0)
     assert video.describe() == "H.264 High 1.3, 320x180, 30 fps, 4:2:0 8-bit, B-frames"
@@ -42,8 +36,8 @@ def test_x264_defaults_have_b_frames(tmp_path) -> None:
 
 def test_zerolatency_baseline_has_none(tmp_path) -> None:
     data = encode(
-        tmp_path, "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-        "-profile:v", "baseline", "-pix_fmt", "yuv420p", rate=25, size="640x360",
+        tmp_path, "-tune", "zerolatency", "-profile:v", "baseline",
+        preset="veryfast", rate=25, size="640x360",
     )  # fmt: skip
     [video] = described(data)
     assert (video.profile, video.width, video.height) == ("Constrained Baseline", 640, 360)
@@ -51,10 +45,7 @@ def test_zerolatency_baseline_has_none(tmp_path) -> None:
 
 
 def test_hevc_and_ten_bit_422(tmp_path) -> None:
-    data = encode(
-        tmp_path, "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error",
-        "-pix_fmt", "yuv420p",
-    )  # fmt: skip
+    data = encode(tmp_path, video="libx265")
     [video] = described(data)
     assert (video.codec, video.profile, video.chroma, video.bit_depth) == (
         "hevc",
@@ -63,13 +54,13 @@ def test_hevc_and_ten_bit_422(tmp_path) -> None:
         8,
     )
     assert video.b_frames and video.frame_rate == 30.0
-    data = encode(tmp_path, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv422p10le")
+    data = encode(tmp_path, pix_fmt="yuv422p10le")
     [video] = described(data)
     assert (video.profile, video.chroma, video.bit_depth) == ("High 4:2:2", "4:2:2", 10)
     assert not video.b_frames
 
 
 def test_a_stream_is_described_once_not_per_frame(tmp_path) -> None:
-    data = encode(tmp_path, "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+    data = encode(tmp_path)
     announced = described(data + data)
     assert len(announced) == 1

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from contextlib import ExitStack
 from pathlib import Path
 
-from harness.programs import require
+from harness.media import signal_source, write_ts
 
 from ghostream.media.demux import TsDemuxer
 from ghostream.media.properties import PropertiesTracker
@@ -14,15 +13,9 @@ from ghostream.outputs.transcode import WEBRTC_PROFILE, SourceTranscoder, Varian
 
 
 def test_the_copy_has_no_b_frames_and_keeps_size_rate_and_keyframes(tmp_path: Path) -> None:
-    require("ffmpeg")
-    source = tmp_path / "source.ts"
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-         "-i", "testsrc2=size=322x182:rate=30", "-t", "3", "-c:v", "libx264", "-preset",
-         "veryfast", "-g", "20", "-pix_fmt", "yuv420p", "-f", "mpegts", str(source)],
-        check=True,
-    )  # fmt: skip
-    packets = TsDemuxer().feed(source.read_bytes())
+    source = signal_source("322x182", rate=30, preset="veryfast", gop=20, audio=None)
+    data = write_ts(tmp_path / "source.ts", 3, source)
+    packets = TsDemuxer().feed(data)
     encoder = VariantEncoder(WEBRTC_PROFILE, 322, 182, 30)
     variant = Variant(encoder, None, ExitStack())  # type: ignore[arg-type]
     transcoder = SourceTranscoder("demo", None, None, always=False)  # type: ignore[arg-type]

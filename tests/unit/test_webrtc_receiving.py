@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 
-from aiortc import RTCPeerConnection, RTCRtpCodecParameters, RTCRtpReceiver
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+)
 from aiortc import rtcrtpreceiver as aiortc_receiver
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
+from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.rtp import RtpPacket
 from harness.aio import run_asyncio
 
@@ -43,23 +49,39 @@ def test_audio_packets_are_frames_and_late_ones_are_dropped() -> None:
     assert frames.add(rtp(0, 1920, b"y"))[1] is None
 
 
-def test_only_marked_receivers_pass_their_frames_through() -> None:
-    source = inspect.getsource(aiortc_receiver.decoder_worker)
-    assert "get_decoder(codec)" in source and "decoder.decode(encoded_frame)" in source
-    receiver_source = inspect.getsource(RTCRtpReceiver)
-    assert "self.__jitter_buffer.add(packet)" in receiver_source
-    assert "self.__codecs[codec.payloadType] = codec" in receiver_source
-    assert callable(RTCRtpReceiver._send_rtcp_pli)
+def test_a_marked_receiver_hands_over_each_frame_undecoded_at_its_last_packet() -> None:
+    """Packets through aiortc's own receiver: out comes the encoded frame, as soon as complete.
+
+    The NAL units are not a picture any decoder could make: only a pass-through
+    hands them over, and only frame assembly that does not wait for the next
+    frame hands over the first one (no second frame is ever sent).
+    """
+    units = [b"\x65" + bytes(range(40)), b"\x65" + bytes(range(40, 90))]
+    codec = RTCRtpCodecParameters("video/H264", clockRate=90000, payloadType=96)
 
     async def main() -> None:
         # aiortc needs a running loop; the server gives it trio-asyncio's.
-        publisher = RTCPeerConnection().addTransceiver("video", direction="recvonly")
-        publisher._codecs = [RTCRtpCodecParameters("video/H264", 90000, 96)]
-        internals.receive_encoded(publisher)
-        assert aiortc_receiver.get_decoder(publisher._codecs[0]).decode("frame") == ["frame"]
-        assert isinstance(publisher.receiver._RTCRtpReceiver__jitter_buffer, internals.VideoFrames)
+        pc = RTCPeerConnection()
+        transceiver = pc.addTransceiver("video", direction="recvonly")
+        transceiver._codecs = [codec]
+        internals.receive_encoded(transceiver)
+        receiver = transceiver.receiver
+        receiver._track = RemoteStreamTrack("video")
+        await receiver.receive(RTCRtpReceiveParameters(codecs=[codec]))
+        try:
+            for sequence, unit in enumerate(units):
+                packet = RtpPacket(payload_type=96, sequence_number=sequence, timestamp=3000)
+                packet.marker = int(sequence == len(units) - 1)
+                packet.payload = unit
+                await receiver._handle_rtp_packet(packet, arrival_time_ms=0)
+            frame = await asyncio.wait_for(receiver.track.recv(), 10)
+            assert frame.data == b"".join(b"\x00\x00\x00\x01" + unit for unit in units)
+        finally:
+            await receiver.stop()
+            await pc.close()
         # Any other receiver (a test's own browser stand-in) still decodes.
-        other = RTCRtpCodecParameters("video/H264", 90000, 96)
+        other = RTCRtpCodecParameters("video/H264", clockRate=90000, payloadType=96)
         assert type(aiortc_receiver.get_decoder(other)).__name__ == "H264Decoder"
+        assert callable(RTCRtpReceiver._send_rtcp_pli)
 
     run_asyncio(main)

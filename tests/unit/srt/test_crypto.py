@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ghostream.srt.crypto import (
@@ -78,9 +78,34 @@ def test_refusal_word_in_either_byte_order() -> None:
     assert parse_km_state(StreamCipher.generate(PASSPHRASE).key_material().to_bytes()) is None
 
 
-@given(st.binary(max_size=120))
-def test_parsing_arbitrary_key_material_raises_only_crypto_error(data: bytes) -> None:
+VALID_KM = StreamCipher.generate(PASSPHRASE).key_material().to_bytes()
+BOTH_KEYS_KM = KeyMaterial(KK_BOTH, bytes(16), 32, bytes(8 + 2 * 32)).to_bytes()
+
+
+@st.composite
+def damaged_key_material(draw) -> bytes:
+    """A real KM message with some bytes changed, cut or extended: most of it still parses."""
+    data = bytearray(draw(st.sampled_from([VALID_KM, BOTH_KEYS_KM])))
+    for _ in range(draw(st.integers(0, 3))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data[: draw(st.integers(0, len(data)))]) + draw(st.binary(max_size=8))
+
+
+@given(st.one_of(st.binary(max_size=120), damaged_key_material()))
+@example(VALID_KM)
+@example(VALID_KM[:-1])
+@example(BOTH_KEYS_KM)
+@example(BOTH_KEYS_KM[:-8])
+@example(b"")
+def test_key_material_parses_to_what_it_says_or_is_a_crypto_error(data: bytes) -> None:
+    """Whatever parses is a KM of a supported shape that writes back to the bytes it read."""
     try:
-        KeyMaterial.parse(data)
+        km = KeyMaterial.parse(data)
     except CryptoError:
-        pass
+        return
+    keys = 2 if km.key_flags == KK_BOTH else 1
+    assert km.key_length in (16, 24, 32) and km.key_flags in (KK_EVEN, KK_ODD, KK_BOTH)
+    assert len(km.wrapped_keys) == 8 + keys * km.key_length
+    written = km.to_bytes()
+    # The header's reserved and informational fields are written canonically; the rest is read.
+    assert written[16:] == data[16 : len(written)] and KeyMaterial.parse(written) == km
