@@ -194,6 +194,14 @@ class SrtSettings:
         doc="Most SRT connections at once; more are refused (reject code 1402).",
         default=64,
     )
+    max_clients_per_host: int = _key(
+        "maxClientsPerHost",
+        doc=(
+            "Most SRT connections at once from one address (an IPv6 /64), so that one host"
+            " cannot take every slot of `srt.maxClients`; more are refused (1402)."
+        ),
+        default=8,
+    )
     latency: int = _key(
         "latency",
         doc=(
@@ -339,6 +347,11 @@ class TelnetSettings:
     listen_address: ListenAddress = _key(
         "listenAddress", doc="TCP address of the telnet output.", default=ListenAddress("", 8023)
     )
+    max_clients_per_host: int = _key(
+        "maxClientsPerHost",
+        doc="Most telnet connections at once from one address (an IPv6 /64).",
+        default=8,
+    )
 
 
 @dataclass(frozen=True)
@@ -479,6 +492,22 @@ class WebrtcSettings:
         default=10000,
     )
     max_port_udp: int = _key("maxPortUDP", doc="Highest UDP port for WebRTC media.", default=10005)
+    max_sessions_per_host: int = _key(
+        "maxSessionsPerHost",
+        doc=(
+            "Most WebRTC viewer sessions at once from one address (an IPv6 /64); more offers are"
+            " answered 429."
+        ),
+        default=8,
+    )
+    connect_timeout: int = _key(
+        "connectTimeout",
+        doc=(
+            "Seconds a WebRTC session has to connect (ICE and DTLS) after its answer; one that"
+            " has not by then ends."
+        ),
+        default=20,
+    )
     tcp_listen_address: ListenAddress = _key(
         "tcpListenAddress",
         doc=(
@@ -813,6 +842,14 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         fail(("history", "retention"), "must not be negative")
     if not 1 <= settings.srt.max_clients <= 100_000:
         fail(("srt", "maxClients"), "must be between 1 and 100000")
+    for path, value in (
+        (("srt", "maxClientsPerHost"), settings.srt.max_clients_per_host),
+        (("telnet", "maxClientsPerHost"), settings.telnet.max_clients_per_host),
+        (("webrtc", "maxSessionsPerHost"), settings.webrtc.max_sessions_per_host),
+        (("webrtc", "connectTimeout"), settings.webrtc.connect_timeout),
+    ):
+        if value < 1:
+            fail(path, "must be at least 1")
     if not 20 <= settings.srt.latency <= 10_000:
         fail(("srt", "latency"), "must be between 20 and 10000 (milliseconds)")
     for name, port in (
