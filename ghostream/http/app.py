@@ -173,7 +173,7 @@ def create_app(context: ServerContext) -> Starlette:
             return _not_found()
         uid = request.query_params.get("uid", "")
         if uid:
-            audience.pages.saw(uid[:64], stream_id)
+            audience.pages.saw(uid[:64], stream_id, request.client.host if request.client else "?")
         return JSONResponse({"ConnectedViewers": audience.total(stream_id)})
 
     async def edge_report(request: Request) -> Response:

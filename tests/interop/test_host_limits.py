@@ -7,16 +7,20 @@ caller driven by hand: it completes the handshake, then never says a word.
 
 from __future__ import annotations
 
+import re
 import socket
 import sqlite3
 import subprocess
 from contextlib import closing
+from functools import partial
 
+import httpx
 import pytest
 import trio
 from harness.publisher import publishing
 from harness.server_process import ServerProcess, free_port
 
+from ghostream.audience import PAGES_PER_HOST
 from ghostream.srt.connection import Connection, ConnectionRejected, State
 
 FLOODER = "127.0.0.2"
@@ -24,6 +28,7 @@ PER_HOST = 8
 VIEWERS = 3
 # The publisher, the real viewers, and the flooder's share: nothing to spare.
 MAX_CLIENTS = 1 + VIEWERS + PER_HOST
+PART = re.compile(r'URI="(part-[0-9a-f]+-\d+-\d+\.m4s)"')
 
 
 @pytest.fixture
@@ -157,3 +162,47 @@ def read_until(sock: socket.socket, end: bytes) -> bytes:
         assert chunk, received
         received += chunk
     return received
+
+
+async def test_made_up_page_ids_from_one_host_do_not_inflate_the_count(server) -> None:
+    """Thousands of ids from one host, on the counter and on LL-HLS media, add a few at most."""
+    counter = f"{server.web_url}/_stats/demo/"
+    flooder = httpx.AsyncHTTPTransport(local_address=FLOODER)
+    with publishing(server, "demo:demo"):
+        async with (
+            httpx.AsyncClient(transport=flooder, timeout=15) as hostile,
+            httpx.AsyncClient(timeout=15) as client,
+            trio.open_nursery() as nursery,
+        ):
+            for _ in range(VIEWERS):
+                nursery.start_soon(
+                    partial(trio.run_process, srt_viewer(server), stdin=subprocess.DEVNULL)
+                )
+            with trio.fail_after(20):
+                while (await client.get(counter)).json()["ConnectedViewers"] < VIEWERS:
+                    await trio.sleep(0.2)
+            for number in range(3000):
+                await hostile.get(counter, params={"uid": f"made-up-{number}"})
+            with trio.fail_after(30):
+                media = (await hostile.get(f"{server.web_url}/demo/media.m3u8")).text
+                while not (parts := PART.findall(media)):
+                    media = (await hostile.get(f"{server.web_url}/demo/media.m3u8")).text
+            for number in range(300):
+                header = {"x-ghostream-viewer": f"made-up-media-{number}"}
+                fetched = await hostile.get(f"{server.web_url}/demo/{parts[-1]}", headers=header)
+                assert fetched.status_code == 200
+            count = (await client.get(counter)).json()["ConnectedViewers"]
+            nursery.cancel_scope.cancel()
+    # The real viewers, the host's few pages, and its other media fetches as one.
+    assert VIEWERS <= count <= VIEWERS + 2 * PAGES_PER_HOST + 1, count
+    server.stop()
+    with closing(sqlite3.connect(server.history_path)) as db:
+        views = db.execute(
+            "SELECT COUNT(*) FROM sessions WHERE protocol = 'llhls' AND peer LIKE ?",
+            (f"{FLOODER}:%",),
+        ).fetchone()[0]
+    assert views <= PAGES_PER_HOST + 1, views
+
+
+def srt_viewer(server: ServerProcess) -> list[str]:
+    return ["ffmpeg", "-v", "error", "-i", server.srt_url("demo"), "-f", "null", "-"]
