@@ -426,6 +426,32 @@ class TranscodingSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    certificate: str = _key(
+        "certificate",
+        doc=(
+            "PEM certificate chain (certbot's `fullchain.pem`); with `web.tls.key` the web server"
+            " speaks HTTPS and HTTP/2 on `web.listenAddress`, and loads the files again when"
+            " they change (renewals)."
+        ),
+        default="",
+    )
+    key: str = _key("key", doc="PEM private key of that certificate (`privkey.pem`).", default="")
+    redirect_address: ListenAddress = _key(
+        "redirectAddress",
+        doc=(
+            "With HTTPS: a plain-HTTP address (`:80`) that redirects every request to HTTPS;"
+            " port 0 turns it off."
+        ),
+        default=ListenAddress("", 0),
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.certificate)
+
+
+@dataclass(frozen=True)
 class WebSettings:
     enabled: bool = _key(
         "enabled", doc="Serve the player pages, WHEP, LL-HLS and the JSON endpoints.", default=True
@@ -446,6 +472,7 @@ class WebSettings:
     listen_address: ListenAddress = _key(
         "listenAddress", doc="TCP address of the web server.", default=ListenAddress("", 8080)
     )
+    tls: TlsSettings = _key("tls", default_factory=TlsSettings)
     name: str = _key("name", doc="Site name, in titles and the header.", default="Ghostream")
     one_stream_per_domain: bool = _key(
         "oneStreamPerDomain",
@@ -883,6 +910,12 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         fail(("origin", "idleTimeout"), "must be at least 1 (second)")
     if origin.web_url and not re.fullmatch(r"https?://[^\s/]+/?", origin.web_url):
         fail(("origin", "webUrl"), "must be an address like http://origin:8080")
+    tls = settings.web.tls
+    if bool(tls.certificate) != bool(tls.key):
+        missing = "key" if tls.certificate else "certificate"
+        fail(("web", "tls", missing), "must be set too: HTTPS needs a certificate and its key")
+    if tls.redirect_address.port and not tls.enabled:
+        fail(("web", "tls", "redirectAddress"), "needs web.tls.certificate and web.tls.key")
     if settings.webrtc.transcode not in WEBRTC_TRANSCODE_MODES:
         fail(
             ("webrtc", "transcode"),

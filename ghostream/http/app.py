@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
@@ -39,6 +40,7 @@ from ghostream.http.dashboard import dashboard_routes
 from ghostream.http.headers import SecurityHeaders
 from ghostream.http.pages import page_routes
 from ghostream.http.serving import serve_asgi
+from ghostream.http.tls import Certificate
 from ghostream.outputs.llhls import HlsAnswer
 from ghostream.outputs.llhls.players import client_key
 
@@ -277,6 +279,14 @@ def create_app(context: ServerContext) -> Starlette:
 async def serve_web(
     context: ServerContext, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    web = context.settings.web
+    certificate = None
+    if web.tls.enabled:
+        certificate = Certificate(Path(web.tls.certificate), Path(web.tls.key))
     await serve_asgi(
-        create_app(context), context.settings.web.listen_address, task_status=task_status
+        create_app(context),
+        web.listen_address,
+        certificate=certificate,
+        redirect=web.tls.redirect_address if web.tls.redirect_address.port else None,
+        task_status=task_status,
     )
