@@ -35,7 +35,7 @@ from ghostream.context import ServerContext, failure_throttle
 from ghostream.edge.access import is_edge_key
 from ghostream.history import queries
 from ghostream.http.admin import AdminAuth, admin_only
-from ghostream.http.bodies import read_body
+from ghostream.http.bodies import closing, read_body
 from ghostream.http.dashboard import dashboard_routes
 from ghostream.http.headers import SecurityHeaders
 from ghostream.http.pages import page_routes
@@ -190,7 +190,11 @@ def create_app(context: ServerContext) -> Starlette:
             await trio.sleep(edge_throttle.failed(client))
             return JSONResponse({"error": "not an edge of this server"}, status_code=403)
         edge_throttle.succeeded(client)
-        report = parse_report(await read_body(request, MAX_REPORT_BYTES))
+        body = await read_body(request, MAX_REPORT_BYTES)
+        if body is None:
+            too_large = {"error": f"the report is larger than {MAX_REPORT_BYTES} bytes"}
+            return JSONResponse(too_large, status_code=413, headers=closing(request))
+        report = parse_report(body)
         if report is None:
             return JSONResponse({"error": "malformed report"}, status_code=400)
         edge, counts = report
