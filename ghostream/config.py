@@ -473,6 +473,15 @@ class WebSettings:
         "listenAddress", doc="TCP address of the web server.", default=ListenAddress("", 8080)
     )
     tls: TlsSettings = _key("tls", default_factory=TlsSettings)
+    trusted_proxies: list[str] = _key(
+        "trustedProxies",
+        doc=(
+            "Addresses or networks of reverse proxies in front of the web server (Traefik,"
+            " nginx): their `X-Forwarded-For` names the client, for every per-address rule"
+            " (guessing delays, WebRTC sessions and pages counted per address)."
+        ),
+        default_factory=list,
+    )
     name: str = _key("name", doc="Site name, in titles and the header.", default="Ghostream")
     one_stream_per_domain: bool = _key(
         "oneStreamPerDomain",
@@ -910,6 +919,11 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         fail(("origin", "idleTimeout"), "must be at least 1 (second)")
     if origin.web_url and not re.fullmatch(r"https?://[^\s/]+/?", origin.web_url):
         fail(("origin", "webUrl"), "must be an address like http://origin:8080")
+    for network in settings.web.trusted_proxies:
+        try:
+            ipaddress.ip_network(network.strip(), strict=False)
+        except ValueError:
+            fail(("web", "trustedProxies"), f"has {network!r}, which is no address or network")
     tls = settings.web.tls
     if bool(tls.certificate) != bool(tls.key):
         missing = "key" if tls.certificate else "certificate"

@@ -39,6 +39,7 @@ from ghostream.http.bodies import closing, read_body
 from ghostream.http.dashboard import dashboard_routes
 from ghostream.http.headers import SecurityHeaders
 from ghostream.http.pages import page_routes
+from ghostream.http.proxies import behind_proxies, parse_networks
 from ghostream.http.serving import serve_asgi
 from ghostream.http.tls import Certificate
 from ghostream.outputs.llhls import HlsAnswer
@@ -287,8 +288,9 @@ async def serve_web(
     certificate = None
     if web.tls.enabled:
         certificate = Certificate(Path(web.tls.certificate), Path(web.tls.key))
+    app = behind_proxies(create_app(context), parse_networks(web.trusted_proxies))
     await serve_asgi(
-        create_app(context),
+        app,
         web.listen_address,
         certificate=certificate,
         redirect=web.tls.redirect_address if web.tls.redirect_address.port else None,

@@ -206,3 +206,23 @@ async def test_made_up_page_ids_from_one_host_do_not_inflate_the_count(server) -
 
 def srt_viewer(server: ServerProcess) -> list[str]:
     return ["ffmpeg", "-v", "error", "-i", server.srt_url("demo"), "-f", "null", "-"]
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_is_its_own_host(
+    ghostream_server,
+) -> None:
+    """Pages through the proxy (127.0.0.1) count per client; a client's own header is ignored."""
+    server = ghostream_server({"web": {"trustedProxies": ["127.0.0.1"]}})
+    counter = f"{server.web_url}/_stats/demo/"
+    clients = 2 * PAGES_PER_HOST
+    async with httpx.AsyncClient(timeout=15) as proxy:
+        for number in range(clients):
+            forwarded = {"X-Forwarded-For": f"10.9.9.9, 198.51.100.{number + 1}"}
+            await proxy.get(counter, params={"uid": f"page-{number}"}, headers=forwarded)
+        assert (await proxy.get(counter)).json()["ConnectedViewers"] == clients
+    transport = httpx.AsyncHTTPTransport(local_address=FLOODER)
+    async with httpx.AsyncClient(transport=transport, timeout=15) as direct:
+        for number in range(clients):
+            forwarded = {"X-Forwarded-For": f"203.0.113.{number + 1}"}
+            await direct.get(counter, params={"uid": f"spoof-{number}"}, headers=forwarded)
+        assert (await direct.get(counter)).json()["ConnectedViewers"] == clients + PAGES_PER_HOST
