@@ -40,7 +40,7 @@ COMMON = {
     "monitoring": {"enabled": False},
     "transcoding": {"enabled": False},
     "webrtc": {"enabled": False},
-    "srt": {"maxClients": 1000},
+    "srt": {"maxClients": 1000, "maxClientsPerHost": 1000},
 }
 
 

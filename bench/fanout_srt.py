@@ -190,7 +190,7 @@ def run_bitrate(
     server = start_server(
         work,
         {"auth": {"enabled": False}, "history": {"enabled": False},
-         "monitoring": {"enabled": False}, "srt": {"maxClients": 1000}},
+         "monitoring": {"enabled": False}, "srt": {"maxClients": 1000, "maxClientsPerHost": 1000}},
     )  # fmt: skip
     relay_in, relay_out = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
     relay = subprocess.Popen(

@@ -137,7 +137,12 @@ def many_viewers(size: str, count: int, seconds: float) -> None:
         server = start_server(
             Path(work),
             {
-                "telnet": {"enabled": True, "listenAddress": f"127.0.0.1:{port}"},
+                "telnet": {
+                    "enabled": True,
+                    "listenAddress": f"127.0.0.1:{port}",
+                    # Every viewer here is one machine.
+                    "maxClientsPerHost": 1000,
+                },
                 "transcoder": {"text": {"enabled": True}},
                 "webrtc": {"enabled": False},
             },

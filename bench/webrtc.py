@@ -400,7 +400,11 @@ def main() -> None:
         low, high = UDP_RANGE
         server = start_server(
             Path(work),
-            {"webrtc": {"minPortUDP": low, "maxPortUDP": high}, "auth": {"enabled": False}},
+            {
+                # Every viewer here is one machine.
+                "webrtc": {"minPortUDP": low, "maxPortUDP": high, "maxSessionsPerHost": 1000},
+                "auth": {"enabled": False},
+            },
         )
         results = {}
         try:

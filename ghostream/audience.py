@@ -11,16 +11,20 @@ with its totals, so that a player served by an edge shows the same number.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ghostream.broker.registry import Broker
+from ghostream.peers import source_host
 
 # A browser page polls the counter every 20 s; one not seen for this long has left.
 PAGE_VIEWER_TTL = 40.0
 MAX_PAGE_VIEWERS = 100_000
+# Pages counted per address (an IPv6 /64): a household's few screens, never one
+# host's made-up ids.  A new id past it takes the place of that host's oldest.
+PAGES_PER_HOST = 4
 # Edges report every few seconds; one silent for this long is gone (or restarted under a new id).
 REPORT_TTL = 10.0
 MAX_EDGES = 1024
@@ -32,14 +36,31 @@ def same_stream(stream: str, wanted: str) -> bool:
 
 
 class PageViewers:
-    """Browser pages that poll `/_stats/ID/?uid=…`, each counted once while it polls."""
+    """Browser pages that poll `/_stats/ID/?uid=…`, each counted once while it polls.
 
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[str, float]] = {}
+    The id is the page's word alone, so one address counts at most
+    `PAGES_PER_HOST` pages however many ids it makes up.  Page polls are
+    counted here only, never written to the history: a view there is a
+    session or media fetched.
+    """
 
-    def saw(self, uid: str, stream_id: str) -> None:
-        self._seen.pop(uid, None)
-        self._seen[uid] = (stream_id, time.monotonic())
+    def __init__(self, per_host: int = PAGES_PER_HOST) -> None:
+        self.per_host = per_host
+        # Page id → (stream id, last poll, host), the longest silent first.
+        self._seen: dict[str, tuple[str, float, str]] = {}
+        # Host → its page ids, the longest silent first.
+        self._hosts: dict[str, OrderedDict[str, None]] = {}
+
+    def saw(self, uid: str, stream_id: str, peer: str) -> None:
+        """A page (`uid`) of `stream_id` polled from `peer` (an address, with or without port)."""
+        host = source_host(peer)
+        self._forget(uid)
+        pages = self._hosts.setdefault(host, OrderedDict())
+        if len(pages) >= self.per_host:
+            self._forget(next(iter(pages)))
+            pages = self._hosts.setdefault(host, OrderedDict())
+        pages[uid] = None
+        self._seen[uid] = (stream_id, time.monotonic(), host)
         if len(self._seen) > MAX_PAGE_VIEWERS:
             self._expire(force_oldest=True)
 
@@ -48,17 +69,27 @@ class PageViewers:
         self._expire()
         return sum(
             1
-            for uid, (stream, _) in self._seen.items()
+            for uid, (stream, _, _) in self._seen.items()
             if same_stream(stream, stream_id) and uid not in already_counted
         )
 
     def _expire(self, *, force_oldest: bool = False) -> None:
         limit = time.monotonic() - PAGE_VIEWER_TTL
-        for uid, (_, seen) in list(self._seen.items()):
+        for uid, (_, seen, _) in list(self._seen.items()):
             if seen >= limit and not force_oldest:
                 break
-            del self._seen[uid]
+            self._forget(uid)
             force_oldest = False
+
+    def _forget(self, uid: str) -> None:
+        entry = self._seen.pop(uid, None)
+        if entry is None:
+            return
+        host = entry[2]
+        pages = self._hosts[host]
+        del pages[uid]
+        if not pages:
+            del self._hosts[host]
 
 
 @dataclass(frozen=True, slots=True)

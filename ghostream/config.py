@@ -245,6 +245,14 @@ class SrtSettings:
         doc="Most SRT connections at once; more are refused (reject code 1402).",
         default=64,
     )
+    max_clients_per_host: int = _key(
+        "maxClientsPerHost",
+        doc=(
+            "Most SRT connections at once from one address (an IPv6 /64), so that one host"
+            " cannot take every slot of `srt.maxClients`; more are refused (1402)."
+        ),
+        default=8,
+    )
     latency: int = _key(
         "latency",
         doc=(
@@ -465,6 +473,11 @@ class TelnetSettings:
     listen_address: ListenAddress = _key(
         "listenAddress", doc="TCP address of the telnet output.", default=ListenAddress("", 8023)
     )
+    max_clients_per_host: int = _key(
+        "maxClientsPerHost",
+        doc="Most telnet connections at once from one address (an IPv6 /64).",
+        default=8,
+    )
 
 
 @dataclass(frozen=True)
@@ -539,6 +552,32 @@ class TranscodingSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    certificate: str = _key(
+        "certificate",
+        doc=(
+            "PEM certificate chain (certbot's `fullchain.pem`); with `web.tls.key` the web server"
+            " speaks HTTPS and HTTP/2 on `web.listenAddress`, and loads the files again when"
+            " they change (renewals)."
+        ),
+        default="",
+    )
+    key: str = _key("key", doc="PEM private key of that certificate (`privkey.pem`).", default="")
+    redirect_address: ListenAddress = _key(
+        "redirectAddress",
+        doc=(
+            "With HTTPS: a plain-HTTP address (`:80`) that redirects every request to HTTPS;"
+            " port 0 turns it off."
+        ),
+        default=ListenAddress("", 0),
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.certificate)
+
+
+@dataclass(frozen=True)
 class WebSettings:
     enabled: bool = _key(
         "enabled", doc="Serve the player pages, WHEP, LL-HLS and the JSON endpoints.", default=True
@@ -558,6 +597,16 @@ class WebSettings:
     )
     listen_address: ListenAddress = _key(
         "listenAddress", doc="TCP address of the web server.", default=ListenAddress("", 8080)
+    )
+    tls: TlsSettings = _key("tls", default_factory=TlsSettings)
+    trusted_proxies: list[str] = _key(
+        "trustedProxies",
+        doc=(
+            "Addresses or networks of reverse proxies in front of the web server (Traefik,"
+            " nginx): their `X-Forwarded-For` names the client, for every per-address rule"
+            " (guessing delays, WebRTC sessions and pages counted per address)."
+        ),
+        default_factory=list,
     )
     name: str = _key("name", doc="Site name, in titles and the header.", default="Ghostream")
     one_stream_per_domain: bool = _key(
@@ -605,6 +654,22 @@ class WebrtcSettings:
         default=10000,
     )
     max_port_udp: int = _key("maxPortUDP", doc="Highest UDP port for WebRTC media.", default=10005)
+    max_sessions_per_host: int = _key(
+        "maxSessionsPerHost",
+        doc=(
+            "Most WebRTC viewer sessions at once from one address (an IPv6 /64); more offers are"
+            " answered 429."
+        ),
+        default=8,
+    )
+    connect_timeout: int = _key(
+        "connectTimeout",
+        doc=(
+            "Seconds a WebRTC session has to connect (ICE and DTLS) after its answer; one that"
+            " has not by then ends."
+        ),
+        default=20,
+    )
     tcp_listen_address: ListenAddress = _key(
         "tcpListenAddress",
         doc=(
@@ -1014,6 +1079,14 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         fail(("history", "retention"), "must not be negative")
     if not 1 <= settings.srt.max_clients <= 100_000:
         fail(("srt", "maxClients"), "must be between 1 and 100000")
+    for path, value in (
+        (("srt", "maxClientsPerHost"), settings.srt.max_clients_per_host),
+        (("telnet", "maxClientsPerHost"), settings.telnet.max_clients_per_host),
+        (("webrtc", "maxSessionsPerHost"), settings.webrtc.max_sessions_per_host),
+        (("webrtc", "connectTimeout"), settings.webrtc.connect_timeout),
+    ):
+        if value < 1:
+            fail(path, "must be at least 1")
     if not 20 <= settings.srt.latency <= 10_000:
         fail(("srt", "latency"), "must be between 20 and 10000 (milliseconds)")
     for name, port in (
@@ -1047,6 +1120,17 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
         fail(("origin", "idleTimeout"), "must be at least 1 (second)")
     if origin.web_url and not re.fullmatch(r"https?://[^\s/]+/?", origin.web_url):
         fail(("origin", "webUrl"), "must be an address like http://origin:8080")
+    for network in settings.web.trusted_proxies:
+        try:
+            ipaddress.ip_network(network.strip(), strict=False)
+        except ValueError:
+            fail(("web", "trustedProxies"), f"has {network!r}, which is no address or network")
+    tls = settings.web.tls
+    if bool(tls.certificate) != bool(tls.key):
+        missing = "key" if tls.certificate else "certificate"
+        fail(("web", "tls", missing), "must be set too: HTTPS needs a certificate and its key")
+    if tls.redirect_address.port and not tls.enabled:
+        fail(("web", "tls", "redirectAddress"), "needs web.tls.certificate and web.tls.key")
     if settings.webrtc.transcode not in WEBRTC_TRANSCODE_MODES:
         fail(
             ("webrtc", "transcode"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import trio
@@ -38,13 +39,15 @@ from ghostream.edge.access import is_edge_key
 from ghostream.history import queries
 from ghostream.history.log import EventLog
 from ghostream.http.admin import AdminAuth, admin_only
-from ghostream.http.bodies import read_body
+from ghostream.http.bodies import closing, read_body
 from ghostream.http.dashboard import dashboard_routes
 from ghostream.http.headers import SecurityHeaders
 from ghostream.http.pages import page_routes
+from ghostream.http.proxies import behind_proxies, parse_networks
 from ghostream.http.pushes import push_routes
 from ghostream.http.serving import serve_asgi
 from ghostream.http.shows import show_routes
+from ghostream.http.tls import Certificate
 from ghostream.outputs.llhls import HlsAnswer, LlHls
 from ghostream.outputs.llhls.players import client_key
 
@@ -198,7 +201,7 @@ def create_app(context: Site) -> Starlette:
             return _not_found()
         uid = request.query_params.get("uid", "")
         if uid:
-            audience.pages.saw(uid[:64], stream_id)
+            audience.pages.saw(uid[:64], stream_id, request.client.host if request.client else "?")
         return JSONResponse({"ConnectedViewers": audience.total(stream_id)})
 
     async def edge_report(request: Request) -> Response:
@@ -213,7 +216,11 @@ def create_app(context: Site) -> Starlette:
             await trio.sleep(edge_throttle.failed(client))
             return JSONResponse({"error": "not an edge of this server"}, status_code=403)
         edge_throttle.succeeded(client)
-        report = parse_report(await read_body(request, MAX_REPORT_BYTES))
+        body = await read_body(request, MAX_REPORT_BYTES)
+        if body is None:
+            too_large = {"error": f"the report is larger than {MAX_REPORT_BYTES} bytes"}
+            return JSONResponse(too_large, status_code=413, headers=closing(request))
+        report = parse_report(body)
         if report is None:
             return JSONResponse({"error": "malformed report"}, status_code=400)
         edge, counts = report
@@ -316,6 +323,15 @@ def create_app(context: Site) -> Starlette:
 async def serve_web(
     context: Site, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    web = context.settings.web
+    certificate = None
+    if web.tls.enabled:
+        certificate = Certificate(Path(web.tls.certificate), Path(web.tls.key))
+    app = behind_proxies(create_app(context), parse_networks(web.trusted_proxies))
     await serve_asgi(
-        create_app(context), context.settings.web.listen_address, task_status=task_status
+        app,
+        web.listen_address,
+        certificate=certificate,
+        redirect=web.tls.redirect_address if web.tls.redirect_address.port else None,
+        task_status=task_status,
     )

@@ -1,4 +1,10 @@
-"""Request bodies read with a bound, so that no client can make the server hold a large one."""
+"""Request bodies read with a bound, so that no client can make the server hold a large one.
+
+A body over its bound is answered 413 at once, and over HTTP/1.1 the answer
+says `Connection: close`: the rest of the body is never read, so the
+connection could not carry another request, and the client learns it is
+over instead of sending on.  (HTTP/2 forbids the header; the stream ends.)
+"""
 
 from __future__ import annotations
 
@@ -21,3 +27,8 @@ async def read_body(request: Request, limit: int) -> bytes | None:
         if len(body) > limit:
             return None
     return bytes(body)
+
+
+def closing(request: Request) -> dict[str, str]:
+    """The headers of an answer that leaves a request's body unread."""
+    return {"Connection": "close"} if request.scope.get("http_version", "1.1") < "2" else {}

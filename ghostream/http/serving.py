@@ -5,12 +5,16 @@ line and headers (bytes and count), and how long a connection may stay
 silent.  Hypercorn's read timeout counts while an answer is being sent too,
 so no route may take longer than READ_TIMEOUT to answer a silent client
 (LL-HLS holds a playlist request for a few seconds at most).
+
+With a certificate (`tls.Certificate`) it speaks HTTPS, HTTP/2 included,
+and may also take plain HTTP on another address only to redirect it.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from ssl import SSLContext
 
 import trio
 from hypercorn.config import Config
@@ -19,12 +23,22 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Framework, S
 
 from ghostream.config import ListenAddress
 from ghostream.exceptiongroups import sole_error
+from ghostream.http.tls import Certificate, redirect_plain_http
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
 # Seconds a client may stay silent on a connection, and between two requests.
 READ_TIMEOUT = 60
 KEEP_ALIVE_TIMEOUT = 30
+
+
+class _Config(Config):
+    """Hypercorn's settings, with our TLS context: built once, reloaded in place."""
+
+    ssl_context: SSLContext | None = None
+
+    def create_ssl_context(self) -> SSLContext | None:
+        return self.ssl_context
 
 
 def _ipv6_available() -> bool:
@@ -66,11 +80,23 @@ async def serve_asgi(
     app: Framework,
     address: ListenAddress,
     *,
+    certificate: Certificate | None = None,
+    redirect: ListenAddress | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; binding errors surface before `task_status.started`."""
-    config = Config()
+    """Serve until cancelled; binding errors surface before `task_status.started`.
+
+    With a `certificate`, over HTTPS (and plain HTTP at `redirect`, redirected).
+    """
+    config = _Config()
     config.bind = [hypercorn_bind(address)]
+    app = limit_headers(app)
+    if certificate is not None:
+        config.certfile, config.keyfile = str(certificate.certfile), str(certificate.keyfile)
+        config.ssl_context = certificate.context
+        if redirect is not None:
+            config.insecure_bind = [hypercorn_bind(redirect)]
+            app = redirect_plain_http(app, address.port)
     config.accesslog = None
     config.errorlog = logging.getLogger("ghostream.http")
     config.graceful_timeout = 1.0
@@ -79,7 +105,11 @@ async def serve_asgi(
     config.read_timeout = READ_TIMEOUT
     config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     try:
-        await serve(limit_headers(app), config, task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            if certificate is not None:
+                nursery.start_soon(certificate.watch)
+            await serve(app, config, task_status=task_status)
+            nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Hypercorn nests a bind error in its nurseries: the server reports it plainly.
         raise sole_error(group) from None

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from ghostream.http.bodies import read_body
+from ghostream.http.bodies import closing, read_body
 from ghostream.webrtc import WebRtcOutput
 
 MAX_OFFER_BYTES = 64 * 1024
@@ -42,7 +42,7 @@ async def read_offer(request: Request) -> str | Response:
         return error(415, "the offer must be sent as application/sdp")
     body = await read_body(request, MAX_OFFER_BYTES)
     if body is None:
-        return error(413, f"the offer is larger than {MAX_OFFER_BYTES} bytes")
+        return error(413, f"the offer is larger than {MAX_OFFER_BYTES} bytes", closing(request))
     try:
         return body.decode()
     except UnicodeDecodeError:

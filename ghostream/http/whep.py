@@ -8,8 +8,6 @@ stream's statistics.
 
 from __future__ import annotations
 
-import logging
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,8 +22,6 @@ from ghostream.http.signalling import (
     signalling_routes,
 )
 from ghostream.webrtc import WebRtcError, WebRtcOutput
-
-log = logging.getLogger(__name__)
 
 
 def whep_routes(
@@ -47,11 +43,7 @@ def whep_routes(
             uid = request.query_params.get("uid", "")
             session, answer = await webrtc.answer(stream_id, sdp, peer, uid)
         except WebRtcError as exc:
-            if exc.status >= 500:
-                log.warning("WHEP offer for %s from %s refused: %s", stream_id, peer, exc)
-            elif exc.status == 400:
-                # The parser's message may quote the offer: the client hears it, the log does not.
-                log.warning("WHEP offer for %s from %s refused: malformed offer", stream_id, peer)
+            # Logged and recorded (once a minute per host) where it was refused.
             return error(exc.status, str(exc))
         return created(webrtc, answer, f"/{stream_id}/whep", session.id)
 

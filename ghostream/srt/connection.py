@@ -70,6 +70,10 @@ KEEPALIVE_INTERVAL = 1.0
 HANDSHAKE_RESEND_INTERVAL = 0.250
 CONNECT_TIMEOUT = 3.0
 PEER_IDLE_TIMEOUT = 5.0
+# A listener's peer says something (an ACK, a keep-alive each second, data) at
+# once after the handshake; one that stays silent this long never meant to.
+FIRST_PACKET_TIMEOUT = 3.0
+PEER_CLOSED = "peer closed the connection"
 MAX_PAYLOAD = 1456
 FLOW_WINDOW = 8192
 # Packets further ahead than this are not a gap we could ever fill: a hostile
@@ -164,6 +168,8 @@ class Connection:
         self._outgoing: list[bytes] = []
         self._last_sent = now
         self._last_received = now
+        # How long the peer may stay silent: shorter until it has said anything.
+        self._idle_timeout = PEER_IDLE_TIMEOUT
         # Sender half (sequence numbers in both halves are extended: see buffers.py).
         self._msgno = 1
         self._snd = SendBuffer(0)
@@ -250,6 +256,7 @@ class Connection:
         conn._cipher = cipher
         conn._start_sequences(isn)
         conn._anchor_peer_clock(peer_timestamp, peer_timestamp_arrival)
+        conn._idle_timeout = FIRST_PACKET_TIMEOUT
         conn.state = State.CONNECTED
         return conn
 
@@ -310,7 +317,7 @@ class Connection:
         if self.state is State.CONNECTING:
             return min(self._handshake_sent + HANDSHAKE_RESEND_INTERVAL, self._connect_deadline)
         deadlines = [
-            self._last_received + PEER_IDLE_TIMEOUT,
+            self._last_received + self._idle_timeout,
             self._last_sent + KEEPALIVE_INTERVAL,
         ]
         if self._ack_pending:
@@ -334,8 +341,11 @@ class Connection:
             return
         if self.state is State.CLOSED:
             return
-        if now >= self._last_received + PEER_IDLE_TIMEOUT:
-            self._finish("peer idle timeout")
+        if now >= self._last_received + self._idle_timeout:
+            heard = self._idle_timeout == PEER_IDLE_TIMEOUT
+            self._finish(
+                "peer idle timeout" if heard else "nothing from the peer after the handshake"
+            )
             return
         self._deliver(now)
         if self._ack_pending and now >= self._next_ack:
@@ -499,8 +509,12 @@ class Connection:
             if packet.type == ControlType.HANDSHAKE:
                 self._receive_handshake_response(packet, now)
             return
-        self._last_received = now
         ctype = packet.type
+        if ctype == ControlType.HANDSHAKE:
+            # A repeated conclusion (the listener answers those) is not the peer using us.
+            return
+        self._last_received = now
+        self._idle_timeout = PEER_IDLE_TIMEOUT
         if ctype == ControlType.ACK:
             self._receive_ack(packet, now)
         elif ctype == ControlType.NAK:
@@ -513,12 +527,11 @@ class Connection:
             # What already arrived is the end of the stream: hand it over now
             # rather than waiting for play times that no longer matter.
             self._deliver(float("inf"))
-            self._finish("peer closed the connection")
+            self._finish(PEER_CLOSED)
         elif ctype == ControlType.DROPREQ:
             self._receive_dropreq(packet, now)
         elif ctype == ControlType.USER and packet.subtype == UserSubtype.KMREQ:
             self._receive_kmreq(packet, now)
-        # HANDSHAKE here is a repeated conclusion: the listener answers those.
         # KEEPALIVE only refreshes _last_received.
 
     def _receive_ack(self, packet: ControlPacket, now: float) -> None:
@@ -613,6 +626,7 @@ class Connection:
         if self.state is not State.CONNECTED:
             return
         self._last_received = now
+        self._idle_timeout = PEER_IDLE_TIMEOUT
         rcv = self._rcv
         seq = unwrap(wire_seq, self._rcv_max)
         ahead = seq - self._rcv_max

@@ -32,6 +32,7 @@ import trio
 
 from ghostream.exceptiongroups import sole_error
 from ghostream.peers import source_host
+from ghostream.per_host import HostSlots, OncePerHost, unsaid
 from ghostream.srt.connection import (
     Connected,
     Connection,
@@ -74,6 +75,8 @@ _HANDSHAKE_START = b"\x80\x00"
 # sending host, so that one host cannot hold every slot, and in all.
 MAX_PENDING_PER_HOST = 4
 MAX_PENDING = 256
+# Established connections per sending host, unless the listener is told otherwise.
+MAX_CLIENTS_PER_HOST = 8
 
 
 class SrtError(Exception):
@@ -349,11 +352,15 @@ class ListenerStats:
 class SrtListener:
     """Accepts SRT callers on one UDP port and runs a handler per connection.
 
-    `max_clients` counts established connections; handshakes still being
-    decided are bounded apart, per sending host and in all, and a refusal
-    for lack of room goes to `on_overload` with the reason.  A wrong
-    passphrase is refused after `guess_delay` seconds, so that guessing one
-    is as slow as guessing a password.
+    `max_clients` counts established connections, of which one host holds
+    at most `max_per_host`; handshakes still being decided are bounded
+    apart, per sending host and in all.  A connection whose peer stays
+    silent after the handshake ends within seconds (the core's first-packet
+    deadline), so a host that opens connections and never uses them holds
+    its few slots only briefly.  A refusal for lack of room goes to
+    `on_overload` with the reason, once a minute per host however often the
+    host asks.  A wrong passphrase is refused after `guess_delay` seconds,
+    so that guessing one is as slow as guessing a password.
     """
 
     def __init__(
@@ -366,6 +373,7 @@ class SrtListener:
         passphrase: str = "",
         key_length: int = 16,
         max_clients: int = 64,
+        max_per_host: int = MAX_CLIENTS_PER_HOST,
         on_overload: OverloadCallback | None = None,
         passphrase_for: Callable[[str], str] | None = None,
         on_rejected: Callable[[tuple, str, int, str], None] | None = None,
@@ -387,6 +395,8 @@ class SrtListener:
         )
         self._connections: dict[int, SrtSocket] = {}
         self._pending: dict[str, int] = {}
+        self._hosts = HostSlots(max_per_host)
+        self._overload_reports = OncePerHost()
         # The same socket, seen by Trio for the handshakes and raw for the data path.
         self._udp: trio.socket.SocketType | None = None
         self._raw: stdlib_socket.socket | None = None
@@ -471,20 +481,33 @@ class SrtListener:
 
     def _room_for(self, host: str) -> str:
         """Why a new handshake from `host` cannot be decided now, or "" if it can."""
-        if len(self._connections) >= self.max_clients:
-            return f"srt.maxClients ({self.max_clients}) reached"
+        full = self._no_room(host)
+        if full:
+            return full
         if self._pending.get(host, 0) >= MAX_PENDING_PER_HOST:
             return f"{MAX_PENDING_PER_HOST} connections from this host are already being decided"
         if sum(self._pending.values()) >= MAX_PENDING:
             return f"{MAX_PENDING} connections are already being decided"
         return ""
 
+    def _no_room(self, host: str) -> str:
+        """Why one more established connection from `host` is one too many, or ""."""
+        if len(self._connections) >= self.max_clients:
+            return f"srt.maxClients ({self.max_clients}) reached"
+        if self._hosts.full(host):
+            limit = self._hosts.limit
+            return f"srt.maxClientsPerHost ({limit}) connections from this host already"
+        return ""
+
     async def _overloaded(self, request: ConnectionRequest, why: str) -> None:
         assert self._udp is not None
-        if self.on_overload is not None:
-            self.on_overload(request, why)
-        else:
-            log.warning("SRT connection from %s refused: %s", peer_text(request.peer), why)
+        unreported = self._overload_reports.due(source_host(request.peer[0]))
+        if unreported is not None:
+            why += unsaid(unreported)
+            if self.on_overload is not None:
+                self.on_overload(request, why)
+            else:
+                log.warning("SRT connection from %s refused: %s", peer_text(request.peer), why)
         self.stats.handshakes_rejected += 1
         now = trio.current_time()
         await self._udp.sendto(
@@ -510,9 +533,10 @@ class SrtListener:
             self._pending[host] -= 1
             if not self._pending[host]:
                 del self._pending[host]
-        if not isinstance(decision, Reject) and len(self._connections) >= self.max_clients:
+        full = "" if isinstance(decision, Reject) else self._no_room(host)
+        if full:
             # Others were let in while this one was being decided.
-            await self._overloaded(request, f"srt.maxClients ({self.max_clients}) reached")
+            await self._overloaded(request, full)
             return
         now = trio.current_time()
         if isinstance(decision, Reject):
@@ -527,6 +551,7 @@ class SrtListener:
         connection, response = self._handshake.accept(request, socket_id, now)
         sock = SrtSocket(connection, self._raw, request.peer, request.stream_id)
         self._connections[socket_id] = sock
+        self._hosts.take(host)
         self.stats.connections_accepted += 1
         try:
             await self._udp.sendto(response, request.peer)
@@ -541,6 +566,7 @@ class SrtListener:
                     nursery.cancel_scope.cancel()
         finally:
             del self._connections[socket_id]
+            self._hosts.give_back(host)
             self._handshake.forget(request.peer, request.peer_socket_id)
 
 

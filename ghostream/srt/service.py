@@ -31,7 +31,7 @@ from ghostream.auth.throttle import host_key
 from ghostream.broker.registry import Broker, StreamBusy, StreamNotFound
 from ghostream.broker.stream import StreamEnded, StreamState, Subscription
 from ghostream.config import SrtSettings
-from ghostream.srt.connection import Stats
+from ghostream.srt.connection import PEER_CLOSED, Stats
 from ghostream.srt.endpoint import Handler, Reject, SrtClosed, SrtListener, SrtSocket, peer_text
 from ghostream.srt.handshake import ConnectionRequest
 from ghostream.srt.packet import RejectReason
@@ -70,6 +70,7 @@ class SrtService:
             latency=settings.latency / 1000,
             passphrase=settings.passphrase,
             max_clients=settings.max_clients,
+            max_per_host=settings.max_clients_per_host,
             on_overload=self._overloaded,
             passphrase_for=self._passphrase_for,
             on_rejected=self._handshake_refused,
@@ -275,6 +276,8 @@ class SrtService:
                 if ended is not None:
                     reason = ended.reason
                     raise ended
+                if sock.closed_reason not in (None, PEER_CLOSED):
+                    reason = sock.closed_reason
         except StreamNotFound:
             reason = "the stream ended before playback began"
         except StreamEnded:

@@ -22,6 +22,13 @@ first such viewer and stopped once none reads it; its viewers still count
 as viewers of `ID`.  With `webrtc.transcode:
 never` such a stream is refused with 415 and the reason, and players fall
 back to LL-HLS.
+
+A session is a viewer (counted, in the history as a view) only once its
+peer connection is connected: an answered offer whose client never
+completes ICE and DTLS ends after `webrtc.connectTimeout` with a refusal
+event saying so, and a refused offer is a refusal event, never a view.
+One host holds at most `webrtc.maxSessionsPerHost` sessions, and its
+refusals are logged and recorded once a minute.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from ghostream import monitoring
 from ghostream.broker.audio import AudioFeeds
 from ghostream.broker.packets import PacketHub, PacketReader
-from ghostream.broker.registry import Broker, StreamNotFound, Viewer
+from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
 from ghostream.config import WebrtcSettings
 from ghostream.media.continuity import Continuity
@@ -49,6 +56,8 @@ from ghostream.media.demux import Track
 from ghostream.media.errors import UnplayableStream
 from ghostream.media.properties import VideoProperties
 from ghostream.media.reencode import OPUS
+from ghostream.peers import source_host
+from ghostream.per_host import HostSlots, OncePerHost, unsaid
 from ghostream.webrtc import internals
 from ghostream.webrtc.codecs import (
     h264_preferences,
@@ -100,6 +109,7 @@ class Session:
     # The player page's counter id, so that the page and its session count once.
     page_uid: str = ""
     closed: trio.Event = field(default_factory=trio.Event)
+    connected: trio.Event = field(default_factory=trio.Event)
     reason: str = "viewer left"
     answered: bool = False
 
@@ -123,6 +133,8 @@ class WebRtcOutput:
         self.start_copy = start_copy if settings.transcode != "never" else None
         broker.on_described.append(self._tell_streamer)
         self.sessions: dict[str, Session] = {}
+        self._hosts = HostSlots(settings.max_sessions_per_host)
+        self._refusal_reports = OncePerHost()
         tcp = settings.tcp_listen_address
         self._ice = IceMux(
             range(settings.min_port_udp, settings.max_port_udp + 1),
@@ -231,20 +243,37 @@ class WebRtcOutput:
             raise WebRtcError(500, "the session ended before it could be answered")
 
     def page_uids(self) -> set[str]:
-        return {s.page_uid for s in self.sessions.values() if s.page_uid}
+        """Player pages whose session is a counted viewer (connected)."""
+        return {s.page_uid for s in self.sessions.values() if s.page_uid and s.connected.is_set()}
 
     async def answer(
         self, stream_id: str, offer_sdp: str, peer: str, page_uid: str = ""
     ) -> tuple[Session, str]:
         """Negotiate a viewer's session; the answer SDP, or WebRtcError with its status."""
-        if not await self.broker.provide(stream_id):
-            raise WebRtcError(404, f"no live stream {stream_id!r}")
-        kinds = offered_kinds(offer_sdp)
-        session = Session(secrets.token_urlsafe(12), stream_id, peer, page_uid[:64])
-        answer = await self.start_session(
-            PROTOCOL, stream_id, self._session, session, offer_sdp, kinds
+        try:
+            if not await self.broker.provide(stream_id):
+                raise WebRtcError(404, f"no live stream {stream_id!r}")
+            kinds = offered_kinds(offer_sdp)
+            session = Session(secrets.token_urlsafe(12), stream_id, peer, page_uid[:64])
+            answer = await self.start_session(
+                PROTOCOL, stream_id, self._session, session, offer_sdp, kinds
+            )
+            return session, answer
+        except WebRtcError as refusal:
+            self._refused(stream_id, peer, refusal)
+            raise
+
+    def _refused(self, stream_id: str, peer: str, refusal: WebRtcError) -> None:
+        """A refusal event (never a view) and a log line, once a minute per host."""
+        unreported = self._refusal_reports.due(source_host(peer))
+        if unreported is None:
+            return
+        # The parser's message may quote the offer: the client hears it, the log does not.
+        reason = "malformed or unusable offer" if refusal.status == 400 else str(refusal)
+        log.warning(
+            "WHEP offer for %s from %s refused: %s%s", stream_id, peer, reason, unsaid(unreported)
         )
-        return session, answer
+        self.broker.reject(stream_id, peer, PROTOCOL, reason, code=refusal.status)
 
     def end(self, session_id: str) -> bool:
         session = self.sessions.get(session_id)
@@ -261,8 +290,14 @@ class WebRtcOutput:
         *,
         task_status: trio.TaskStatus[str],
     ) -> None:
+        host = source_host(session.peer)
+        if self._hosts.full(host):
+            limit = self._hosts.limit
+            raise WebRtcError(
+                429, f"webrtc.maxSessionsPerHost ({limit}) sessions from this address already"
+            )
         try:
-            with self.broker.attend(session.stream_id, session.peer, PROTOCOL) as viewer:
+            with self._hosts.held(host):
                 async with self.hub.read(session.stream_id, max_lag=MAX_VIDEO_LAG) as reader:
                     with trio.fail_after(NEGOTIATION_TIMEOUT):
                         tracks = await reader.tracks()
@@ -271,9 +306,7 @@ class WebRtcOutput:
                             raise UnplayableStream(problem)
                         reason = await self._copy_reason(session, reader, tracks, offer_sdp, kinds)
                     if reason is None:
-                        await self._watch(
-                            session, viewer, offer_sdp, kinds, reader, tracks, task_status
-                        )
+                        await self._watch(session, offer_sdp, kinds, reader, tracks, task_status)
                         return
                 copy_id = await self._start_copy(session, reason)
                 async with self.hub.read(copy_id, max_lag=MAX_VIDEO_LAG) as copy:
@@ -283,7 +316,7 @@ class WebRtcOutput:
                     tracks = [t for t in copied if t.kind == "video"] + [
                         t for t in tracks if t.kind == "audio"
                     ]
-                    await self._watch(session, viewer, offer_sdp, kinds, copy, tracks, task_status)
+                    await self._watch(session, offer_sdp, kinds, copy, tracks, task_status)
         except StreamNotFound as exc:
             raise WebRtcError(404, f"no live stream {session.stream_id!r}") from exc
         except StreamEnded as ended:
@@ -347,7 +380,6 @@ class WebRtcOutput:
     async def _watch(
         self,
         session: Session,
-        viewer: Viewer,
         offer_sdp: str,
         kinds: set[str],
         reader: PacketReader,
@@ -356,7 +388,6 @@ class WebRtcOutput:
     ) -> None:
         """Negotiate, answer, and serve until the session ends."""
         pc, video, audio, answer = await self._negotiate(session, offer_sdp, kinds, tracks)
-        viewer.counter = lambda: (video.sent if video else 0) + (audio.sent if audio else 0)
         try:
             self.sessions[session.id] = session
             session.answered = True
@@ -374,7 +405,6 @@ class WebRtcOutput:
                 raise
         finally:
             self.sessions.pop(session.id, None)
-            viewer.left_because = session.reason
             await self.close_peer(pc)
 
     async def _negotiate(
@@ -397,7 +427,9 @@ class WebRtcOutput:
     ) -> tuple[RTCPeerConnection, PacketTrack | None, PacketTrack | None, str]:
         @pc.on("connectionstatechange")
         def state_changed() -> None:
-            if pc.connectionState in ("failed", "closed"):
+            if pc.connectionState == "connected":
+                session.connected.set()
+            elif pc.connectionState in ("failed", "closed"):
                 session.close(f"connection {pc.connectionState}")
 
         video = audio = None
@@ -434,20 +466,41 @@ class WebRtcOutput:
         video: PacketTrack | None,
         audio: PacketTrack | None,
     ) -> None:
-        gauge = monitoring.WEBRTC_SESSIONS
-        gauge.inc()
-        try:
+        async with trio.open_nursery() as nursery:
+            if audio is not None:
+                nursery.start_soon(self._share_audio, session.stream_id, audio)
+            if video is not None:
+                nursery.start_soon(_feed_video, reader, video, session, self._payloads)
+            else:
+                nursery.start_soon(_follow_end, reader, session)
+            if await self._until_connected(session):
+                try:
+                    with self.broker.attend(session.stream_id, session.peer, PROTOCOL) as viewer:
+                        viewer.counter = lambda: sum(t.sent for t in (video, audio) if t)
+                        with monitoring.WEBRTC_SESSIONS.track_inprogress():
+                            await session.closed.wait()
+                        viewer.left_because = session.reason
+                except StreamNotFound:
+                    session.reason = "the stream ended"
+            nursery.cancel_scope.cancel()
+
+    async def _until_connected(self, session: Session) -> bool:
+        """Whether the session connects (ICE and DTLS) before it ends or runs out of time.
+
+        One that does not is no view: it ends with a refusal event that says why.
+        """
+        limit = self.settings.connect_timeout
+        with trio.move_on_after(limit):
             async with trio.open_nursery() as nursery:
-                if audio is not None:
-                    nursery.start_soon(self._share_audio, session.stream_id, audio)
-                if video is not None:
-                    nursery.start_soon(_feed_video, reader, video, session, self._payloads)
-                else:
-                    nursery.start_soon(_follow_end, reader, session)
-                await session.closed.wait()
+                nursery.start_soon(_set_when, session.closed, nursery.cancel_scope)
+                await session.connected.wait()
                 nursery.cancel_scope.cancel()
-        finally:
-            gauge.dec()
+        if session.connected.is_set():
+            return True
+        session.close(f"did not connect (ICE and DTLS) within {limit} s")
+        reason = f"never connected: {session.reason}"
+        self.broker.reject(session.stream_id, session.peer, PROTOCOL, reason)
+        return False
 
     async def close_peer(self, pc: RTCPeerConnection) -> None:
         """Close a peer connection even while the session is being cancelled, but never hang."""
@@ -462,6 +515,11 @@ class WebRtcOutput:
             await trio.sleep_forever()
         finally:
             feed.subscribers.discard(sink)
+
+
+async def _set_when(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 async def _follow_end(reader: PacketReader, session: Session) -> None:

@@ -14,6 +14,7 @@ from ghostream.srt.endpoint import MAX_PENDING_PER_HOST, Reject, SrtListener, Sr
 from ghostream.srt.packet import RejectReason
 
 CHUNK = 64 * 1024
+PULL_KEY = "an-edge-key-for-tests"
 TEN_MB = 10 * 1024 * 1024
 
 
@@ -143,3 +144,31 @@ async def test_one_host_cannot_hold_every_srt_slot() -> None:
             assert outcomes[3] == RejectReason.OVERLOAD
             assert len(held) == MAX_PENDING_PER_HOST
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/demo/whep", "Content-Type: application/sdp\r\n"),
+        ("/_edges/viewers", f"Authorization: Bearer {PULL_KEY}\r\n"),
+    ],
+)
+def test_a_chunked_body_over_its_limit_is_answered_at_once_and_the_connection_closed(
+    ghostream_server, path: str, headers: str
+) -> None:
+    """The client sends past the limit and waits: it hears 413 and the end, not silence."""
+    server = ghostream_server({"srt": {"pullKeys": [PULL_KEY]}})
+    host, port = server.web_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+            f"{headers}\r\n".encode()
+        )
+        chunk = f"{CHUNK:x}\r\n".encode() + b"a" * CHUNK + b"\r\n"
+        sock.sendall(chunk * 2)
+        answer = b""
+        while received := sock.recv(4096):
+            answer += received
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 413"), answer
+    assert b"\r\nconnection: close" in head, answer

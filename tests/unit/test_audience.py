@@ -33,8 +33,8 @@ async def test_edges_count_through_their_reports_not_as_viewers() -> None:
                 # What this server would report to its own origin, in a chain.
                 assert audience.report() == {"demo": 3, "demo@480p": 1}
                 # A player page (LL-HLS) counts; a page of a stream not live here is not reported.
-                audience.pages.saw("page-1", "demo")
-                audience.pages.saw("page-2", "offline")
+                audience.pages.saw("page-1", "demo", "192.0.2.1")
+                audience.pages.saw("page-2", "offline", "192.0.2.1")
                 assert audience.report() == {"demo": 4, "demo@480p": 1}
             assert audience.edges_pulling("demo") == 0
 
@@ -104,6 +104,9 @@ async def test_an_edge_shows_the_origin_total_while_it_hears_it(
         assert audience.total("demo") == 1
 
 
+HOST = "192.0.2.1:40000"
+
+
 def test_a_page_counts_while_it_polls_and_expires_after_the_ttl(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -111,14 +114,14 @@ def test_a_page_counts_while_it_polls_and_expires_after_the_ttl(
     pages = audience_module.PageViewers()
     now = [1000.0]
     monkeypatch.setattr(audience_module.time, "monotonic", lambda: now[0])
-    pages.saw("tab-1", "demo")
-    pages.saw("tab-2", "demo")
-    pages.saw("tab-3", "other")
+    pages.saw("tab-1", "demo", HOST)
+    pages.saw("tab-2", "demo", HOST)
+    pages.saw("tab-3", "other", HOST)
     assert pages.count("demo", set()) == 2
     # A page whose WebRTC session is already a viewer is not counted twice.
     assert pages.count("demo", {"tab-1"}) == 1
     now[0] += audience_module.PAGE_VIEWER_TTL - 1
-    pages.saw("tab-2", "demo")
+    pages.saw("tab-2", "demo", HOST)
     now[0] += 2
     assert pages.count("demo", set()) == 1
     assert pages.count("other", set()) == 0
@@ -128,5 +131,19 @@ def test_the_page_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audience_module, "MAX_PAGE_VIEWERS", 50)
     pages = audience_module.PageViewers()
     for number in range(500):
-        pages.saw(f"tab-{number}", "demo")
+        pages.saw(f"tab-{number}", "demo", f"10.0.{number // 256}.{number % 256}")
     assert pages.count("demo", set()) == 50
+
+
+def test_one_address_counts_a_few_pages_however_many_ids_it_makes_up() -> None:
+    pages = audience_module.PageViewers()
+    for number in range(3000):
+        pages.saw(f"made-up-{number}", "demo", f"198.51.100.7:{number}")
+    # An IPv6 host is its /64.
+    for number in range(3000):
+        pages.saw(f"v6-{number}", "demo", f"[2001:db8::{number:x}]:443")
+    pages.saw("a-real-page", "demo", "192.0.2.1")
+    per_host = audience_module.PAGES_PER_HOST
+    assert pages.count("demo", set()) == 2 * per_host + 1
+    # The host's latest ids are the ones it keeps.
+    assert pages.count("demo", {f"made-up-{2999 - n}" for n in range(per_host)}) == per_host + 1

@@ -43,6 +43,8 @@ from ghostream.outputs.telnet.protocol import (
     Text,
     WindowSize,
 )
+from ghostream.peers import source_host
+from ghostream.per_host import HostSlots, OncePerHost, unsaid
 from ghostream.streamid import STREAM_ID
 
 log = logging.getLogger(__name__)
@@ -244,6 +246,8 @@ class TelnetOutput:
         self.broker = broker
         self.pictures = TextArt(text, hub)
         self.clients = 0
+        self._hosts = HostSlots(settings.max_clients_per_host)
+        self._refusal_reports = OncePerHost()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         address = self.settings.listen_address
@@ -262,18 +266,19 @@ class TelnetOutput:
             await stream.aclose()
             return
         self.clients += 1
+        host = source_host(peer)
         try:
-            if self.clients > MAX_CLIENTS:
-                reason = f"too many telnet clients ({MAX_CLIENTS})"
-                log.warning("telnet client %s refused: %s", peer, reason)
-                self.broker.reject("", peer, PROTOCOL, "too many clients")
+            refusal = self._refusal(host)
+            if refusal:
+                self._report_refusal(peer, host, refusal)
                 with trio.move_on_after(5):
                     await stream.send_all(b"Too many viewers, try again later.\r\n")
                 return
             stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
             client = TelnetClient(stream, peer, self.broker, self.pictures)
-            # Outside a stream (the prompt, the telnet protocol) a fault names no stream.
-            await self.broker.supervisor.run("", PROTOCOL, client.run, passes=CLIENT_ENDS)
+            with self._hosts.held(host):
+                # Outside a stream (the prompt, the telnet protocol) a fault names no stream.
+                await self.broker.supervisor.run("", PROTOCOL, client.run, passes=CLIENT_ENDS)
         except trio.TooSlowError:
             log.info(
                 "telnet client %s dropped: its terminal read nothing for %ds", peer, SEND_TIMEOUT
@@ -283,3 +288,19 @@ class TelnetOutput:
         finally:
             self.clients -= 1
             await stream.aclose()
+
+    def _refusal(self, host: str) -> str:
+        """Why one more connection from `host` is one too many, or ""."""
+        if self.clients > MAX_CLIENTS:
+            return f"too many telnet clients ({MAX_CLIENTS})"
+        if self._hosts.full(host):
+            limit = self._hosts.limit
+            return f"telnet.maxClientsPerHost ({limit}) connections from this host already"
+        return ""
+
+    def _report_refusal(self, peer: str, host: str, reason: str) -> None:
+        """One log line and one history event per host a minute, however often it is refused."""
+        unreported = self._refusal_reports.due(host)
+        if unreported is not None:
+            log.warning("telnet client %s refused: %s%s", peer, reason, unsaid(unreported))
+            self.broker.reject("", peer, PROTOCOL, reason)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from simulation import Link, Simulation, messages
 
-from ghostream.srt.connection import PEER_IDLE_TIMEOUT
+from ghostream.srt.connection import FIRST_PACKET_TIMEOUT, PEER_IDLE_TIMEOUT
 from ghostream.srt.handshake import ConnectionRequest, ListenerHandshake
 from ghostream.srt.packet import (
     LIVE_FLAGS,
@@ -191,9 +191,24 @@ def test_packet_that_never_arrives_is_skipped_at_its_play_time() -> None:
 def test_peer_that_goes_silent_is_timed_out() -> None:
     sim = Simulation()
     sim.connect()
+    # Its first keep-alive comes a second after the handshake.
+    sim.run_for(1.5)
     sim.forward.loss = 1.0
-    sim.run_for(PEER_IDLE_TIMEOUT + 1.5)
+    sim.run_for(PEER_IDLE_TIMEOUT - 1.5)
+    assert sim.closed(sim.server_events) is None
+    sim.run_for(1.5)
     assert sim.closed(sim.server_events) == "peer idle timeout"
+
+
+def test_a_peer_silent_from_the_handshake_on_is_let_go_sooner() -> None:
+    """A caller that completes the handshake and never says a word holds its slot briefly."""
+    sim = Simulation()
+    sim.connect()
+    sim.forward.loss = 1.0
+    sim.run_for(FIRST_PACKET_TIMEOUT - 0.1)
+    assert sim.closed(sim.server_events) is None
+    sim.run_for(0.2)
+    assert sim.closed(sim.server_events) == "nothing from the peer after the handshake"
 
 
 def test_keepalives_hold_an_idle_connection_open() -> None:
