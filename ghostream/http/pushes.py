@@ -105,7 +105,8 @@ def push_routes(
         stream_id = request.path_params["stream_id"]
         if not valid_id(stream_id):
             return JSONResponse({"error": "no such stream"}, status_code=404)
-        host = host_key(request.client.host if request.client else "?")
+        address = request.client.host if request.client else "?"
+        host = host_key(address)
         if not open_pushes.admit(host):
             return JSONResponse({"error": "too many open pushes"}, status_code=429)
         uid = request.query_params.get("uid", "")[:64]
@@ -115,7 +116,7 @@ def push_routes(
                 sent: dict | None = None
                 while True:
                     if uid:
-                        audience.pages.saw(uid, stream_id)
+                        audience.pages.saw(uid, stream_id, address)
                     now = state(stream_id)
                     if now != sent:
                         sent = now
