@@ -207,6 +207,7 @@ def run_bitrate(
         {"auth": {"enabled": False}, "history": {"enabled": False},
          "monitoring": {"enabled": False}, "srt": {"maxClients": 1000}},
         env={"PYTHONPATH": src} if src else None,
+        cwd=Path(src) if src else None,
     )  # fmt: skip
     relay_in, relay_out = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
     relay = subprocess.Popen(
