@@ -1,7 +1,7 @@
 """Fan-out of one SRT publish to N SRT viewers: cost, capacity, start-up and latency.
 
 Run: .venv/bin/python bench/fanout_srt.py [--quick] [--bitrates 4,20]
-     [--viewers 1,5,10,20,30,40] [--viewers-high 1,5,10] [--seconds 6]
+     [--viewers 1,5,10,20,30,40] [--viewers-high 1,5,10] [--seconds 6] [--ghostream-src DIR]
 
 For each bitrate (4 Mbit/s with --viewers, the higher ones with
 --viewers-high), prints for the Ghostream server (a subprocess, as shipped):
@@ -9,7 +9,10 @@ For each bitrate (4 Mbit/s with --viewers, the higher ones with
 - the largest N measured with zero loss at every viewer and under one core;
 - time for a new viewer to hold a decodable start (tables and a keyframe);
 - the latency the broker adds: the same timestamped stream through
-  Ghostream and through a srt-live-transmit relay, measured in the same run.
+  Ghostream and through a srt-live-transmit relay, measured in the same run;
+- what libsrt spends sending the same stream to one receiver: a
+  srt-live-transmit sender (stdin to one SRT listener) measured over the
+  same windows as the server, so the per-viewer cost has a reference.
 
 Viewers are srt-live-transmit processes (libsrt); their own statistics say
 what they lost.  Timestamps ride in the stream's null packets (a CBR
@@ -32,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from harness.server_process import ServerProcess, free_port, start_server  # noqa: E402
-from process_usage import cpu_seconds, rss_mib  # noqa: E402
+from process_usage import cpu_seconds, cpu_split, rss_mib  # noqa: E402
 from srt_peers import (  # noqa: E402
     counting_viewers,
     piped_viewer,
@@ -148,7 +151,12 @@ def time_to_first_frame(url: str) -> float:
 
 
 def fanout(
-    server: ServerProcess, counts: list[int], seconds: float, work: Path, bitrate: int
+    server: ServerProcess,
+    counts: list[int],
+    seconds: float,
+    work: Path,
+    bitrate: int,
+    reference: subprocess.Popen,
 ) -> list[dict]:
     pid = server.process.pid
     results = []
@@ -156,19 +164,26 @@ def fanout(
         stats_files = [work / f"viewer-{count}-{i}.csv" for i in range(count)]
         with counting_viewers([server.srt_url("bench")] * count, stats_files):
             time.sleep(2)  # let every viewer connect and settle before measuring
-            cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+            split_before, wall_before = cpu_split(pid), time.monotonic()
+            reference_before = cpu_seconds(reference.pid)
             time.sleep(seconds)
-            cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
+            wall = time.monotonic() - wall_before
+            user, system = (b - a for a, b in zip(split_before, cpu_split(pid), strict=True))
+            cpu = (user + system) / wall
+            reference_cpu = (cpu_seconds(reference.pid) - reference_before) / wall
             rss = rss_mib(pid)
         lost, fewest = viewer_totals(stats_files)
         # Every viewer must have had the stream flowing, not merely lost nothing.
         expected = bitrate / 8 / MESSAGE * seconds
         results.append(
-            {"viewers": count, "cpu": cpu, "rss": rss, "lost": lost, "ok": fewest >= expected}
-        )
+            {"viewers": count, "cpu": cpu, "rss": rss, "lost": lost, "ok": fewest >= expected,
+             "reference": reference_cpu}
+        )  # fmt: skip
         print(
-            f"  {count:4d} viewers: server CPU {cpu * 100:6.1f}% of a core, "
-            f"RSS {rss:6.1f} MiB, fewest packets at a viewer {fewest}, lost or dropped {lost}",
+            f"  {count:4d} viewers: server CPU {cpu * 100:6.1f}% of a core "
+            f"({system / wall * 100:.1f}% in the kernel), "
+            f"RSS {rss:6.1f} MiB, fewest packets at a viewer {fewest}, lost or dropped {lost}; "
+            f"srt-live-transmit sending to one: {reference_cpu * 100:.2f}%",
             flush=True,
         )
     return results
@@ -182,7 +197,7 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 
 def run_bitrate(
-    bitrate: int, counts: list[int], seconds: float, work: Path, *, latency: bool
+    bitrate: int, counts: list[int], seconds: float, work: Path, *, latency: bool, src: str | None
 ) -> list[dict]:
     source_path = work / f"source-{bitrate}.ts"
     make_source(source_path, 20, bitrate)
@@ -191,6 +206,8 @@ def run_bitrate(
         work,
         {"auth": {"enabled": False}, "history": {"enabled": False},
          "monitoring": {"enabled": False}, "srt": {"maxClients": 1000, "maxClientsPerHost": 1000}},
+        env={"PYTHONPATH": src} if src else None,
+        cwd=Path(src) if src else None,
     )  # fmt: skip
     relay_in, relay_out = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
     relay = subprocess.Popen(
@@ -198,10 +215,17 @@ def run_bitrate(
          f"srt://127.0.0.1:{relay_out}?mode=listener"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
     )  # fmt: skip
+    sink_port = free_port(socket.SOCK_DGRAM)
+    sink = subprocess.Popen(
+        ["srt-live-transmit", "-q", f"srt://127.0.0.1:{sink_port}?mode=listener", "file://con"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
     senders = []
     try:
         print(f"one {bitrate / 1e6:.0f} Mbit/s publish, SRT latency 120 ms, loopback")
         senders.append(TimestampedSender(source, server.srt_url("bench:x"), bitrate))
+        reference = TimestampedSender(source, f"srt://127.0.0.1:{sink_port}", bitrate)
+        senders.append(reference)
         if latency:
             senders.append(TimestampedSender(source, f"srt://127.0.0.1:{relay_in}", bitrate))
         for sender in senders:
@@ -218,18 +242,22 @@ def run_bitrate(
             ttff_ours = statistics.median(
                 time_to_first_frame(server.srt_url("bench")) for _ in range(3)
             )
-        results = fanout(server, counts, seconds, work, bitrate)
+        results = fanout(server, counts, seconds, work, bitrate, reference.process)
     finally:
         for sender in senders:
             sender.stop()
         relay.kill()
+        sink.kill()
         server.stop()
 
     xs = [r["viewers"] for r in results]
     per_viewer_cpu = slope(xs, [r["cpu"] for r in results]) if len(xs) > 1 else results[0]["cpu"]
     per_viewer_rss = slope(xs, [r["rss"] for r in results]) if len(xs) > 1 else 0.0
     clean = [r["viewers"] for r in results if r["ok"] and r["lost"] == 0 and r["cpu"] < 1.0]
+    reference_cpu = statistics.fmean(r["reference"] for r in results)
     print(f"  server CPU per viewer:       {per_viewer_cpu * 100:.2f}% of a core")
+    print(f"  srt-live-transmit, sending it to one receiver: {reference_cpu * 100:.2f}% "
+          f"(per viewer / that: {per_viewer_cpu / reference_cpu:.2f})")  # fmt: skip
     print(f"  memory per viewer:           {per_viewer_rss * 1024:.0f} KiB")
     print(f"  largest N, zero loss, <1 core: {max(clean) if clean else 0} (of {counts})")
     if latency:
@@ -252,6 +280,7 @@ def main() -> None:
     parser.add_argument("--viewers-high", default="1,5,10", help="viewer counts above 4 Mbit/s")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--quick", action="store_true", help="fewer viewers, 3 s, no latency")
+    parser.add_argument("--ghostream-src", default=None, help="run the server of this checkout")
     args = parser.parse_args()
     if args.quick:
         args.viewers, args.viewers_high, args.seconds = "1,10,20", "1,5", 3.0
@@ -261,7 +290,7 @@ def main() -> None:
             counts = [int(n) for n in (args.viewers if i == 0 else args.viewers_high).split(",")]
             run_bitrate(
                 int(float(mbits) * 1e6), counts, args.seconds, Path(temp),
-                latency=i == 0 and not args.quick,
+                latency=i == 0 and not args.quick, src=args.ghostream_src,
             )  # fmt: skip
     print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
 

@@ -24,7 +24,7 @@ import logging
 import os
 import socket as stdlib_socket
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -52,6 +52,7 @@ from ghostream.srt.packet import (
     parse_packet,
     reject_reason_name,
 )
+from ghostream.udp_batch import datagrams_of
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class SrtSocket:
         self.stream_id = stream_id
         # Non-blocking, shared by every connection of a listener.
         self._udp = udp
+        self._datagrams = datagrams_of(udp)
         self._inbox: deque[bytes] = deque()
         self._readable = trio.Event()
         self._wakeup = trio.Event()
@@ -144,11 +146,19 @@ class SrtSocket:
         return self._rejected
 
     async def send(self, message: bytes | memoryview) -> None:
-        if self.connection.unacknowledged >= SEND_WINDOW:
-            await self._until_unacknowledged(SEND_WINDOW - 1)
-        if self._closed_reason is not None:
-            raise SrtClosed(self._closed_reason)
-        self.connection.send(message, trio.current_time())
+        await self.send_many((message,))
+
+    async def send_many(self, messages: Iterable[bytes | memoryview]) -> None:
+        """Send messages in order, in as few system calls as the window allows."""
+        now = trio.current_time()
+        for message in messages:
+            if self.connection.unacknowledged >= SEND_WINDOW:
+                await self.flush()
+                await self._until_unacknowledged(SEND_WINDOW - 1)
+                now = trio.current_time()
+            if self._closed_reason is not None:
+                raise SrtClosed(self._closed_reason)
+            self.connection.send(message, now)
         await self.flush()
 
     async def receive(self) -> bytes:
@@ -182,8 +192,11 @@ class SrtSocket:
                 await self.flush()
 
     def feed(self, datagram: bytes, now: float) -> None:
-        """Hand the connection a datagram from its peer."""
+        """Hand the connection a datagram from its peer; `settle` once the batch is fed."""
         self.connection.receive_datagram(datagram, now)
+
+    def settle(self) -> None:
+        """Take in what a batch of fed datagrams brought: its events, and any earlier timer."""
         self._process_events()
         timer = self.connection.get_timer()
         if timer is None or timer < self._deadline:
@@ -191,14 +204,12 @@ class SrtSocket:
 
     async def flush(self) -> None:
         """Send what the connection has to send, waiting only while the kernel is full."""
-        for datagram in self.connection.datagrams_to_send():
-            while True:
-                try:
-                    self._send(datagram)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(self._udp)
-                    continue
-                break
+        datagrams = self.connection.datagrams_to_send()
+        while datagrams:
+            try:
+                del datagrams[: self._datagrams.send_to(self.peer, datagrams)]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._udp)
 
     def flush_nowait(self) -> None:
         """Send what the connection has to send; what the kernel refuses is lost.
@@ -206,25 +217,12 @@ class SrtSocket:
         For the receive loop, which must not wait on one peer: what it sends
         is ACKs, NAKs and retransmissions, which the protocol repeats.
         """
-        for datagram in self.connection.datagrams_to_send():
+        datagrams = self.connection.datagrams_to_send()
+        if datagrams:
             try:
-                self._send(datagram)
+                self._datagrams.send_to(self.peer, datagrams)
             except BlockingIOError:
                 log.debug("send to %s dropped: socket buffer full", self.peer)
-
-    def _send(self, datagram: bytes) -> None:
-        try:
-            try:
-                self._udp.sendto(datagram, self.peer)
-            except ConnectionRefusedError:
-                # The ICMP "port unreachable" of a datagram to another peer (one that
-                # vanished) is reported by whichever call comes next on the shared
-                # socket: it says nothing about this peer, and this call sent nothing.
-                self._udp.sendto(datagram, self.peer)
-        except BlockingIOError:
-            raise
-        except OSError as exc:
-            log.debug("send to %s failed: %s", self.peer, exc)
 
     async def drive(self) -> None:
         """Run the connection's timers until it closes, at most once per tick.
@@ -313,9 +311,10 @@ async def open_udp_socket(host: str, port: int) -> stdlib_socket.socket:
 class DatagramReader:
     """Reads a UDP socket a batch at a time.
 
-    While datagrams flow it only yields to other tasks before reading again,
+    After a full batch it only yields to other tasks before reading again,
     which costs less than waiting for readiness (one `epoll_wait` and a
-    reschedule) each time.
+    reschedule); after a partial one the socket is empty, and reading it
+    again at once would find nothing.
     """
 
     def __init__(self, udp: stdlib_socket.socket) -> None:
@@ -337,7 +336,7 @@ class DatagramReader:
             except OSError as exc:
                 # ICMP port unreachable from a vanished peer surfaces here on Linux.
                 log.debug("receive error: %s", exc)
-        self._flowing = bool(batch)
+        self._flowing = len(batch) == RECEIVE_BATCH
         return batch
 
 
@@ -439,6 +438,7 @@ class SrtListener:
                     self.stats.datagrams_invalid += 1
                     log.exception("SRT datagram from %s could not be handled", peer_text(peer))
             for sock in fed.values():
+                sock.settle()
                 sock.flush_nowait()
 
     def _connection_for(self, data: bytes, peer: tuple) -> SrtSocket | None:
@@ -623,6 +623,7 @@ async def _caller_receive_loop(sock: SrtSocket, udp: stdlib_socket.socket, peer:
         for data, source in batch:
             if source[:2] == peer[:2]:
                 sock.feed(data, now)
+        sock.settle()
         await sock.flush()
 
 
