@@ -30,6 +30,7 @@ from harness.browser import wait_for
 from harness.publisher import publishing
 from harness.server_process import ADMIN_PASSWORD, ADMIN_USER, ServerProcess, free_port
 from test_publish_watch import publish_command, refused, run_peer, watch_command
+from test_rtmp_ingest import refused_publish, rtmp_publishing
 from test_whip import OFFER
 from trio_websocket import ConnectionRejected, open_websocket_url
 
@@ -110,8 +111,10 @@ def post_offer(server: ServerProcess, stream_id: str, token: str, path: str = "w
         return error.code
 
 
-def test_http_hook_allows_one_publisher_and_refuses_another(peers, ghostream_server) -> None:
-    with receiving(allowed={"alice"}) as hook:
+def test_http_hook_allows_one_publisher_and_refuses_another_over_srt_whip_and_rtmp(
+    peers, ghostream_server
+) -> None:
+    with receiving(allowed={"alice", "carol"}) as hook:
         server = ghostream_server(
             {"auth": {"backend": "http", "http": {"url": hook.url}, "failureDelay": 100}}
         )
@@ -121,15 +124,22 @@ def test_http_hook_allows_one_publisher_and_refuses_another(peers, ghostream_ser
                  "csv=p=0", server.srt_url("alice")]
             )  # fmt: skip
             assert "h264" in probe.stdout.decode()
-        refused(server, publish_command(server.srt_url("bob:from-the-hook")))
+        refused(publish_command, server.srt_url("bob:from-the-hook"), 1403)
         server.wait_for_log(r"SRT bob from .* refused: refused by the auth hook \(HTTP 403\)")
         assert post_offer(server, "bob", "bob-password") == 401
         assert post_offer(server, "alice", "alice-password") == 201
+        stderr, _ = refused_publish(server, "bob:rtmp-password")
+        assert "wrong stream key" in stderr
+        # alice is taken by her WHIP session: carol publishes over RTMP.
+        with rtmp_publishing(server, server.rtmp_url("carol:rtmp-password"), "carol"):
+            pass
         asked = [(b["protocol"], b["stream"], b["password"], b["action"]) for b in hook.bodies]
         assert ("srt", "alice", "from-the-hook", "publish") in asked
         assert ("srt", "bob", "from-the-hook", "publish") in asked
         assert ("whip", "bob", "bob-password", "publish") in asked
         assert ("whip", "alice", "alice-password", "publish") in asked
+        assert ("rtmp", "bob", "rtmp-password", "publish") in asked
+        assert ("rtmp", "carol", "rtmp-password", "publish") in asked
         assert {b["client"] for b in hook.bodies} == {"127.0.0.1"}
         # Viewers are not asked unless auth.http.reads says so.
         assert not [b for b in hook.bodies if b["action"] != "publish"]
@@ -141,7 +151,7 @@ def test_http_hook_that_does_not_answer_in_time_refuses(peers, ghostream_server)
         server = ghostream_server(
             {"auth": {"backend": "http", "http": {"url": hook.url, "timeout": 300}}}
         )
-        refused(server, publish_command(server.srt_url("alice:pw")))
+        refused(publish_command, server.srt_url("alice:pw"), 1403)
         server.wait_for_log(r"auth hook http://127\.0\.0\.1:\d+ gave no answer in 0\.3 s: refused")
 
 
@@ -277,8 +287,7 @@ def test_http_hook_decides_viewers_when_reads_are_checked(peers, ghostream_serve
         hook.allowed = {"demo"}
         with publishing(server, "demo:publisher"):
             hook.allowed = {"nobody"}
-            stderr = refused(server, watch_command(server.srt_url("#!::r=demo,m=request,s=t1")))
-            assert "rejection reason" in stderr
+            refused(watch_command, server.srt_url("#!::r=demo,m=request,s=t1"), 1403)
             server.wait_for_log(r"watch of 'demo' from .* refused: refused by the auth hook")
             assert post_offer(server, "demo", "t3", path="whep") == 401
             hook.allowed = {"demo"}
