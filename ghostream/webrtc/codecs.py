@@ -3,7 +3,8 @@
 Video is passed through when browsers can decode it as it is; a stream with
 B-frames (browsers' WebRTC decoders do not reorder frames), HEVC, 10-bit or
 4:2:2 video, or a profile the offer does not list gets a re-encoded copy
-instead (`webrtc.transcode`).  `Obstacle` says why, with what the streamer
+instead (`webrtc.transcode`): H.264 constrained baseline, or VP8 for a
+browser that offers no H.264 at all.  `Obstacle` says why, with what the streamer
 can change in OBS to be passed through.
 """
 
@@ -143,6 +144,17 @@ def h264_preferences(track: Track, offer_sdp: str) -> list:
         if c.mimeType == "video/H264" and h264_profile(c.parameters["profile-level-id"]) == chosen
     )
     return [h264, *(c for c in capabilities if c.mimeType == "video/rtx")]
+
+
+def offers_vp8(offer_sdp: str) -> bool:
+    """Whether the offer lists VP8, which the copy for browsers without H.264 is made in."""
+    return re.search(r"a=rtpmap:\d+ VP8/90000", offer_sdp, re.IGNORECASE) is not None
+
+
+def vp8_preferences() -> list:
+    """VP8 (and its retransmissions) as the one video codec to answer with."""
+    capabilities = RTCRtpSender.getCapabilities("video").codecs
+    return [c for c in capabilities if c.mimeType in ("video/VP8", "video/rtx")]
 
 
 def publish_preferences(kind: str) -> list:

@@ -106,7 +106,9 @@ class WhipIngest:
         return True
 
     async def _run(self, publish: Publish, offer_sdp: str, kinds: set[str], *, task_status) -> None:
-        pc = self.output.peer_connection()
+        pc = self.output.peer_connection(
+            f"{publish.peer} publishing {publish.stream_id}", publish.close
+        )
         try:
             with trio.fail_after(NEGOTIATION_TIMEOUT):
                 tracks, answer = await self._negotiate(publish, pc, offer_sdp, kinds)
@@ -145,11 +147,6 @@ class WhipIngest:
     async def _negotiate(
         self, publish: Publish, pc: RTCPeerConnection, offer_sdp: str, kinds: set[str]
     ) -> tuple[list[_Track], str]:
-        @pc.on("connectionstatechange")
-        def state_changed() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                publish.close(f"connection {pc.connectionState}")
-
         if "video" not in kinds:
             raise WebRtcError(406, "a publish needs H.264 video (audio alone is not served)")
         tracks = []

@@ -18,7 +18,10 @@ Per viewer only RTP headers and SRTP remain.
 Video browsers cannot decode as it is (see `codecs.passthrough_obstacle`)
 is re-encoded once per stream by the transcoder into the internal stream
 `ID@webrtc`, started by its first such viewer and stopped once none reads
-it; its viewers still count as viewers of `ID`.  With `webrtc.transcode:
+it; its viewers still count as viewers of `ID`.  A browser that offers no
+H.264 at all (Firefox without OpenH264) gets the stream as VP8, encoded once
+per stream by `Vp8Feed` for all such viewers.  An offer that can take
+neither is refused (406) before any copy starts.  With `webrtc.transcode:
 never` such a stream is refused with 415 and the reason, and players fall
 back to LL-HLS.
 """
@@ -53,7 +56,10 @@ from ghostream.webrtc.codecs import (
     h264_preferences,
     h264_profile,
     offer_carries,
+    offered_h264_profiles,
+    offers_vp8,
     passthrough_obstacle,
+    vp8_preferences,
 )
 from ghostream.webrtc.icemux import IceMux
 from ghostream.webrtc.opus_feed import OpusFeed
@@ -62,6 +68,7 @@ from ghostream.webrtc.peer import offered_kinds
 from ghostream.webrtc.publishing import WhipIngest
 from ghostream.webrtc.refusals import WebRtcError
 from ghostream.webrtc.tracks import PacketTrack, RtpFrame
+from ghostream.webrtc.vp8_feed import Vp8Feed
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,17 @@ NEGOTIATION_TIMEOUT = 10.0
 CATCH_UP_SPEED = 25
 # How long a viewer of a new publish waits for its video to be described (B-frames or not).
 DESCRIBE_TIMEOUT = 3.0
+# The codecs of the re-encoded copies.
+H264 = "H.264"
+VP8 = "VP8"
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """The re-encoded copy a viewer gets, and why it cannot take the video as it is."""
+
+    codec: str
+    reason: str
 
 
 @dataclass
@@ -114,8 +132,12 @@ class WebRtcOutput:
             lambda reason: monitoring.WEBRTC_DROPPED.labels(reason).inc(),
         )
         self._opus: dict[str, OpusFeed] = {}
+        self._vp8: dict[str, Vp8Feed] = {}
+        # Why each running H.264 copy was started, for the stream's API.
+        self._copy_reasons: dict[str, str] = {}
         self._payloads = SharedPayloads()
         internals.use_fast_clock()
+        internals.use_rsa_peers()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nursery: trio.Nursery | None = None
         self.ingest = WhipIngest(self)
@@ -140,17 +162,38 @@ class WebRtcOutput:
                 with trio.CancelScope(shield=True):
                     await trio_asyncio.aio_as_trio(self._ice.stop)()
 
-    def delivery(self, codec: str | None, video: VideoProperties | None) -> dict:
-        """How WebRTC viewers get a stream's video, for its API: the streamer can act on it."""
+    def delivery(self, stream_id: str, codec: str | None, video: VideoProperties | None) -> dict:
+        """How WebRTC viewers get a stream's video, for its API: the streamer can act on it.
+
+        `copies` are the re-encoded copies running now, each with why it was
+        needed and how many viewers it has.
+        """
+        copies = self._running_copies(stream_id)
         if codec is None:
-            return {"mode": None, "reason": None, "fix": None}
+            return {"mode": None, "reason": None, "fix": None, "copies": copies}
         if self.settings.transcode == "always":
-            return {"mode": "re-encoded", "reason": "webrtc.transcode is always", "fix": None}
+            reason = "webrtc.transcode is always"
+            return {"mode": "re-encoded", "reason": reason, "fix": None, "copies": copies}
         obstacle = passthrough_obstacle(codec, video)
         if obstacle is None:
-            return {"mode": "passthrough", "reason": None, "fix": None}
+            return {"mode": "passthrough", "reason": None, "fix": None, "copies": copies}
         mode = "refused" if self.transcoder is None else "re-encoded"
-        return {"mode": mode, "reason": obstacle.reason, "fix": obstacle.fix}
+        return {"mode": mode, "reason": obstacle.reason, "fix": obstacle.fix, "copies": copies}
+
+    def _running_copies(self, stream_id: str) -> list[dict]:
+        copies = []
+        source = self.transcoder.sources.get(stream_id) if self.transcoder else None
+        if source is not None and WEBRTC_PROFILE.name in source.variants:
+            viewers = self.hub.reader_count(f"{stream_id}@{WEBRTC_PROFILE.name}")
+            reason = self._copy_reasons.get(stream_id)
+            copies.append({"codec": H264, "reason": reason, "viewers": viewers})
+        else:
+            self._copy_reasons.pop(stream_id, None)
+        feed = self._vp8.get(stream_id)
+        if feed is not None:
+            reason = "viewers whose browser offers no H.264 (Firefox without OpenH264)"
+            copies.append({"codec": VP8, "reason": reason, "viewers": len(feed.tracks)})
+        return copies
 
     def _tell_streamer(self, stream_id: str, video: VideoProperties) -> None:
         """A broker listener: warn when a publish cannot be passed through to browsers."""
@@ -173,12 +216,36 @@ class WebRtcOutput:
                 obstacle.fix,
             )
 
-    def peer_connection(self) -> RTCPeerConnection:
-        """A peer connection for a session; `attach_ice` gives it the shared ICE sockets."""
-        return RTCPeerConnection()
+    def peer_connection(self, who: str, close: Callable[[str], None]) -> RTCPeerConnection:
+        """A peer connection for a session, which `close` ends when the connection does.
+
+        `attach_ice` gives it the shared ICE sockets.  A connection that fails
+        before it ever connected is a peer that cannot talk to this server:
+        a warning with the reason (ICE or DTLS, and what OpenSSL said).
+        """
+        pc = RTCPeerConnection()
+        connected = False
+
+        @pc.on("connectionstatechange")
+        def state_changed() -> None:
+            nonlocal connected
+            if pc.connectionState == "connected":
+                connected = True
+            elif pc.connectionState == "closed":
+                close("connection closed")
+            elif pc.connectionState == "failed" and connected:
+                close("connection lost: the peer stopped answering")
+            elif pc.connectionState == "failed":
+                reason = internals.connection_failure(pc)
+                log.warning("%s: WebRTC connection failed: %s", who, reason)
+                close(reason)
+
+        return pc
 
     async def attach_ice(self, pc: RTCPeerConnection) -> None:
-        """Put a peer connection (its remote description set) on the shared ICE sockets."""
+        """Put a peer connection (its remote description set) on the shared ICE sockets,
+        and take the DTLS server role if the offer leaves it open."""
+        internals.answer_dtls_passive(pc)
         try:
             await trio_asyncio.aio_as_trio(self._ice.attach)(pc)
         except ValueError as exc:
@@ -236,21 +303,23 @@ class WebRtcOutput:
                         problem = next((t.problem for t in tracks if t.problem), None)
                         if problem is not None:
                             raise UnplayableStream(problem)
-                        reason = await self._copy_reason(session, reader, tracks, offer_sdp, kinds)
-                    if reason is None:
+                        copy = await self._copy_for(session, reader, tracks, offer_sdp, kinds)
+                    if copy is None or copy.codec == VP8:
                         await self._watch(
-                            session, viewer, offer_sdp, kinds, reader, tracks, task_status
+                            session, viewer, offer_sdp, kinds, reader, tracks, task_status, copy
                         )
                         return
-                copy_id = await self._start_copy(session, reason)
-                async with self.hub.read(copy_id, max_lag=MAX_VIDEO_LAG) as copy:
+                copy_id = await self._start_copy(session, copy)
+                async with self.hub.read(copy_id, max_lag=MAX_VIDEO_LAG) as copied:
                     with trio.fail_after(NEGOTIATION_TIMEOUT):
-                        copied = await copy.tracks()
+                        copied_tracks = await copied.tracks()
                     # The copy has no audio: its viewers share the source's, as Opus.
-                    tracks = [t for t in copied if t.kind == "video"] + [
+                    tracks = [t for t in copied_tracks if t.kind == "video"] + [
                         t for t in tracks if t.kind == "audio"
                     ]
-                    await self._watch(session, viewer, offer_sdp, kinds, copy, tracks, task_status)
+                    await self._watch(
+                        session, viewer, offer_sdp, kinds, copied, tracks, task_status, copy
+                    )
         except StreamNotFound as exc:
             raise WebRtcError(404, f"no live stream {session.stream_id!r}") from exc
         except StreamEnded as ended:
@@ -268,46 +337,64 @@ class WebRtcOutput:
                     session.reason,
                 )
 
-    async def _copy_reason(
+    async def _copy_for(
         self,
         session: Session,
         reader: PacketReader,
         tracks: list[Track],
         offer_sdp: str,
         kinds: set[str],
-    ) -> str | None:
-        """Why this viewer needs the re-encoded copy (None: the video as it is will do).
+    ) -> Copy | None:
+        """Which re-encoded copy this viewer needs, and why (None: the video as it is will do).
 
-        WebRtcError 415 when it would and `webrtc.transcode` is never.
+        Decided before anything is started: WebRtcError 406 when the offer can
+        take neither the video nor a copy, 415 when it needs a copy and
+        `webrtc.transcode` is never.  A browser that offers H.264 gets the
+        H.264 copy, one that offers only VP8 (Firefox without OpenH264) the VP8 one.
         """
         track = next((t for t in tracks if t.kind == "video"), None)
         if track is None or "video" not in kinds:
             return None
+        h264 = bool(offered_h264_profiles(offer_sdp))
+        if not h264 and not offers_vp8(offer_sdp):
+            raise WebRtcError(
+                406, "the offer has no video codec this server sends: H.264 (packetization-mode "
+                "1) or VP8; offer one, or leave video out",
+            )  # fmt: skip
         if self.settings.transcode == "always":
-            return "webrtc.transcode is always"
-        stream = self.broker.get(session.stream_id)
-        if stream is not None:
-            with trio.move_on_after(DESCRIBE_TIMEOUT):
-                await reader.demux.described(stream.generation)
-        obstacle = passthrough_obstacle(track.codec, reader.demux.properties.current)
-        reason = obstacle.reason if obstacle is not None else None
-        if reason is None and not offer_carries(track, offer_sdp):
-            profile = h264_profile(track.h264_profile_level_id or "42e01f")
-            reason = f"H.264 {profile}, a profile the browser did not offer"
-        if reason is not None and self.transcoder is None:
+            reason: str | None = "webrtc.transcode is always"
+        else:
+            stream = self.broker.get(session.stream_id)
+            if stream is not None:
+                with trio.move_on_after(DESCRIBE_TIMEOUT):
+                    await reader.demux.described(stream.generation)
+            obstacle = passthrough_obstacle(track.codec, reader.demux.properties.current)
+            reason = obstacle.reason if obstacle is not None else None
+            if reason is None and not h264:
+                reason = "H.264, which the browser does not offer"
+            elif reason is None and not offer_carries(track, offer_sdp):
+                profile = h264_profile(track.h264_profile_level_id or "42e01f")
+                reason = f"H.264 {profile}, a profile the browser did not offer"
+        if reason is None:
+            return None
+        if self.transcoder is None:
             raise WebRtcError(
                 415,
-                f"{session.stream_id} has {reason}, which browsers cannot decode over WebRTC, "
-                "and this server does not re-encode (webrtc.transcode is never); use LL-HLS",
+                f"{session.stream_id} has {reason}, which this browser cannot decode over "
+                "WebRTC, and this server does not re-encode (webrtc.transcode is never); "
+                "use LL-HLS",
             )
-        return reason
+        return Copy(H264 if h264 else VP8, reason)
 
-    async def _start_copy(self, session: Session, reason: str) -> str:
-        """Start (or join) the stream's re-encoded copy for browsers; its stream id."""
+    async def _start_copy(self, session: Session, copy: Copy) -> str:
+        """Start (or join) the stream's re-encoded H.264 copy for browsers; its stream id."""
         assert self.transcoder is not None
         if not await self.transcoder.ensure(session.stream_id, WEBRTC_PROFILE):
             raise WebRtcError(503, "the stream's copy for browsers could not start")
-        log.info("%s gets %s re-encoded for WebRTC: %s", session.peer, session.stream_id, reason)
+        self._copy_reasons[session.stream_id] = copy.reason
+        log.info(
+            "%s gets %s re-encoded for WebRTC: %s", session.peer, session.stream_id, copy.reason
+        )
         return f"{session.stream_id}@{WEBRTC_PROFILE.name}"
 
     async def _watch(
@@ -319,9 +406,11 @@ class WebRtcOutput:
         reader: PacketReader,
         tracks: list[Track],
         task_status: trio.TaskStatus[str],
+        copy: Copy | None,
     ) -> None:
         """Negotiate, answer, and serve until the session ends."""
-        pc, video, audio, answer = await self._negotiate(session, offer_sdp, kinds, tracks)
+        vp8 = copy is not None and copy.codec == VP8
+        pc, video, audio, answer = await self._negotiate(session, offer_sdp, kinds, tracks, vp8)
         viewer.counter = lambda: (video.sent if video else 0) + (audio.sent if audio else 0)
         try:
             self.sessions[session.id] = session
@@ -333,8 +422,12 @@ class WebRtcOutput:
                 session.stream_id,
                 session.id,
             )
+            if vp8:
+                log.info(
+                    "%s gets %s as VP8 for WebRTC: %s", session.peer, session.stream_id, copy.reason
+                )
             try:
-                await self._serve(session, pc, reader, video, audio)
+                await self._serve(session, pc, reader, video, audio, vp8)
             except Exception:
                 # A bug in one session must not stop the others or the server.
                 log.exception("WebRTC session %s failed", session.id)
@@ -345,11 +438,11 @@ class WebRtcOutput:
             await self.close_peer(pc)
 
     async def _negotiate(
-        self, session: Session, offer_sdp: str, kinds: set[str], tracks: list[Track]
+        self, session: Session, offer_sdp: str, kinds: set[str], tracks: list[Track], vp8: bool
     ) -> tuple[RTCPeerConnection, PacketTrack | None, PacketTrack | None, str]:
-        pc = self.peer_connection()
+        pc = self.peer_connection(f"{session.peer} watching {session.stream_id}", session.close)
         try:
-            return await self._set_up(session, pc, offer_sdp, kinds, tracks)
+            return await self._set_up(session, pc, offer_sdp, kinds, tracks, vp8)
         except BaseException:
             await self.close_peer(pc)
             raise
@@ -361,19 +454,17 @@ class WebRtcOutput:
         offer_sdp: str,
         kinds: set[str],
         tracks: list[Track],
+        vp8: bool,
     ) -> tuple[RTCPeerConnection, PacketTrack | None, PacketTrack | None, str]:
-        @pc.on("connectionstatechange")
-        def state_changed() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                session.close(f"connection {pc.connectionState}")
-
         video = audio = None
         video_track = next((t for t in tracks if t.kind == "video"), None)
         if video_track is not None and "video" in kinds:
-            # Never anything but H.264 here: `_copy_reason` sent other codecs to the copy.
+            # H.264 as it is or its copy (`_copy_for` sent other codecs there), or the VP8 copy.
             video = PacketTrack("video")
             transceiver = pc.addTransceiver(video, direction="sendonly")
-            transceiver.setCodecPreferences(h264_preferences(video_track, offer_sdp))
+            transceiver.setCodecPreferences(
+                vp8_preferences() if vp8 else h264_preferences(video_track, offer_sdp)
+            )
             internals.send_prepacketized(transceiver.sender)
         if any(t.kind == "audio" for t in tracks) and "audio" in kinds:
             audio = PacketTrack("audio")
@@ -400,14 +491,18 @@ class WebRtcOutput:
         reader: PacketReader,
         video: PacketTrack | None,
         audio: PacketTrack | None,
+        vp8: bool,
     ) -> None:
         gauge = monitoring.WEBRTC_SESSIONS
         gauge.inc()
+        stream_id = session.stream_id
         try:
             async with trio.open_nursery() as nursery:
                 if audio is not None:
-                    nursery.start_soon(self._share_audio, session.stream_id, audio)
-                if video is not None:
+                    nursery.start_soon(self._share, self._opus, "opus", stream_id, audio, OpusFeed)
+                if video is not None and vp8:
+                    nursery.start_soon(self._share, self._vp8, "vp8", stream_id, video, Vp8Feed)
+                if video is not None and not vp8:
                     nursery.start_soon(_feed_video, reader, video, session, self._payloads)
                 else:
                     nursery.start_soon(_follow_end, reader, session)
@@ -422,19 +517,27 @@ class WebRtcOutput:
             await trio_asyncio.aio_as_trio(pc.close)()
         self._ice.release(pc)
 
-    async def _share_audio(self, stream_id: str, track: PacketTrack) -> None:
-        feed = self._opus.get(stream_id)
+    async def _share(
+        self,
+        feeds: dict[str, Any],
+        component: str,
+        stream_id: str,
+        track: PacketTrack,
+        make: Callable[[str], Any],
+    ) -> None:
+        """Offer a viewer's track the frames of the stream's shared feed, started if need be."""
+        feed = feeds.get(stream_id)
         if feed is None:
-            feed = OpusFeed(stream_id)
+            feed = make(stream_id)
             assert self._nursery is not None
             start_registered(
                 self._nursery,
-                self._opus,
+                feeds,
                 stream_id,
                 feed,
                 partial(feed.run, self.hub),
                 supervisor=self.broker.supervisor,
-                component="opus",
+                component=component,
                 again=lambda: bool(feed.tracks) and self.broker.get(stream_id) is not None,
             )
         feed.tracks.add(track)

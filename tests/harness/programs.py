@@ -9,8 +9,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import pytest
+
+# Debian's own Python, whose gi bindings reach GStreamer (the test venv's Python has none).
+SYSTEM_PYTHON = "/usr/bin/python3"
+GSTREAMER_CHECK = (
+    "import gi; gi.require_version('GstWebRTC', '1.0'); from gi.repository import Gst; "
+    "Gst.init(None); assert all(map(Gst.ElementFactory.find, "
+    "('webrtcbin', 'nicesrc', 'vp8dec', 'avdec_h264', 'rtph264depay')))"
+)
+
+
+def _missing(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def require(name: str) -> str:
@@ -19,8 +34,17 @@ def require(name: str) -> str:
         (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
     )
     if path is None:
-        message = f"{name} is not installed (scripts/test installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        _missing(f"{name} is not installed (scripts/test installs it)")
     return path
+
+
+def require_gstreamer() -> str:
+    """The Python that runs GStreamer's webrtcbin (tests/harness/gst_whep.py); skip or fail."""
+    check = (
+        subprocess.run([SYSTEM_PYTHON, "-c", GSTREAMER_CHECK], capture_output=True, timeout=30)
+        if os.access(SYSTEM_PYTHON, os.X_OK)
+        else None
+    )
+    if check is None or check.returncode:
+        _missing("GStreamer's webrtcbin is not installed for python3 (scripts/test installs it)")
+    return SYSTEM_PYTHON
