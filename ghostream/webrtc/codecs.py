@@ -157,14 +157,18 @@ def vp8_preferences() -> list:
     return [c for c in capabilities if c.mimeType in ("video/VP8", "video/rtx")]
 
 
-def publish_preferences(kind: str) -> list:
-    """The codecs a WHIP publisher may send: H.264 (simplest profile first) or Opus.
+def publish_preferences(kind: str, vp8: bool = False) -> list:
+    """The codecs a WHIP publisher may send: H.264 (simplest profile first), VP8 from a
+    publisher that offers no H.264 (re-encoded to H.264 as it arrives), Opus.
 
-    Both are passed through to viewers, so nothing else is accepted.
+    H.264 and Opus are passed through to viewers.
     """
     capabilities = RTCRtpReceiver.getCapabilities(kind).codecs
     if kind == "audio":
         return [c for c in capabilities if c.mimeType == "audio/opus"]
+    rtx = [c for c in capabilities if c.mimeType == "video/rtx"]
+    if vp8:
+        return [*(c for c in capabilities if c.mimeType == "video/VP8"), *rtx]
     h264 = [
         c
         for c in capabilities
@@ -172,4 +176,4 @@ def publish_preferences(kind: str) -> list:
     ]
     rank = {name: index for index, name in enumerate(PUBLISH_PROFILES)}
     h264.sort(key=lambda c: rank.get(h264_profile(c.parameters["profile-level-id"]), len(rank)))
-    return [*h264, *(c for c in capabilities if c.mimeType == "video/rtx")]
+    return [*h264, *rtx]

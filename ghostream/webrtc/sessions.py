@@ -20,7 +20,8 @@ is re-encoded once per stream by the transcoder into the internal stream
 `ID@webrtc`, started by its first such viewer and stopped once none reads
 it; its viewers still count as viewers of `ID`.  A browser that offers no
 H.264 at all (Firefox without OpenH264) gets the stream as VP8, encoded once
-per stream by `Vp8Feed` for all such viewers.  An offer that can take
+per stream by `Vp8Feed` for all such viewers (or as it came, from a VP8
+WHIP publisher).  An offer that can take
 neither is refused (406) before any copy starts.  With `webrtc.transcode:
 never` such a stream is refused with 415 and the reason, and players fall
 back to LL-HLS.
@@ -133,6 +134,8 @@ class WebRtcOutput:
         )
         self._opus: dict[str, OpusFeed] = {}
         self._vp8: dict[str, Vp8Feed] = {}
+        # Streams whose WHIP publisher sends VP8: their VP8 viewers get it as it came.
+        self.vp8_published: set[str] = set()
         # Why each running H.264 copy was started, for the stream's API.
         self._copy_reasons: dict[str, str] = {}
         self._payloads = SharedPayloads()
@@ -192,6 +195,8 @@ class WebRtcOutput:
         feed = self._vp8.get(stream_id)
         if feed is not None:
             reason = "viewers whose browser offers no H.264 (Firefox without OpenH264)"
+            if feed.published():
+                reason += "; the publisher's own VP8, not re-encoded"
             copies.append({"codec": VP8, "reason": reason, "viewers": len(feed.tracks)})
         return copies
 
@@ -424,7 +429,11 @@ class WebRtcOutput:
             )
             if vp8:
                 log.info(
-                    "%s gets %s as VP8 for WebRTC: %s", session.peer, session.stream_id, copy.reason
+                    "%s gets %s as VP8 for WebRTC%s: %s",
+                    session.peer,
+                    session.stream_id,
+                    " as published" if session.stream_id in self.vp8_published else "",
+                    copy.reason,
                 )
             try:
                 await self._serve(session, pc, reader, video, audio, vp8)
@@ -501,7 +510,8 @@ class WebRtcOutput:
                 if audio is not None:
                     nursery.start_soon(self._share, self._opus, "opus", stream_id, audio, OpusFeed)
                 if video is not None and vp8:
-                    nursery.start_soon(self._share, self._vp8, "vp8", stream_id, video, Vp8Feed)
+                    feeds = self._vp8
+                    nursery.start_soon(self._share, feeds, "vp8", stream_id, video, self._vp8_feed)
                 if video is not None and not vp8:
                     nursery.start_soon(_feed_video, reader, video, session, self._payloads)
                 else:
@@ -516,6 +526,15 @@ class WebRtcOutput:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await trio_asyncio.aio_as_trio(pc.close)()
         self._ice.release(pc)
+
+    def _vp8_feed(self, stream_id: str) -> Vp8Feed:
+        return Vp8Feed(stream_id, lambda: stream_id in self.vp8_published)
+
+    def offer_published_vp8(self, stream_id: str, frame: bytes, pts: int, keyframe: bool) -> None:
+        """A VP8 WHIP publisher's frame, for the stream's VP8 viewers, if any."""
+        feed = self._vp8.get(stream_id)
+        if feed is not None:
+            feed.offer_published(frame, pts, keyframe)
 
     async def _share(
         self,

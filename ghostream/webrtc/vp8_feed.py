@@ -8,11 +8,15 @@ audio is shared (`opus_feed`).  The feed starts with its first viewer,
 begins at the live edge (the cached GOP is decoded, not sent), and stops
 once nobody has watched it for `IDLE_STOP`, so a reload does not restart
 the encoder.  A viewer who joins gets a keyframe at once.
+
+When the publisher itself sends VP8 (a WHIP publish from such a browser),
+nothing is encoded: its frames are offered as they came (`offer_published`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from fractions import Fraction
 
 import av
@@ -116,23 +120,38 @@ class Vp8Encoder:
 class Vp8Feed:
     """A stream's video as VP8, encoded once and shared by its viewers without H.264."""
 
-    def __init__(self, stream_id: str) -> None:
+    def __init__(self, stream_id: str, published: Callable[[], bool] = lambda: False) -> None:
         self.stream_id = stream_id
+        # Whether the publisher sends VP8 now: its frames are passed on, not encoded.
+        self.published = published
         self.tracks: set[PacketTrack] = set()
         self.frames = 0
         self._last_watched = trio.current_time()
+        self._clock = Continuity()
+        self._picture_id = 0
 
     def idle(self) -> bool:
         if self.tracks:
             self._last_watched = trio.current_time()
         return trio.current_time() - self._last_watched > IDLE_STOP
 
+    def offer_published(self, frame: bytes, pts: int, keyframe: bool) -> None:
+        """A VP8 publisher's frame, for every viewer as it is."""
+        payloads = internals.vp8_payloads(frame, self._picture_id)
+        self._picture_id = (self._picture_id + 1) % (1 << 15)
+        self._offer(payloads, pts, keyframe)
+
+    def _offer(self, payloads: list[bytes], pts: int, keyframe: bool) -> None:
+        self.frames += 1
+        frame = RtpFrame(payloads, self._clock(pts), sum(map(len, payloads)))
+        for track in self.tracks:
+            track.offer(frame, keyframe)
+
     async def run(self, hub: PacketHub) -> None:
         """Until nobody watched for `IDLE_STOP` or the stream ends."""
         encoder = Vp8Encoder()
-        clock = Continuity()
         source = None
-        log.info("%s: VP8 copy for WebRTC started", self.stream_id)
+        log.info("%s: VP8 for WebRTC started", self.stream_id)
         try:
             async with hub.read(self.stream_id, max_lag=MAX_VIDEO_LAG) as reader:
                 stream = hub.broker.get(self.stream_id)
@@ -141,11 +160,11 @@ class Vp8Feed:
                 edge = newest.pts if newest is not None else None
                 while not self.idle():
                     packet = await reader.receive()
-                    if packet.track.kind != "video":
+                    if packet.track.kind != "video" or self.published():
                         continue
                     if packet.track is not source:
                         if source is not None:
-                            clock.restart()
+                            self._clock.restart()
                         source = packet.track
                     # The cached GOP is decoded to reach the live edge, and not sent.
                     send = edge is None or packet.pts >= edge
@@ -156,11 +175,8 @@ class Vp8Feed:
                         limiter=threads.TRANSCODING,
                     )  # fmt: skip
                     for payloads, pts, is_keyframe in encoded:
-                        self.frames += 1
-                        frame = RtpFrame(payloads, clock(pts), sum(map(len, payloads)))
-                        for track in self.tracks:
-                            track.offer(frame, is_keyframe)
+                        self._offer(payloads, pts, is_keyframe)
         except (StreamEnded, StreamNotFound):
             pass
         finally:
-            log.info("%s: VP8 copy for WebRTC stopped", self.stream_id)
+            log.info("%s: VP8 for WebRTC stopped", self.stream_id)

@@ -59,6 +59,10 @@ class FirefoxPage:
             sandbox=None,
         )
 
+    def find_element(self, by: str, value: str) -> Any:
+        """An element of the page, with `send_keys` and `click`; `by` as Selenium's ("id")."""
+        return self.marionette.find_element(by, value)
+
     def get_log(self, _kind: str) -> list[dict]:
         """Marionette keeps no console log: failure messages go without it."""
         return []
