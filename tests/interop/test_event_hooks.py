@@ -29,6 +29,7 @@ import trio
 from harness.browser import wait_for
 from harness.publisher import publishing
 from harness.server_process import ADMIN_PASSWORD, ADMIN_USER, ServerProcess, free_port
+from harness.udp_relay import refusal
 from test_publish_watch import publish_command, refused, run_peer, watch_command
 from test_whip import OFFER
 from trio_websocket import ConnectionRejected, open_websocket_url
@@ -121,7 +122,7 @@ def test_http_hook_allows_one_publisher_and_refuses_another(peers, ghostream_ser
                  "csv=p=0", server.srt_url("alice")]
             )  # fmt: skip
             assert "h264" in probe.stdout.decode()
-        refused(server, publish_command(server.srt_url("bob:from-the-hook")))
+        refused(publish_command, server.srt_url("bob:from-the-hook"), 1403)
         server.wait_for_log(r"SRT bob from .* refused: refused by the auth hook \(HTTP 403\)")
         assert post_offer(server, "bob", "bob-password") == 401
         assert post_offer(server, "alice", "alice-password") == 201
@@ -141,7 +142,7 @@ def test_http_hook_that_does_not_answer_in_time_refuses(peers, ghostream_server)
         server = ghostream_server(
             {"auth": {"backend": "http", "http": {"url": hook.url, "timeout": 300}}}
         )
-        refused(server, publish_command(server.srt_url("alice:pw")))
+        refused(publish_command, server.srt_url("alice:pw"), 1403)
         server.wait_for_log(r"auth hook http://127\.0\.0\.1:\d+ gave no answer in 0\.3 s: refused")
 
 
@@ -277,7 +278,8 @@ def test_http_hook_decides_viewers_when_reads_are_checked(peers, ghostream_serve
         hook.allowed = {"demo"}
         with publishing(server, "demo:publisher"):
             hook.allowed = {"nobody"}
-            stderr = refused(server, watch_command(server.srt_url("#!::r=demo,m=request,s=t1")))
+            code, stderr = refusal(server.srt_url("#!::r=demo,m=request,s=t1"), watch_command)
+            assert code == 1403, stderr
             assert "rejection reason" in stderr
             server.wait_for_log(r"watch of 'demo' from .* refused: refused by the auth hook")
             assert post_offer(server, "demo", "t3", path="whep") == 401
