@@ -166,7 +166,7 @@ TRANSCODE_BEHIND = StreamCounter(
 )
 STREAM_FAULTS = Counter(
     "ghostream_stream_faults_total",
-    "Per-stream components (demux, llhls, opus, transcode, forward, srt, telnet, edge) that "
+    "Per-stream components (demux, llhls, opus, vp8, transcode, forward, srt, telnet, edge) that "
     "failed on a stream's data and were restarted or stopped for that stream only",
     ["component"],
     registry=REGISTRY,

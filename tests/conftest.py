@@ -79,3 +79,12 @@ def chromium(require_program):
 
     with open_chromium(require_program("chromium"), require_program("chromedriver")) as driver:
         yield driver
+
+
+@pytest.fixture
+def firefox(require_program):
+    """A headless Firefox ESR page over Marionette; skipped (failed in CI) without firefox-esr."""
+    from harness.firefox import open_firefox
+
+    with open_firefox(require_program("firefox-esr")) as page:
+        yield page

@@ -108,7 +108,7 @@ def parse_report(body: bytes | None) -> tuple[str, dict[str, int]] | None:
 
 def _summary(summary: StreamSummary, audience: int, webrtc: WebRtcOutput | None) -> dict:
     """`viewers` are this server's connections (an edge is one); `audience` counts people."""
-    delivery = webrtc.delivery(summary.video_codec, summary.video) if webrtc else None
+    delivery = webrtc.delivery(summary.id, summary.video_codec, summary.video) if webrtc else None
     return {
         "id": summary.id,
         "state": summary.state,
@@ -118,7 +118,8 @@ def _summary(summary: StreamSummary, audience: int, webrtc: WebRtcOutput | None)
         "video_codec": summary.video_codec,
         "audio_codecs": list(summary.audio_codecs),
         "video": summary.video.as_dict() if summary.video else None,
-        # How WebRTC viewers get the video (passed through, re-encoded, refused) and why.
+        # How WebRTC viewers get the video (passed through, re-encoded, refused) and why,
+        # and which re-encoded copies (H.264, VP8) run for them now.
         "webrtc": delivery,
     }
 

@@ -3,7 +3,8 @@
 Video is passed through when browsers can decode it as it is; a stream with
 B-frames (browsers' WebRTC decoders do not reorder frames), HEVC, 10-bit or
 4:2:2 video, or a profile the offer does not list gets a re-encoded copy
-instead (`webrtc.transcode`).  `Obstacle` says why, with what the streamer
+instead (`webrtc.transcode`): H.264 constrained baseline, or VP8 for a
+browser that offers no H.264 at all.  `Obstacle` says why, with what the streamer
 can change in OBS to be passed through.
 """
 
@@ -145,14 +146,29 @@ def h264_preferences(track: Track, offer_sdp: str) -> list:
     return [h264, *(c for c in capabilities if c.mimeType == "video/rtx")]
 
 
-def publish_preferences(kind: str) -> list:
-    """The codecs a WHIP publisher may send: H.264 (simplest profile first) or Opus.
+def offers_vp8(offer_sdp: str) -> bool:
+    """Whether the offer lists VP8, which the copy for browsers without H.264 is made in."""
+    return re.search(r"a=rtpmap:\d+ VP8/90000", offer_sdp, re.IGNORECASE) is not None
 
-    Both are passed through to viewers, so nothing else is accepted.
+
+def vp8_preferences() -> list:
+    """VP8 (and its retransmissions) as the one video codec to answer with."""
+    capabilities = RTCRtpSender.getCapabilities("video").codecs
+    return [c for c in capabilities if c.mimeType in ("video/VP8", "video/rtx")]
+
+
+def publish_preferences(kind: str, vp8: bool = False) -> list:
+    """The codecs a WHIP publisher may send: H.264 (simplest profile first), VP8 from a
+    publisher that offers no H.264 (re-encoded to H.264 as it arrives), Opus.
+
+    H.264 and Opus are passed through to viewers.
     """
     capabilities = RTCRtpReceiver.getCapabilities(kind).codecs
     if kind == "audio":
         return [c for c in capabilities if c.mimeType == "audio/opus"]
+    rtx = [c for c in capabilities if c.mimeType == "video/rtx"]
+    if vp8:
+        return [*(c for c in capabilities if c.mimeType == "video/VP8"), *rtx]
     h264 = [
         c
         for c in capabilities
@@ -160,4 +176,4 @@ def publish_preferences(kind: str) -> list:
     ]
     rank = {name: index for index, name in enumerate(PUBLISH_PROFILES)}
     h264.sort(key=lambda c: rank.get(h264_profile(c.parameters["profile-level-id"]), len(rank)))
-    return [*h264, *(c for c in capabilities if c.mimeType == "video/rtx")]
+    return [*h264, *rtx]

@@ -4,7 +4,8 @@ Ghostream shares ICE sockets between sessions (`icemux`), packetizes a
 stream's media once for all its viewers (`packetize`) and passes a WHIP
 publisher's media on without decoding it (`ingest`); neither library is
 built for that.  What is relied on, in aioice 0.13 / aiortc 1.16, is pinned
-by tests/unit/test_webrtc_icemux.py, tests/unit/test_webrtc_packetize.py and
+by tests/unit/test_webrtc_icemux.py, tests/unit/test_webrtc_packetize.py,
+tests/interop/test_gstreamer_whep.py (the DTLS roles and suites) and
 tests/unit/test_webrtc_receiving.py:
 
 - an `RTCIceGatherer` keeps its aioice `Connection` in `_connection`, and
@@ -21,7 +22,9 @@ tests/unit/test_webrtc_receiving.py:
   has none, and sends whatever that encoder's `pack` returns for what its
   track gives, when that is not an `av.Frame`;
 - `H264Encoder._packetize(H264Encoder._split_bitstream(data))` makes the
-  FU-A / STAP-A payloads of an Annex B access unit;
+  FU-A / STAP-A payloads of an Annex B access unit, and
+  `Vp8Encoder._packetize(data, picture_id)` the payloads (RFC 7741) of a
+  VP8 frame;
 - aiortc reads the time through `aiortc.clock.current_ntp_time` and
   `current_ms`, looked up at each call;
 - an `RTCRtpReceiver`'s decoder thread looks its decoder up with
@@ -31,7 +34,13 @@ tests/unit/test_webrtc_receiving.py:
 - the receiver reassembles frames with the `add(packet)` of its
   `_RTCRtpReceiver__jitter_buffer`, which returns (ask for a keyframe, frame);
   depayloaded bytes are in `packet._data`;
-- `RTCRtpReceiver._send_rtcp_pli(ssrc)` sends a picture loss indication.
+- `RTCRtpReceiver._send_rtcp_pli(ssrc)` sends a picture loss indication;
+- a DTLS transport's role is `_role` ("auto" until an offer or answer sets
+  it), set with `_set_role`; `createAnswer` answers `a=setup:passive` for
+  "server", and an offer's `a=setup:actpass` leaves it "auto";
+- `RTCCertificate._create_ssl_context` makes every DTLS connection's
+  pyOpenSSL context, and `RTCDtlsTransport._do_handshake` calls its
+  connection's (`_ssl`) `do_handshake` until done, swallowing the error.
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ from typing import Any
 from aioice.candidate import Candidate
 from aioice.ice import Connection, StunProtocol, get_host_addresses, server_reflexive_candidate
 from aiortc import (
+    RTCCertificate,
+    RTCDtlsTransport,
     RTCPeerConnection,
     RTCRtpCodecParameters,
     RTCRtpReceiver,
@@ -51,11 +62,14 @@ from aiortc import (
     clock,
 )
 from aiortc import rtcrtpreceiver as aiortc_receiver
+from aiortc import sdp as aiortc_sdp
 from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcicetransport import parse_stun_turn_uri
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
+from OpenSSL import SSL
 
 __all__ = [
     "AudioFrames",
@@ -63,7 +77,9 @@ __all__ = [
     "StunProtocol",
     "VideoFrames",
     "adopt",
+    "answer_dtls_passive",
     "bundled_connection",
+    "connection_failure",
     "h264_payloads",
     "host_addresses",
     "new_protocol",
@@ -73,6 +89,8 @@ __all__ = [
     "send_prepacketized",
     "stun_server",
     "use_fast_clock",
+    "use_rsa_peers",
+    "vp8_payloads",
 ]
 
 # Seconds from the NTP epoch (1900) to the Unix epoch (1970).
@@ -146,6 +164,11 @@ def send_prepacketized(sender: RTCRtpSender) -> None:
 def h264_payloads(access_unit: bytes) -> list[bytes]:
     """The RTP payloads (FU-A, STAP-A, single NAL units) of an Annex B access unit."""
     return H264Encoder._packetize(H264Encoder._split_bitstream(access_unit))
+
+
+def vp8_payloads(frame: bytes, picture_id: int) -> list[bytes]:
+    """The RTP payloads of a VP8 frame, each with its payload descriptor (RFC 7741)."""
+    return Vp8Encoder._packetize(frame, picture_id)
 
 
 def _ntp_now() -> int:
@@ -249,3 +272,98 @@ class AudioFrames:
 
 async def request_keyframe(receiver: RTCRtpReceiver, ssrc: int) -> None:
     await receiver._send_rtcp_pli(ssrc)
+
+
+# aiortc's certificate is ECDSA, so as a DTLS server it needs only ECDSA suites; as a client it
+# must also offer the suites of a server whose certificate is RSA (GStreamer's, for one).
+DTLS_CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"
+    b"ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:"
+    b"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305:"
+    b"ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA"
+)
+_aiortc_ssl_context = RTCCertificate._create_ssl_context
+_aiortc_do_handshake = RTCDtlsTransport._do_handshake
+_FAILURE = "_ghostream_failure"
+
+
+# TLS alert descriptions (RFC 8446 §6) a failed WebRTC handshake may carry.
+ALERTS = {
+    40: "handshake failure (no cipher suite or curve in common)",
+    42: "bad certificate",
+    43: "unsupported certificate",
+    46: "certificate unknown",
+    47: "illegal parameter",
+    48: "unknown CA",
+    51: "decrypt error",
+    70: "protocol version",
+    71: "insufficient security",
+    80: "internal error",
+    110: "unsupported extension",
+}
+
+
+def _note_alert(connection: SSL.Connection, where: int, value: int) -> None:
+    """OpenSSL's info callback: remember the last fatal alert sent or received, and by whom."""
+    if where & SSL.SSL_CB_ALERT and value >> 8 == 2:
+        side = "the peer sent" if where & SSL.SSL_CB_READ else "this server sent"
+        description = ALERTS.get(value & 0xFF, f"alert {value & 0xFF}")
+        setattr(connection, _FAILURE, f"{side} the alert {description}")
+
+
+def _ssl_context(self: RTCCertificate, srtp_profiles: list) -> SSL.Context:
+    context = _aiortc_ssl_context(self, srtp_profiles)
+    context.set_cipher_list(DTLS_CIPHERS)
+    context.set_info_callback(_note_alert)
+    return context
+
+
+async def _do_handshake(self: RTCDtlsTransport) -> None:
+    """aiortc's handshake, keeping what OpenSSL said when it failed (aiortc only logs it)."""
+    connection = self._ssl
+    handshake = connection.do_handshake
+
+    def recording() -> None:
+        try:
+            handshake()
+        except SSL.WantReadError:
+            raise
+        except SSL.Error as exc:
+            reasons = [str(part[-1]) for part in exc.args[0] if part] if exc.args else []
+            alert = getattr(connection, _FAILURE, None)
+            setattr(self, _FAILURE, "; ".join([*reasons, *([alert] if alert else [])]) or "")
+            raise
+
+    connection.do_handshake = recording
+    await _aiortc_do_handshake(self)
+
+
+def use_rsa_peers() -> None:
+    """Let DTLS handshakes with peers whose certificate is RSA succeed, and say why one failed."""
+    RTCCertificate._create_ssl_context = _ssl_context
+    RTCDtlsTransport._do_handshake = _do_handshake
+
+
+def answer_dtls_passive(pc: RTCPeerConnection) -> None:
+    """Take the DTLS server role when the offer leaves it to us (`a=setup:actpass`), as
+    browsers do: the server picks the suite for its own certificate, whatever the peer's."""
+    offer = aiortc_sdp.SessionDescription.parse(pc.remoteDescription.sdp)
+    if any(media.dtls is not None and media.dtls.role == "auto" for media in offer.media):
+        for transceiver in pc.getTransceivers():
+            transceiver.receiver.transport._set_role("server")
+
+
+def connection_failure(pc: RTCPeerConnection) -> str:
+    """Why a peer connection failed: ICE found no path, or the DTLS handshake failed (and why)."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls.transport.state == "failed":
+            return "ICE failed: no candidate pair answered, or the peer stopped answering"
+        if dtls.state == "failed":
+            reason = getattr(dtls, _FAILURE, None)
+            if reason is not None:
+                return f"DTLS handshake failed: {reason or 'OpenSSL gave no reason'}"
+            if dtls.encrypted:
+                return "DTLS failed: the certificate does not match the offer's fingerprint"
+            return "DTLS handshake failed: the connection broke"
+    return "connection failed"

@@ -1,9 +1,12 @@
 """WebRTC publishing (WHIP): what OBS 30+ or a browser sends becomes an ordinary broker stream.
 
 Each publisher is one aiortc peer connection, run as a Trio task of the
-WebRTC output like a viewer's session.  Nothing is decoded: aiortc's
-receivers reassemble H.264 access units and Opus packets from RTP and hand
+WebRTC output like a viewer's session.  H.264 and Opus are not decoded:
+aiortc's receivers reassemble access units and packets from RTP and hand
 them over as they are (`internals`), each as soon as its last packet is in.
+A publisher that offers no H.264 (Firefox without OpenH264) may send VP8,
+re-encoded to H.264 once as it arrives (`media.video_reencode`), so every
+output still gets H.264.
 They are muxed into MPEG-TS as they arrive (`media.tsmux`) and published
 through `Broker.publish(..., "whip")`, so every output (SRT, WHEP, LL-HLS,
 forwarding, variants, history) serves a WHIP publish as it serves an SRT one.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,12 +36,13 @@ from aiortc.exceptions import OperationError
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from ghostream import monitoring
+from ghostream import monitoring, threads
 from ghostream.broker.registry import StreamBusy
 from ghostream.broker.stream import Stream, StreamState
 from ghostream.media.demux import is_keyframe_unit, nal_type, split_nal_units
 from ghostream.media.tsmux import TsMuxer
-from ghostream.webrtc.codecs import publish_preferences
+from ghostream.media.video_reencode import H264Reencoder, vp8_keyframe
+from ghostream.webrtc.codecs import offered_h264_profiles, offers_vp8, publish_preferences
 from ghostream.webrtc.internals import receive_encoded, request_keyframe
 from ghostream.webrtc.peer import offered_kinds
 from ghostream.webrtc.refusals import WebRtcError
@@ -80,6 +85,8 @@ class _Track:
     transceiver: RTCRtpTransceiver
     clock: int
     offset: int | None = None
+    # A VP8 publisher's video: re-encoded to H.264 before it is muxed.
+    reencoder: H264Reencoder | None = None
 
 
 class WhipIngest:
@@ -109,7 +116,9 @@ class WhipIngest:
         return True
 
     async def _run(self, publish: Publish, offer_sdp: str, kinds: set[str], *, task_status) -> None:
-        pc = self.output.peer_connection()
+        pc = self.output.peer_connection(
+            f"{publish.peer} publishing {publish.stream_id}", publish.close
+        )
         try:
             with trio.fail_after(NEGOTIATION_TIMEOUT):
                 tracks, answer = await self._negotiate(publish, pc, offer_sdp, kinds)
@@ -147,24 +156,24 @@ class WhipIngest:
     async def _negotiate(
         self, publish: Publish, pc: RTCPeerConnection, offer_sdp: str, kinds: set[str]
     ) -> tuple[list[_Track], str]:
-        @pc.on("connectionstatechange")
-        def state_changed() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                publish.close(f"connection {pc.connectionState}")
-
         if "video" not in kinds:
             raise WebRtcError(406, "a publish needs H.264 video (audio alone is not served)")
+        vp8 = not offered_h264_profiles(offer_sdp) and offers_vp8(offer_sdp)
         tracks = []
         for kind in ("video", "audio"):
             if kind in kinds:
                 transceiver = pc.addTransceiver(kind, direction="recvonly")
-                transceiver.setCodecPreferences(publish_preferences(kind))
-                tracks.append(_Track(kind, transceiver, CLOCK if kind == "video" else 48000))
+                transceiver.setCodecPreferences(publish_preferences(kind, vp8))
+                reencoder = H264Reencoder("vp8") if vp8 and kind == "video" else None
+                clock = CLOCK if kind == "video" else 48000
+                tracks.append(_Track(kind, transceiver, clock, reencoder=reencoder))
         try:
             offer = RTCSessionDescription(offer_sdp, "offer")
             await trio_asyncio.aio_as_trio(pc.setRemoteDescription)(offer)
         except OperationError as exc:
-            raise WebRtcError(406, "send H.264 video (packetization-mode=1), Opus audio") from exc
+            raise WebRtcError(
+                406, "send H.264 (packetization-mode=1) or VP8 video, Opus audio"
+            ) from exc
         except (ValueError, KeyError, IndexError, AttributeError) as exc:
             raise WebRtcError(400, f"malformed SDP offer: {exc}") from exc
         if len(pc.getTransceivers()) != len(tracks):
@@ -183,7 +192,17 @@ class WhipIngest:
         audio = next((t for t in tracks if t.kind == "audio"), None)
         # Opus is always negotiated as two channels (RFC 7587); a mono publisher decodes as stereo.
         muxer = TsMuxer(channels=2 if audio else 0)
-        feed = _Feed(publish, stream, muxer)
+        feed = _Feed(publish, stream, muxer, self.output.offer_published_vp8)
+        vp8 = any(t.reencoder is not None for t in tracks)
+        if vp8:
+            self.output.vp8_published.add(publish.stream_id)
+        try:
+            await self._run_feed(publish, feed, tracks)
+        finally:
+            if vp8:
+                self.output.vp8_published.discard(publish.stream_id)
+
+    async def _run_feed(self, publish: Publish, feed: _Feed, tracks: list[_Track]) -> None:
         async with trio.open_nursery() as nursery:
             for track in tracks:
                 nursery.start_soon(feed.receive, track)
@@ -197,8 +216,15 @@ class WhipIngest:
 class _Feed:
     """The received frames of one publish, stamped, muxed and published in arrival order."""
 
-    def __init__(self, publish: Publish, stream: Stream, muxer: TsMuxer) -> None:
+    def __init__(
+        self,
+        publish: Publish,
+        stream: Stream,
+        muxer: TsMuxer,
+        offer_vp8: Callable[[str, bytes, int, bool], None],
+    ) -> None:
         self.publish = publish
+        self.offer_vp8 = offer_vp8
         self.stream = stream
         self.muxer = muxer
         self.bytes_in = monitoring.BYTES_IN.labels(publish.stream_id)
@@ -215,9 +241,26 @@ class _Feed:
             except MediaStreamError:
                 self.publish.close(f"the publisher's {track.kind} ended")
                 return
-            self._publish(track, frame)
+            pts = self._stamp(track, frame)
+            if track.kind == "audio":
+                self._publish(self.muxer.audio_packet(frame.data, pts))
+            elif track.reencoder is None:
+                units = [u for u in split_nal_units(frame.data) if u]
+                keyframe = any(is_keyframe_unit("h264", nal_type("h264", u)) for u in units)
+                self._publish_video(frame.data, pts, keyframe)
+            else:
+                keyframe = vp8_keyframe(frame.data)
+                # VP8 viewers get the publisher's frames as they are; every other output H.264.
+                self.offer_vp8(self.publish.stream_id, frame.data, pts, keyframe)
+                encode = track.reencoder.encode
+                units = await trio.to_thread.run_sync(
+                    encode, frame.data, pts, keyframe, limiter=threads.TRANSCODING
+                )
+                for unit, unit_pts, unit_keyframe in units:
+                    self._publish_video(unit, unit_pts, unit_keyframe)
 
-    def _publish(self, track: _Track, frame: JitterFrame) -> None:
+    def _stamp(self, track: _Track, frame: JitterFrame) -> int:
+        """The frame's time in the publish's 90 kHz clock, from when its track's first came."""
         now = trio.current_time()
         self.last_media = now
         if self.start is None:
@@ -225,15 +268,14 @@ class _Feed:
         media_time = frame.timestamp * CLOCK // track.clock
         if track.offset is None:
             track.offset = round((now - self.start) * CLOCK) - media_time
-        pts = track.offset + media_time
-        if track.kind == "audio":
-            chunk = self.muxer.audio_packet(frame.data, pts)
-        else:
-            units = [u for u in split_nal_units(frame.data) if u]
-            keyframe = any(is_keyframe_unit("h264", nal_type("h264", u)) for u in units)
-            if keyframe:
-                self.last_keyframe = now
-            chunk = self.muxer.video_unit(frame.data, pts, keyframe)
+        return track.offset + media_time
+
+    def _publish_video(self, unit: bytes, pts: int, keyframe: bool) -> None:
+        if keyframe:
+            self.last_keyframe = trio.current_time()
+        self._publish(self.muxer.video_unit(unit, pts, keyframe))
+
+    def _publish(self, chunk: bytes) -> None:
         self.stream.publish(chunk)
         self.bytes_in.inc(len(chunk))
 

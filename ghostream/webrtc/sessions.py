@@ -19,7 +19,10 @@ Video browsers cannot decode as it is (see `codecs.passthrough_obstacle`)
 is re-encoded once per stream into an internal stream (`ID@webrtc`, made by
 the transcoder: the wiring hands the output a `StartCopy`), started by its
 first such viewer and stopped once none reads it; its viewers still count
-as viewers of `ID`.  With `webrtc.transcode:
+as viewers of `ID`.  A browser that offers no H.264 at all (Firefox without
+OpenH264) gets the stream as VP8, encoded once per stream by `Vp8Feed` for
+all such viewers (or as it came, from a VP8 WHIP publisher).  An offer that
+can take neither is refused (406) before any copy starts.  With `webrtc.transcode:
 never` such a stream is refused with 415 and the reason, and players fall
 back to LL-HLS.
 
@@ -47,6 +50,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from ghostream import monitoring
 from ghostream.broker.audio import AudioFeeds
+from ghostream.broker.feeds import Feeds
 from ghostream.broker.packets import PacketHub, PacketReader
 from ghostream.broker.registry import Broker, StreamNotFound
 from ghostream.broker.stream import StreamEnded
@@ -63,7 +67,10 @@ from ghostream.webrtc.codecs import (
     h264_preferences,
     h264_profile,
     offer_carries,
+    offered_h264_profiles,
+    offers_vp8,
     passthrough_obstacle,
+    vp8_preferences,
 )
 from ghostream.webrtc.icemux import IceMux
 from ghostream.webrtc.packetize import SharedPayloads
@@ -71,6 +78,7 @@ from ghostream.webrtc.peer import offered_kinds
 from ghostream.webrtc.publishing import WhipIngest
 from ghostream.webrtc.refusals import WebRtcError
 from ghostream.webrtc.tracks import OpusSink, PacketTrack, RtpFrame
+from ghostream.webrtc.vp8_feed import Vp8Feed
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,18 @@ NEGOTIATION_TIMEOUT = 10.0
 CATCH_UP_SPEED = 25
 # How long a viewer of a new publish waits for its video to be described (B-frames or not).
 DESCRIBE_TIMEOUT = 3.0
+# The codecs of the re-encoded copies.
+H264 = "H.264"
+VP8 = "VP8"
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """The re-encoded copy a viewer gets, and why it cannot take the video as it is."""
+
+    codec: str
+    reason: str
+
 
 # Starts (or joins) a stream's re-encoded copy for browsers: its stream id, None if it failed.
 StartCopy = Callable[[str], Awaitable[str | None]]
@@ -143,8 +163,19 @@ class WebRtcOutput:
             lambda reason: monitoring.WEBRTC_DROPPED.labels(reason).inc(),
         )
         self._opus = AudioFeeds(hub, OPUS, max_lag=MAX_AUDIO_LAG, component="opus")
+        self._vp8 = Feeds[Vp8Feed](
+            broker.supervisor,
+            "vp8",
+            lambda feed: feed.run(hub),
+            again=lambda feed: bool(feed.tracks) and broker.get(feed.stream_id) is not None,
+        )
+        # Streams whose WHIP publisher sends VP8: their VP8 viewers get it as it came.
+        self.vp8_published: set[str] = set()
+        # Each H.264 copy started for a stream: its stream id and why, for the stream's API.
+        self._copies: dict[str, tuple[str, str]] = {}
         self._payloads = SharedPayloads()
         internals.use_fast_clock()
+        internals.use_rsa_peers()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nursery: trio.Nursery | None = None
         self.ingest = WhipIngest(self)
@@ -169,17 +200,40 @@ class WebRtcOutput:
                 with trio.CancelScope(shield=True):
                     await trio_asyncio.aio_as_trio(self._ice.stop)()
 
-    def delivery(self, codec: str | None, video: VideoProperties | None) -> dict:
-        """How WebRTC viewers get a stream's video, for its API: the streamer can act on it."""
+    def delivery(self, stream_id: str, codec: str | None, video: VideoProperties | None) -> dict:
+        """How WebRTC viewers get a stream's video, for its API: the streamer can act on it.
+
+        `copies` are the re-encoded copies running now, each with why it was
+        needed and how many viewers it has.
+        """
+        copies = self._running_copies(stream_id)
         if codec is None:
-            return {"mode": None, "reason": None, "fix": None}
+            return {"mode": None, "reason": None, "fix": None, "copies": copies}
         if self.settings.transcode == "always":
-            return {"mode": "re-encoded", "reason": "webrtc.transcode is always", "fix": None}
+            reason = "webrtc.transcode is always"
+            return {"mode": "re-encoded", "reason": reason, "fix": None, "copies": copies}
         obstacle = passthrough_obstacle(codec, video)
         if obstacle is None:
-            return {"mode": "passthrough", "reason": None, "fix": None}
+            return {"mode": "passthrough", "reason": None, "fix": None, "copies": copies}
         mode = "refused" if self.start_copy is None else "re-encoded"
-        return {"mode": mode, "reason": obstacle.reason, "fix": obstacle.fix}
+        return {"mode": mode, "reason": obstacle.reason, "fix": obstacle.fix, "copies": copies}
+
+    def _running_copies(self, stream_id: str) -> list[dict]:
+        copies = []
+        # The H.264 copy runs while the transcoder publishes it (`ID@webrtc`) in the broker.
+        copy_id, reason = self._copies.get(stream_id, (None, None))
+        if copy_id is not None and self.broker.get(copy_id) is not None:
+            viewers = self.hub.reader_count(copy_id)
+            copies.append({"codec": H264, "reason": reason, "viewers": viewers})
+        else:
+            self._copies.pop(stream_id, None)
+        feed = self._vp8.get(stream_id)
+        if feed is not None:
+            reason = "viewers whose browser offers no H.264 (Firefox without OpenH264)"
+            if feed.published():
+                reason += "; the publisher's own VP8, not re-encoded"
+            copies.append({"codec": VP8, "reason": reason, "viewers": len(feed.tracks)})
+        return copies
 
     def _tell_streamer(self, stream_id: str, video: VideoProperties) -> None:
         """A broker listener: warn when a publish cannot be passed through to browsers."""
@@ -202,12 +256,44 @@ class WebRtcOutput:
                 obstacle.fix,
             )
 
-    def peer_connection(self) -> RTCPeerConnection:
-        """A peer connection for a session; `attach_ice` gives it the shared ICE sockets."""
-        return RTCPeerConnection()
+    def peer_connection(
+        self,
+        who: str,
+        close: Callable[[str], None],
+        on_connected: Callable[[], None] | None = None,
+    ) -> RTCPeerConnection:
+        """A peer connection for a session, which `close` ends when the connection does.
+
+        `attach_ice` gives it the shared ICE sockets; `on_connected` is called
+        once ICE and DTLS are through.  A connection that fails before it
+        ever connected is a peer that cannot talk to this server: a warning
+        with the reason (ICE or DTLS, and what OpenSSL said).
+        """
+        pc = RTCPeerConnection()
+        connected = False
+
+        @pc.on("connectionstatechange")
+        def state_changed() -> None:
+            nonlocal connected
+            if pc.connectionState == "connected":
+                connected = True
+                if on_connected is not None:
+                    on_connected()
+            elif pc.connectionState == "closed":
+                close("connection closed")
+            elif pc.connectionState == "failed" and connected:
+                close("connection lost: the peer stopped answering")
+            elif pc.connectionState == "failed":
+                reason = internals.connection_failure(pc)
+                log.warning("%s: WebRTC connection failed: %s", who, reason)
+                close(reason)
+
+        return pc
 
     async def attach_ice(self, pc: RTCPeerConnection) -> None:
-        """Put a peer connection (its remote description set) on the shared ICE sockets."""
+        """Put a peer connection (its remote description set) on the shared ICE sockets,
+        and take the DTLS server role if the offer leaves it open."""
+        internals.answer_dtls_passive(pc)
         try:
             await trio_asyncio.aio_as_trio(self._ice.attach)(pc)
         except ValueError as exc:
@@ -304,19 +390,21 @@ class WebRtcOutput:
                         problem = next((t.problem for t in tracks if t.problem), None)
                         if problem is not None:
                             raise UnplayableStream(problem)
-                        reason = await self._copy_reason(session, reader, tracks, offer_sdp, kinds)
-                    if reason is None:
-                        await self._watch(session, offer_sdp, kinds, reader, tracks, task_status)
+                        copy = await self._copy_for(session, reader, tracks, offer_sdp, kinds)
+                    if copy is None or copy.codec == VP8:
+                        await self._watch(
+                            session, offer_sdp, kinds, reader, tracks, task_status, copy
+                        )
                         return
-                copy_id = await self._start_copy(session, reason)
-                async with self.hub.read(copy_id, max_lag=MAX_VIDEO_LAG) as copy:
+                copy_id = await self._start_copy(session, copy)
+                async with self.hub.read(copy_id, max_lag=MAX_VIDEO_LAG) as copied:
                     with trio.fail_after(NEGOTIATION_TIMEOUT):
-                        copied = await copy.tracks()
+                        copied_tracks = await copied.tracks()
                     # The copy has no audio: its viewers share the source's, as Opus.
-                    tracks = [t for t in copied if t.kind == "video"] + [
+                    tracks = [t for t in copied_tracks if t.kind == "video"] + [
                         t for t in tracks if t.kind == "audio"
                     ]
-                    await self._watch(session, offer_sdp, kinds, copy, tracks, task_status)
+                    await self._watch(session, offer_sdp, kinds, copied, tracks, task_status, copy)
         except StreamNotFound as exc:
             raise WebRtcError(404, f"no live stream {session.stream_id!r}") from exc
         except StreamEnded as ended:
@@ -334,47 +422,65 @@ class WebRtcOutput:
                     session.reason,
                 )
 
-    async def _copy_reason(
+    async def _copy_for(
         self,
         session: Session,
         reader: PacketReader,
         tracks: list[Track],
         offer_sdp: str,
         kinds: set[str],
-    ) -> str | None:
-        """Why this viewer needs the re-encoded copy (None: the video as it is will do).
+    ) -> Copy | None:
+        """Which re-encoded copy this viewer needs, and why (None: the video as it is will do).
 
-        WebRtcError 415 when it would and `webrtc.transcode` is never.
+        Decided before anything is started: WebRtcError 406 when the offer can
+        take neither the video nor a copy, 415 when it needs a copy and
+        `webrtc.transcode` is never.  A browser that offers H.264 gets the
+        H.264 copy, one that offers only VP8 (Firefox without OpenH264) the VP8 one.
         """
         track = next((t for t in tracks if t.kind == "video"), None)
         if track is None or "video" not in kinds:
             return None
+        h264 = bool(offered_h264_profiles(offer_sdp))
+        if not h264 and not offers_vp8(offer_sdp):
+            raise WebRtcError(
+                406, "the offer has no video codec this server sends: H.264 (packetization-mode "
+                "1) or VP8; offer one, or leave video out",
+            )  # fmt: skip
         if self.settings.transcode == "always":
-            return "webrtc.transcode is always"
-        stream = self.broker.get(session.stream_id)
-        if stream is not None:
-            with trio.move_on_after(DESCRIBE_TIMEOUT):
-                await reader.demux.described(stream.generation)
-        obstacle = passthrough_obstacle(track.codec, reader.demux.properties.current)
-        reason = obstacle.reason if obstacle is not None else None
-        if reason is None and not offer_carries(track, offer_sdp):
-            profile = h264_profile(track.h264_profile_level_id or "42e01f")
-            reason = f"H.264 {profile}, a profile the browser did not offer"
-        if reason is not None and self.start_copy is None:
+            reason: str | None = "webrtc.transcode is always"
+        else:
+            stream = self.broker.get(session.stream_id)
+            if stream is not None:
+                with trio.move_on_after(DESCRIBE_TIMEOUT):
+                    await reader.demux.described(stream.generation)
+            obstacle = passthrough_obstacle(track.codec, reader.demux.properties.current)
+            reason = obstacle.reason if obstacle is not None else None
+            if reason is None and not h264:
+                reason = "H.264, which the browser does not offer"
+            elif reason is None and not offer_carries(track, offer_sdp):
+                profile = h264_profile(track.h264_profile_level_id or "42e01f")
+                reason = f"H.264 {profile}, a profile the browser did not offer"
+        if reason is None:
+            return None
+        if self.start_copy is None:
             raise WebRtcError(
                 415,
-                f"{session.stream_id} has {reason}, which browsers cannot decode over WebRTC, "
-                "and this server does not re-encode (webrtc.transcode is never); use LL-HLS",
+                f"{session.stream_id} has {reason}, which this browser cannot decode over "
+                "WebRTC, and this server does not re-encode (webrtc.transcode is never); "
+                "use LL-HLS",
             )
-        return reason
+        return Copy(H264 if h264 else VP8, reason)
 
-    async def _start_copy(self, session: Session, reason: str) -> str:
-        """Start (or join) the stream's re-encoded copy for browsers; its stream id."""
+    async def _start_copy(self, session: Session, copy: Copy) -> str:
+        """Start (or join) the stream's re-encoded H.264 copy for browsers; its stream id."""
         assert self.start_copy is not None
         copy_id = await self.start_copy(session.stream_id)
         if copy_id is None:
             raise WebRtcError(503, "the stream's copy for browsers could not start")
-        log.info("%s gets %s re-encoded for WebRTC: %s", session.peer, session.stream_id, reason)
+        self._copies[session.stream_id] = (copy_id, copy.reason)
+        log.info(
+            "%s gets %s re-encoded for WebRTC: %s", session.peer, session.stream_id, copy.reason
+        )
         return copy_id
 
     async def _watch(
@@ -385,9 +491,11 @@ class WebRtcOutput:
         reader: PacketReader,
         tracks: list[Track],
         task_status: trio.TaskStatus[str],
+        copy: Copy | None,
     ) -> None:
         """Negotiate, answer, and serve until the session ends."""
-        pc, video, audio, answer = await self._negotiate(session, offer_sdp, kinds, tracks)
+        vp8 = copy is not None and copy.codec == VP8
+        pc, video, audio, answer = await self._negotiate(session, offer_sdp, kinds, tracks, vp8)
         try:
             self.sessions[session.id] = session
             session.answered = True
@@ -398,8 +506,16 @@ class WebRtcOutput:
                 session.stream_id,
                 session.id,
             )
+            if vp8:
+                log.info(
+                    "%s gets %s as VP8 for WebRTC%s: %s",
+                    session.peer,
+                    session.stream_id,
+                    " as published" if session.stream_id in self.vp8_published else "",
+                    copy.reason,
+                )
             try:
-                await self._serve(session, pc, reader, video, audio)
+                await self._serve(session, pc, reader, video, audio, vp8)
             except Exception:
                 session.close("internal error")  # the supervisor reports it
                 raise
@@ -408,11 +524,13 @@ class WebRtcOutput:
             await self.close_peer(pc)
 
     async def _negotiate(
-        self, session: Session, offer_sdp: str, kinds: set[str], tracks: list[Track]
+        self, session: Session, offer_sdp: str, kinds: set[str], tracks: list[Track], vp8: bool
     ) -> tuple[RTCPeerConnection, PacketTrack | None, PacketTrack | None, str]:
-        pc = self.peer_connection()
+        pc = self.peer_connection(
+            f"{session.peer} watching {session.stream_id}", session.close, session.connected.set
+        )
         try:
-            return await self._set_up(session, pc, offer_sdp, kinds, tracks)
+            return await self._set_up(session, pc, offer_sdp, kinds, tracks, vp8)
         except BaseException:
             await self.close_peer(pc)
             raise
@@ -424,21 +542,17 @@ class WebRtcOutput:
         offer_sdp: str,
         kinds: set[str],
         tracks: list[Track],
+        vp8: bool,
     ) -> tuple[RTCPeerConnection, PacketTrack | None, PacketTrack | None, str]:
-        @pc.on("connectionstatechange")
-        def state_changed() -> None:
-            if pc.connectionState == "connected":
-                session.connected.set()
-            elif pc.connectionState in ("failed", "closed"):
-                session.close(f"connection {pc.connectionState}")
-
         video = audio = None
         video_track = next((t for t in tracks if t.kind == "video"), None)
         if video_track is not None and "video" in kinds:
-            # Never anything but H.264 here: `_copy_reason` sent other codecs to the copy.
+            # H.264 as it is or its copy (`_copy_for` sent other codecs there), or the VP8 copy.
             video = PacketTrack("video")
             transceiver = pc.addTransceiver(video, direction="sendonly")
-            transceiver.setCodecPreferences(h264_preferences(video_track, offer_sdp))
+            transceiver.setCodecPreferences(
+                vp8_preferences() if vp8 else h264_preferences(video_track, offer_sdp)
+            )
             internals.send_prepacketized(transceiver.sender)
         if any(t.kind == "audio" for t in tracks) and "audio" in kinds:
             audio = PacketTrack("audio")
@@ -465,11 +579,14 @@ class WebRtcOutput:
         reader: PacketReader,
         video: PacketTrack | None,
         audio: PacketTrack | None,
+        vp8: bool,
     ) -> None:
         async with trio.open_nursery() as nursery:
             if audio is not None:
                 nursery.start_soon(self._share_audio, session.stream_id, audio)
-            if video is not None:
+            if video is not None and vp8:
+                nursery.start_soon(self._share_vp8, session.stream_id, video)
+            if video is not None and not vp8:
                 nursery.start_soon(_feed_video, reader, video, session, self._payloads)
             else:
                 nursery.start_soon(_follow_end, reader, session)
@@ -507,6 +624,24 @@ class WebRtcOutput:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await trio_asyncio.aio_as_trio(pc.close)()
         self._ice.release(pc)
+
+    def _vp8_feed(self, stream_id: str) -> Vp8Feed:
+        return Vp8Feed(stream_id, lambda: stream_id in self.vp8_published)
+
+    def offer_published_vp8(self, stream_id: str, frame: bytes, pts: int, keyframe: bool) -> None:
+        """A VP8 WHIP publisher's frame, for the stream's VP8 viewers, if any."""
+        feed = self._vp8.get(stream_id)
+        if feed is not None:
+            feed.offer_published(frame, pts, keyframe)
+
+    async def _share_vp8(self, stream_id: str, track: PacketTrack) -> None:
+        """Offer a viewer's track the frames of the stream's VP8 feed, started if need be."""
+        feed = self._vp8.open(self._nursery, stream_id, partial(self._vp8_feed, stream_id))
+        feed.tracks.add(track)
+        try:
+            await trio.sleep_forever()
+        finally:
+            feed.tracks.discard(track)
 
     async def _share_audio(self, stream_id: str, track: PacketTrack) -> None:
         sink = OpusSink(track)

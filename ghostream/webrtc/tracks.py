@@ -50,6 +50,11 @@ class PacketTrack(MediaStreamTrack):
         self._queue.put_nowait(frame)
         self.sent += frame.size
 
+    @property
+    def wants_keyframe(self) -> bool:
+        """Whether frames are dropped until a keyframe comes (new, or fell behind)."""
+        return self._need_keyframe
+
     async def recv(self) -> RtpFrame:  # type: ignore[override]
         return await self._queue.get()
 

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from typing import NoReturn
 
 import pytest
+
+# Debian's own Python, whose gi bindings reach GStreamer (the test venv's Python has none).
+SYSTEM_PYTHON = "/usr/bin/python3"
+GSTREAMER_CHECK = (
+    "import gi; gi.require_version('GstWebRTC', '1.0'); from gi.repository import Gst; "
+    "Gst.init(None); assert all(map(Gst.ElementFactory.find, "
+    "('webrtcbin', 'nicesrc', 'vp8dec', 'avdec_h264', 'rtph264depay')))"
+)
 
 
 def require(name: str) -> str:
@@ -29,3 +38,15 @@ def unavailable(message: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_gstreamer() -> str:
+    """The Python that runs GStreamer's webrtcbin (tests/harness/gst_whep.py); skip or fail."""
+    check = (
+        subprocess.run([SYSTEM_PYTHON, "-c", GSTREAMER_CHECK], capture_output=True, timeout=30)
+        if os.access(SYSTEM_PYTHON, os.X_OK)
+        else None
+    )
+    if check is None or check.returncode:
+        unavailable("GStreamer's webrtcbin is not installed for python3 (scripts/test installs it)")
+    return SYSTEM_PYTHON

@@ -128,6 +128,53 @@ def test_player_falls_back_to_llhls_when_udp_is_blocked(ffmpeg, chromium, ghostr
         chromium.save_screenshot(str(SCREENSHOTS / "player-llhls.png"))
 
 
+# A browser that decodes neither H.264 nor VP8 (its offer renames them); WHEP offers are counted.
+NO_COMMON_VIDEO = """
+const rename = (sdp) => sdp.replace(/ H264\\/90000/g, " H26X/90000")
+  .replace(/ VP8\\/90000/g, " VP8X/90000").replace(/profile-level-id/g, "x-level-id");
+const local = Object.getOwnPropertyDescriptor(RTCPeerConnection.prototype, "localDescription");
+Object.defineProperty(RTCPeerConnection.prototype, "localDescription", {
+  get() { const d = local.get.call(this); return d && {type: d.type, sdp: rename(d.sdp)}; },
+});
+window.whepOffers = 0;
+const send = window.fetch;
+window.fetch = (url, options) => {
+  if (String(url).includes("/whep") && options && options.method === "POST") window.whepOffers += 1;
+  return send(url, options);
+};
+"""
+WEBRTC_STATE = """
+return {status: document.getElementById('status').textContent, offers: window.whepOffers,
+        button: !document.getElementById('retry').hidden};
+"""
+
+
+def test_player_says_why_it_left_webrtc_and_stops_retrying(
+    ffmpeg, chromium, ghostream_server
+) -> None:
+    server = ghostream_server()
+    chromium.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": NO_COMMON_VIDEO})
+    with publishing(server, "demo:demo"):
+        chromium.get(server.web_url + "/demo")
+        # Auto: LL-HLS plays, and the status line keeps the server's reason for refusing WebRTC.
+        state = playing_over(chromium, "LL-HLS")
+        assert "WebRTC could not connect (the server answered 406" in state["status"], state
+        assert "VP8" in state["status"], state
+        # WebRTC alone: a few tries, then a button instead of retrying forever.
+        chromium.execute_script(
+            "const mode = document.getElementById('mode');"
+            "mode.value = 'webrtc'; mode.dispatchEvent(new Event('change'));"
+        )
+        state = wait_for(chromium, WEBRTC_STATE, lambda s: s["button"], 30,
+                         "the player gives up on WebRTC")  # fmt: skip
+        assert state["offers"] == 1 + 3, state
+        assert "WebRTC failed 3 times (the server answered 406" in state["status"], state
+        chromium.find_element("id", "retry").click()
+        state = wait_for(chromium, WEBRTC_STATE, lambda s: s["offers"] == 1 + 3 + 3 and s["button"],
+                         30, "three more tries, on the viewer's request")  # fmt: skip
+        assert "WebRTC failed 3 times" in state["status"], state
+
+
 def test_offline_shows_the_poster_then_plays_when_the_stream_starts(
     ffmpeg, chromium, ghostream_server
 ) -> None:

@@ -23,13 +23,14 @@ from harness.browser import open_chromium, wait_for
 from harness.publisher import publishing
 from harness.server_process import ServerProcess
 from test_forward import probe, rtmp  # noqa: F401 (the nginx-rtmp fixture)
+from test_player import playing_over
 
 from ghostream.http.signalling import MAX_OFFER_BYTES
 
 WHEP_PAGE = Path(__file__).parent / "pages" / "whep.html"
 FAKE_MEDIA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
 H264 = "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\n"
-VP8 = "a=rtpmap:96 VP8/90000\r\n"
+VP9 = "a=rtpmap:96 VP9/90000\r\n"
 
 
 def sdp_offer(*videos: str) -> str:
@@ -70,9 +71,13 @@ def offer(server: ServerProcess, stream_id: str, token: str | None, sdp: str = O
 
 
 @contextmanager
-def publishing_from_chromium(server: ServerProcess, browsers, key: str = "demo") -> Iterator:
-    """Chromium's fake camera and microphone, published from `/demo/publish`."""
+def publishing_from_chromium(
+    server: ServerProcess, browsers, key: str = "demo", script: str = ""
+) -> Iterator:
+    """Chromium's fake camera and microphone, published from `/demo/publish` (after `script`)."""
     with open_chromium(*browsers, extra=FAKE_MEDIA) as driver:
+        if script:
+            driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
         start = server.line_count()
         driver.get(f"{server.web_url}/demo/publish?size=320x240")
         assert "key" not in driver.current_url
@@ -190,6 +195,36 @@ def test_chromium_publishes_and_every_output_serves_it(
         server.wait_for_log(r"stopped publishing demo over WHIP: publisher hung up", start=start)
 
 
+# The publishing page's codec preferences, as a browser without H.264 would have them: VP8.
+VP8_ONLY = """
+const prefer = RTCRtpTransceiver.prototype.setCodecPreferences;
+RTCRtpTransceiver.prototype.setCodecPreferences = function () {
+  const codecs = RTCRtpReceiver.getCapabilities("video").codecs;
+  return prefer.call(this, codecs.filter((c) => ["video/VP8", "video/rtx"].includes(c.mimeType)));
+};
+"""
+
+
+def test_chromium_publishing_vp8_is_served_as_h264(
+    browsers, require_program, ghostream_server, tmp_path
+) -> None:
+    require_program("ffprobe")
+    server = ghostream_server()
+    with publishing_from_chromium(server, browsers, script=VP8_ONLY) as publisher:
+        offer_sdp = publisher.execute_script("return window.publisher.pc.localDescription.sdp")
+        assert "VP8/90000" in offer_sdp and "H264/90000" not in offer_sdp, offer_sdp
+        frames = probe_srt(server, tmp_path)
+        assert frames.get("h264", 0) >= 25 and frames.get("opus", 0) >= 50, frames
+        # hls.js, in the player page's LL-HLS mode, plays the re-encoded H.264.
+        with open_chromium(*browsers) as viewer:
+            viewer.get(f"{server.web_url}/demo")
+            viewer.execute_script(
+                "const mode = document.getElementById('mode');"
+                "mode.value = 'hls'; mode.dispatchEvent(new Event('change'));"
+            )
+            playing_over(viewer, "LL-HLS")
+
+
 def test_refusals_as_obs_meets_them(require_program, ghostream_server) -> None:
     require_program("ffmpeg")
     server = ghostream_server()
@@ -208,8 +243,8 @@ def test_refusals_as_obs_meets_them(require_program, ghostream_server) -> None:
     assert status == 403
     status, body, _ = offer(server, "demo", "demo", "this is not SDP")
     assert status == 400, body
-    status, body, _ = offer(server, "demo", "demo", sdp_offer(VP8))
-    assert status == 406 and "H.264" in body, body
+    status, body, _ = offer(server, "demo", "demo", sdp_offer(VP9))
+    assert status == 406 and "H.264" in body and "VP8" in body, body
     status, body, _ = offer(server, "demo", "demo", OFFER.replace("sendonly", "recvonly"))
     assert status == 400 and "sent" in body, body
     audio_only = OFFER.replace("m=video", "m=audio").replace("H264/90000", "opus/48000/2")

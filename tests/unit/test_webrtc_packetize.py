@@ -35,6 +35,16 @@ def test_an_access_unit_becomes_stap_a_and_fu_a_payloads() -> None:
     assert bytes([IDR[0]]) + b"".join(p[2:] for p in fragments) == IDR
 
 
+def test_a_vp8_frame_becomes_payloads_with_rfc7741_descriptors() -> None:
+    frame = bytes(range(256)) * 12
+    payloads = internals.vp8_payloads(frame, 0x1234)
+    assert len(payloads) > 1 and all(len(p) <= 1300 for p in payloads)
+    # X and S (start of partition) on the first, X alone after; a 15-bit picture id.
+    assert [p[0] for p in payloads] == [0x90] + [0x80] * (len(payloads) - 1)
+    assert all(p[1] == 0x80 and p[2:4] == b"\x92\x34" for p in payloads)
+    assert b"".join(p[4:] for p in payloads) == frame
+
+
 def test_every_viewer_of_a_packet_shares_one_packetization() -> None:
     track = Track(kind="video", codec="h264", extradata=b"")
     packet = MediaPacket(track, access_unit(), 0, 0, True)

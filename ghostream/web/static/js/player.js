@@ -8,11 +8,16 @@ const statusLine = document.getElementById("status");
 const modeSelect = document.getElementById("mode");
 const qualitySelect = document.getElementById("quality");
 const unmute = document.getElementById("unmute");
+const retryButton = document.getElementById("retry");
 const RETRY_MS = 3000;
 const WEBRTC_TIMEOUT_MS = 5000;
+// In WebRTC mode, attempts that fail in a row before the player stops and offers a button.
+const WEBRTC_TRIES = 3;
 
 const uid = Math.random().toString(36).slice(2) + Date.now().toString(36);
-const player = {mode: "", pc: null, hls: null, resource: null, generation: 0, retry: null, why: ""};
+const player = {
+  mode: "", pc: null, hls: null, resource: null, generation: 0, retry: null, why: "", failures: 0,
+};
 window.ghostreamPlayer = player;
 
 function say(text) { statusLine.textContent = text; }
@@ -44,8 +49,27 @@ function retryLater(reason) {
   player.retry = setTimeout(start, RETRY_MS);
 }
 
+// WebRTC was asked for and failed: a few more tries, then the player waits for the viewer.
+function webrtcFailed(reason) {
+  player.failures += 1;
+  if (player.failures < WEBRTC_TRIES) {
+    return retryLater(`WebRTC failed (${reason}); trying again (${player.failures} of ${WEBRTC_TRIES})…`);
+  }
+  stop();
+  offline(true);
+  say(`WebRTC failed ${WEBRTC_TRIES} times (${reason}). Try again, or choose LL-HLS.`);
+  retryButton.hidden = false;
+}
+
+// A choice of the viewer's (mode, quality, the button): the count of failed tries starts over.
+function restart() {
+  player.failures = 0;
+  start();
+}
+
 function playing(mode, transport) {
   player.mode = mode;
+  if (mode === "webrtc") player.failures = 0;
   offline(false);
   const label = mode === "webrtc" ? `WebRTC${transport ? "/" + transport.toUpperCase() : ""}` : "LL-HLS";
   const quality = qualitySelect.value === "auto" ? "auto" : qualitySelect.value.split("@")[1];
@@ -54,6 +78,7 @@ function playing(mode, transport) {
 
 async function start() {
   stop();
+  retryButton.hidden = true;
   player.why = "";
   const chosen = modeSelect.value;
   if (chosen === "hls" || (chosen === "auto" && !config.webrtc) || qualitySelect.value === "auto") {
@@ -66,9 +91,11 @@ async function start() {
   if (outcome.offline) return retryLater("The stream is offline; waiting for it to start…");
   if (outcome.unplayable) return startHlsInstead(outcome.unplayable);
   if (outcome.failed) {
-    if (chosen === "webrtc") return retryLater(`WebRTC failed: ${outcome.failed}`);
+    if (chosen === "webrtc") return webrtcFailed(outcome.failed);
     stopWebrtc();
-    return startHls(`WebRTC could not connect (${outcome.failed}); using LL-HLS`);
+    // Kept on the status line while LL-HLS plays: the viewer (or their admin) can act on it.
+    player.why = `WebRTC could not connect (${outcome.failed})`;
+    return startHls(`Connecting over LL-HLS: ${player.why}`);
   }
 }
 
@@ -88,7 +115,10 @@ async function startWebrtc(generation) {
   });
   if (response.status === 404) return {offline: true};
   if (response.status === 415) return {unplayable: (await response.text()).trim()};
-  if (response.status !== 201) return {failed: `server answered ${response.status}`};
+  if (response.status !== 201) {
+    const why = (await response.text()).trim().slice(0, 200);
+    return {failed: `the server answered ${response.status}${why ? ": " + why : ""}`};
+  }
   player.resource = response.headers.get("Location");
   await pc.setRemoteDescription({type: "answer", sdp: await response.text()});
   return new Promise((resolve) => {
@@ -225,8 +255,9 @@ function toggleMute() {
 }
 
 unmute.addEventListener("click", toggleMute);
-modeSelect.addEventListener("change", start);
-qualitySelect.addEventListener("change", start);
+modeSelect.addEventListener("change", restart);
+qualitySelect.addEventListener("change", restart);
+retryButton.addEventListener("click", restart);
 document.addEventListener("keydown", (event) => {
   if (["INPUT", "SELECT", "TEXTAREA"].includes(event.target.tagName)) return;
   if (event.key === "f") {
