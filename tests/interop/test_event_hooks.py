@@ -28,7 +28,7 @@ import pytest
 import trio
 from harness.browser import wait_for
 from harness.publisher import publishing
-from harness.server_process import ADMIN_PASSWORD, ADMIN_USER, ServerProcess, free_port
+from harness.server_process import ADMIN_PASSWORD, ADMIN_USER, ServerProcess
 from test_publish_watch import publish_command, refused, run_peer, watch_command
 from test_rtmp_ingest import refused_publish, rtmp_publishing
 from test_whip import OFFER
@@ -40,7 +40,7 @@ SECRET = "webhook-test-secret"
 class Receiver:
     """An HTTP endpoint that records every JSON body POSTed to it and answers `status(body)`."""
 
-    def __init__(self, port: int = 0, *, delay: float = 0.0, allowed: set[str] = frozenset()):
+    def __init__(self, *, delay: float = 0.0, allowed: set[str] = frozenset()) -> None:
         self.bodies: list[dict] = []
         self.raw: list[tuple[bytes, str]] = []
         self.allowed = allowed
@@ -65,9 +65,15 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        # Bound at once, listening only from `serve()`: until then, connections are refused.
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+        self.server.server_bind()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def serve(self) -> None:
+        self.server.server_activate()
+        self.thread.start()
 
     def wait_until(self, accept, timeout: float, what: str) -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -81,13 +87,15 @@ class Receiver:
 
 
 @contextmanager
-def receiving(port: int = 0, **options) -> Iterator[Receiver]:
-    receiver = Receiver(port, **options)
-    receiver.thread.start()
+def receiving(*, serve: bool = True, **options) -> Iterator[Receiver]:
+    receiver = Receiver(**options)
+    if serve:
+        receiver.serve()
     try:
         yield receiver
     finally:
-        receiver.server.shutdown()
+        if receiver.thread.is_alive():
+            receiver.server.shutdown()
         receiver.server.server_close()
 
 
@@ -165,23 +173,23 @@ def logged_events(history: Path, after: int) -> list[tuple[int, str]]:
 def test_webhook_gets_every_event_in_order_through_an_outage_and_a_crash(
     peers, ghostream_server
 ) -> None:
-    port = free_port()
-    hook = {"url": f"http://127.0.0.1:{port}/hook", "secret": SECRET, "name": "bot"}
-    server = ghostream_server({"webhooks": [hook]})
-    server.wait_for_log("webhook bot: delivering new events")
-    # A new webhook starts with what happens after it is configured.
-    start_id = logged_events(server.history_path, 0)[-1][0]
-    # The receiver is down: a show happens, then the server is killed.
-    with publishing(server, "demo:demo"):
-        assert run_peer(watch_command(server.srt_url("demo"))).returncode == 0
-    server.wait_for_log("webhook bot: .* did not take event")
-    server.kill()
-    # Started again with the same history, while the receiver is still down.
-    again = ghostream_server(config=server.config)
-    again.wait_for_log("webhook bot: resuming after event")
-    with publishing(again, "demo:demo"):
-        pass
-    with receiving(port) as receiver:
+    with receiving(serve=False) as receiver:
+        hook = {"url": receiver.url, "secret": SECRET, "name": "bot"}
+        server = ghostream_server({"webhooks": [hook]})
+        server.wait_for_log("webhook bot: delivering new events")
+        # A new webhook starts with what happens after it is configured.
+        start_id = logged_events(server.history_path, 0)[-1][0]
+        # The receiver is down: a show happens, then the server is killed.
+        with publishing(server, "demo:demo"):
+            assert run_peer(watch_command(server.srt_url("demo"))).returncode == 0
+        server.wait_for_log("webhook bot: .* did not take event")
+        server.kill()
+        # Started again with the same history, while the receiver is still down.
+        again = ghostream_server(config=server.config)
+        again.wait_for_log("webhook bot: resuming after event")
+        with publishing(again, "demo:demo"):
+            pass
+        receiver.serve()
         expected = logged_events(server.history_path, start_id)
         got = receiver.wait_until(
             lambda bodies: {b["id"] for b in bodies} >= {i for i, _ in expected},
@@ -201,8 +209,8 @@ def test_webhook_gets_every_event_in_order_through_an_outage_and_a_crash(
         state = again.admin_json("/api/admin/webhooks")["webhooks"]
         assert [w["name"] for w in state] == ["bot"]
         assert state[0]["delivered"] >= len(expected) and state[0]["failed"] > 0
-    metrics = urllib.request.urlopen(again.metrics_url, timeout=5).read().decode()
-    assert 'ghostream_webhook_deliveries_total{outcome="delivered",webhook="bot"}' in metrics
+        metrics = urllib.request.urlopen(again.metrics_url, timeout=5).read().decode()
+        assert 'ghostream_webhook_deliveries_total{outcome="delivered",webhook="bot"}' in metrics
 
 
 def _admin_header() -> list[tuple[bytes, bytes]]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness.programs import require, unavailable
+from harness.programs import require
 from harness.publisher import SOURCE
 from harness.server_process import free_port
 
@@ -75,7 +75,8 @@ def build_image(flavour: str) -> Engine:
         stdin=subprocess.DEVNULL,
     )
     if result.returncode == EXIT_NO_BASE:
-        unavailable(f"the {flavour} image cannot be built here: {result.stderr.strip()}")
+        # A base image from a registry this machine cannot reach is no program CI installs.
+        pytest.skip(f"the {flavour} image cannot be built here: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr[-6000:]
     chosen = dict(line.split("=", 1) for line in result.stdout.splitlines())
     env = os.environ | {k: v for k, v in chosen.items() if k not in ("ENGINE", "IMAGE")}

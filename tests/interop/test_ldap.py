@@ -61,9 +61,9 @@ def test_server_publishes_with_ldap_credentials_and_refuses_others(
         {"auth": {"backend": "ldap", "ldap": {"uri": slapd.uri, "userdn": slapd.users_dn}}}
     )
     assert "demo stream key" not in server.log
-    refused(server, publish_command(server.srt_url("alice:wrong")))
+    refused(publish_command, server.srt_url("alice:wrong"), 1403)
     server.wait_for_log("SRT alice from .* refused: invalid credentials")
-    refused(server, publish_command(server.srt_url("demo:demo")))
+    refused(publish_command, server.srt_url("demo:demo"), 1403)
     with publishing(server, "alice:alice-pw"):
         probe = subprocess.run(
             ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0",

@@ -17,7 +17,10 @@ TOKEN = "a-long-random-admin-token"
 
 
 def fetch(server: ServerProcess, path: str, authorization: str = "") -> tuple[int, str]:
-    headers = {"Authorization": authorization} if authorization else {}
+    # The site's own name, as a browser asks for it: link previews name the server by it.
+    headers = {"Host": "stream.example"}
+    if authorization:
+        headers["Authorization"] = authorization
     request = urllib.request.Request(server.web_url + path, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
