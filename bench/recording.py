@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/recording.py [--seconds 20] [--size 1280x720] [--bitrate 4000k]
 
-One encoded stream (H.264 + AAC, encoded once beforehand) is published over
+One encoded stream (H.264 + AAC, made once beforehand as for `bench/rtmp.py`) is published over
 SRT at its own pace to two servers in turn, one recording and one not, and
 each server's share of a core and the bytes it wrote to disk
 (`/proc/PID/io`) are read over the same window of the publish.  The
@@ -23,18 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from harness.server_process import start_server  # noqa: E402
 from process_usage import cpu_seconds  # noqa: E402
+from rtmp import encode  # noqa: E402
 
 WARM_UP = 3.0
-
-
-def encode(path: Path, size: str, bitrate: str, seconds: int) -> None:
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
-         "-c:v", "libx264", "-preset", "veryfast", "-b:v", bitrate, "-g", "60",
-         "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "mpegts", str(path)],
-        check=True,
-    )  # fmt: skip
 
 
 def written_bytes(pid: int) -> int:
@@ -76,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)
-        source = root / "source.ts"
+        source = root / "source.flv"
         encode(source, args.size, args.bitrate, int(args.seconds + WARM_UP + 10))
         stream_rate = source.stat().st_size / (args.seconds + WARM_UP + 10)
         (root / "off").mkdir()
