@@ -277,6 +277,10 @@ def create_app(context: ServerContext) -> Starlette:
 async def serve_web(
     context: ServerContext, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    settings = context.settings
     await serve_asgi(
-        create_app(context), context.settings.web.listen_address, task_status=task_status
+        create_app(context),
+        settings.web.listen_address,
+        workers=settings.worker.count if settings.worker else 1,
+        task_status=task_status,
     )

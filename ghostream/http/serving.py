@@ -43,6 +43,25 @@ def hypercorn_bind(address: ListenAddress) -> str:
     return str(address)
 
 
+def shared_bind(address: ListenAddress) -> str:
+    """`fd://N` of a TCP socket bound with SO_REUSEPORT, for the workers of one server."""
+    host, _, port = hypercorn_bind(address).rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        for level, option in (
+            (socket.SOL_SOCKET, socket.SO_REUSEADDR),
+            (socket.SOL_SOCKET, socket.SO_REUSEPORT),
+            (socket.IPPROTO_TCP, socket.TCP_NODELAY),
+        ):
+            sock.setsockopt(level, option, 1)
+        sock.bind((host, int(port)))
+    except OSError:
+        sock.close()
+        raise
+    return f"fd://{sock.detach()}"
+
+
 def limit_headers(app: Framework) -> Framework:
     """The app, answering 431 to a request with more than MAX_HEADERS headers."""
 
@@ -66,11 +85,15 @@ async def serve_asgi(
     app: Framework,
     address: ListenAddress,
     *,
+    workers: int = 1,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; binding errors surface before `task_status.started`."""
+    """Serve until cancelled; binding errors surface before `task_status.started`.
+
+    `workers` > 1: the port is shared with the other worker processes of this server.
+    """
     config = Config()
-    config.bind = [hypercorn_bind(address)]
+    config.bind = [hypercorn_bind(address) if workers == 1 else shared_bind(address)]
     config.accesslog = None
     config.errorlog = logging.getLogger("ghostream.http")
     config.graceful_timeout = 1.0

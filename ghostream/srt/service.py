@@ -32,6 +32,7 @@ from ghostream.srt.connection import Stats
 from ghostream.srt.endpoint import Handler, Reject, SrtClosed, SrtListener, SrtSocket, peer_text
 from ghostream.srt.handshake import ConnectionRequest
 from ghostream.srt.packet import RejectReason
+from ghostream.srt.steering import Steering
 from ghostream.streamid import InvalidStreamId, Mode, StreamRequest, parse_stream_id
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class SrtService:
             passphrase_for=self._passphrase_for,
             on_rejected=self._handshake_refused,
             guess_delay=self._guess_delay,
+            steering=Steering(context.settings.worker) if context.settings.worker else None,
         )
         self._passphrases = {name.lower(): phrase for name, phrase in settings.passphrases.items()}
         self._open: dict[SrtSocket, str] = {}
