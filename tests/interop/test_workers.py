@@ -166,3 +166,23 @@ def test_sigint_stops_every_worker(tmp_path: Path) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_workers_stop_when_their_parent_is_killed(tmp_path: Path) -> None:
+    server = start_server(tmp_path, WORKERS, wait=False)
+    line = server.wait_for_log("Ghostream workers ready", 60)
+    server.kill()
+    server.wait_for_log(r"\[worker \d\].*the parent process is gone", count=2)
+    for pid in (int(pid) for pid in re.findall(r"pid (\d+)", line)):
+        deadline = time.monotonic() + 20
+        while _alive(pid):
+            assert time.monotonic() < deadline, f"worker pid {pid} outlived its parent"
+            time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
