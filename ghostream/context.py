@@ -17,6 +17,7 @@ from ghostream.broker.registry import Broker
 from ghostream.config import Profile, Settings
 from ghostream.history.log import EventLog
 from ghostream.outputs.llhls import LlHls
+from ghostream.workers.claims import StreamClaims
 
 if TYPE_CHECKING:
     from ghostream.edge.puller import EdgePuller
@@ -50,6 +51,8 @@ class ServerContext:
     def create(cls, settings: Settings) -> ServerContext:
         """Wire the broker to its listeners; OSError when the history cannot be opened."""
         broker = Broker(reconnect_grace=settings.streams.reconnect_grace)
+        if settings.worker is not None:
+            broker.claim = StreamClaims(settings.worker.runtime).claim
         broker.on_event.append(monitoring.observe)
         for stream_id in configured_streams(settings):
             monitoring.STREAM_LABELS.allow(stream_id)

@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from harness.publisher import publishing
+from harness.publisher import SOURCE, publishing
 from harness.server_process import ServerProcess, start_server
 
 WORKERS = {"server": {"workers": 2}, "webrtc": {"enabled": False}, "auth": {"enabled": False}}
@@ -138,6 +138,34 @@ def test_srt_connections_stay_with_their_worker_across_restarts(server: ServerPr
         lines = server.log.splitlines()[start:]
         assert not [line for line in lines if f"stopped publishing {stream_id}" in line]
         assert not [line for line in lines if f"stopped watching {stream_id}" in line]
+
+
+def test_a_live_stream_is_busy_on_the_other_worker_too(server: ServerProcess) -> None:
+    # Worker 1 knows nothing of worker 0's stream but its claim on the id.
+    with ExitStack() as stack:
+        stream_id = stack.enter_context(publisher_on(server, 0, stack))
+        # Second publishers of the same id until one reaches worker 1.
+        refusals = []
+        for _ in range(ATTEMPTS):
+            start = server.line_count()
+            process = subprocess.Popen(
+                ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", *SOURCE, "-t", "5",
+                 "-f", "mpegts", server.srt_url(f"{stream_id}:demo")],
+                stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                line = server.wait_for_log(
+                    rf"{stream_id}.*already (has a publisher|published)", start=start
+                )
+            finally:
+                process.terminate()
+                process.wait(10)
+            refusals.append(worker_of(line))
+            if worker_of(line) == 1:
+                break
+        assert refusals[-1] == 1, refusals
+        worker_1 = [line for line in server.log.splitlines() if "[worker 1]" in line]
+        assert not [line for line in worker_1 if f"publishing {stream_id} over SRT" in line]
 
 
 def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ghostream.broker.registry import StreamBusy
 from ghostream.config import ConfigError, ListenAddress, WorkerRole, load_settings
 from ghostream.srt.steering import Steering, decode_peer, encode_peer, owner_of
+from ghostream.workers.claims import StreamClaims
 from ghostream.workers.shares import worker_settings
 
 
@@ -74,3 +76,16 @@ def test_socket_ids_name_their_worker() -> None:
 @pytest.mark.parametrize("peer", [("127.0.0.1", 9710), ("::ffff:10.0.0.1", 5000, 0, 0)])
 def test_a_passed_datagram_keeps_its_peer(peer: tuple) -> None:
     assert decode_peer(encode_peer(peer) + b"\x80\x02data\n") == (peer, b"\x80\x02data\n")
+
+
+def test_a_stream_has_one_publisher_among_the_workers(tmp_path: Path) -> None:
+    first, second = StreamClaims(tmp_path), StreamClaims(tmp_path)
+    with first.claim("a" * 600):
+        with pytest.raises(StreamBusy):
+            with second.claim("a" * 600):
+                pass
+        with second.claim("other"):
+            pass
+    with second.claim("a" * 600):
+        pass
+    assert list((tmp_path / "streams").iterdir()) == []
