@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 from harness.publisher import SOURCE, publishing
-from harness.server_process import ServerProcess, start_server
+from harness.server_process import ServerProcess, free_port, start_server
+from test_webrtc import decoded, open_viewer
 
 WORKERS = {"server": {"workers": 2}, "webrtc": {"enabled": False}, "auth": {"enabled": False}}
 ATTEMPTS = 12
@@ -214,3 +215,35 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_chromium_plays_over_whep_from_the_worker_that_answered(
+    tmp_path: Path, require_program
+) -> None:
+    from harness.browser import open_chromium, wait_for
+
+    chromium, chromedriver = require_program("chromium"), require_program("chromedriver")
+    require_program("ffmpeg")
+    low, tcp = free_port(socket.SOCK_DGRAM), free_port()
+    webrtc = {"minPortUDP": low, "maxPortUDP": low + 1, "tcpListenAddress": f":{tcp}"}
+    server = start_server(tmp_path, WORKERS | {"webrtc": webrtc}, wait=False)
+    try:
+        server.wait_for_log("Ghostream workers ready", 60)
+        with publishing(server, "demo:demo"):
+            owner = worker_of(server.wait_for_log("publishing demo over SRT"))
+            # Each browser's WHEP request reaches one worker or the other; the owner answers.
+            for _ in range(ATTEMPTS):
+                with open_chromium(chromium, chromedriver) as driver:
+                    result = open_viewer(driver, server, "demo")
+                    if result["status"] != 201:
+                        assert result["status"] == 404, result
+                        continue
+                    candidates = re.findall(r"a=candidate:(.*)", result["answer"])
+                    ports = {(c.split()[2].lower(), int(c.split()[5])) for c in candidates}
+                    assert ports == {("udp", low + owner), ("tcp", tcp + owner)}, ports
+                    wait_for(driver, "return await stats()", decoded(25), 20, "playback")
+                    break
+            else:
+                pytest.fail(f"no WHEP request reached worker {owner}")
+    finally:
+        assert server.stop() == 0
