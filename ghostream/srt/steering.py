@@ -38,6 +38,15 @@ def owner_of(socket_id: int) -> int:
     return (socket_id >> WORKER_SHIFT) & WORKER_MASK
 
 
+def new_socket_id(worker: int, taken: Callable[[int], bool]) -> int:
+    """A random socket id that names `worker` and is not `taken`."""
+    while True:
+        low = int.from_bytes(os.urandom(3), "big") & RANDOM_MASK
+        socket_id = (worker << WORKER_SHIFT) | low
+        if low and not taken(socket_id):
+            return socket_id
+
+
 def _address(runtime: Path, index: int) -> str:
     return str(runtime / f"srt-{index}.sock")
 
@@ -62,19 +71,12 @@ class Steering:
 
     def __init__(self, role: WorkerRole) -> None:
         self.role = role
-        self.passed = 0
-        self.dropped = 0
         self._passing_to: set[int] = set()
         self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._out.setblocking(False)
 
     def new_socket_id(self, taken: Callable[[int], bool]) -> int:
-        """A random socket id that names this worker and is not `taken`."""
-        while True:
-            low = int.from_bytes(os.urandom(3), "big") & RANDOM_MASK
-            socket_id = (self.role.index << WORKER_SHIFT) | low
-            if low and not taken(socket_id):
-                return socket_id
+        return new_socket_id(self.role.index, taken)
 
     def pass_on(self, datagram: bytes, socket_id: int, peer: tuple) -> bool:
         """Send a datagram for another worker's connection there; False if it is ours."""
@@ -86,16 +88,15 @@ class Steering:
             log.info("passing datagrams of worker %d's SRT connections to it", owner)
         try:
             self._out.sendto(encode_peer(peer) + datagram, _address(self.role.runtime, owner))
-            self.passed += 1
-        except OSError:
+        except OSError as exc:
             # The owner is restarting (no socket yet) or full: SRT repeats what matters.
-            self.dropped += 1
+            log.debug("datagram for worker %d dropped: %s", owner, exc)
         return True
 
     async def receive(self, feed: Feed, *, task_status: trio.TaskStatus[None]) -> None:
-        """Feed the datagrams other workers pass to this one until cancelled."""
+        """Feed the datagrams other workers pass to this one until cancelled (then close)."""
         path = _address(self.role.runtime, self.role.index)
-        with trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as inbox:
+        with self._out, trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as inbox:
             # A previous run of this worker (killed) left its socket file.
             Path(path).unlink(missing_ok=True)
             await inbox.bind(path)
@@ -108,6 +109,3 @@ class Steering:
                     log.debug("malformed datagram passed by another worker")
                     continue
                 feed(datagram, peer)
-
-    def close(self) -> None:
-        self._out.close()

@@ -9,7 +9,7 @@ import pytest
 
 from ghostream.broker.registry import StreamBusy
 from ghostream.config import ConfigError, ListenAddress, WorkerRole, load_settings
-from ghostream.srt.steering import Steering, decode_peer, encode_peer, owner_of
+from ghostream.srt.steering import decode_peer, encode_peer, new_socket_id, owner_of
 from ghostream.workers.claims import StreamClaims
 from ghostream.workers.shares import worker_settings
 
@@ -65,12 +65,10 @@ def test_only_worker_0_keeps_the_listeners_that_are_not_shared() -> None:
 
 
 def test_socket_ids_name_their_worker() -> None:
-    steering = Steering(WorkerRole(5, 8, Path("/run")))
-    ids = {steering.new_socket_id(lambda _: False) for _ in range(200)}
+    ids = {new_socket_id(5, lambda _: False) for _ in range(200)}
     assert all(owner_of(i) == 5 and 0 < i < 1 << 30 for i in ids)
-    taken = steering.new_socket_id(lambda _: False)
-    assert steering.new_socket_id(lambda i: i == taken) != taken
-    steering.close()
+    taken = new_socket_id(5, lambda _: False)
+    assert new_socket_id(5, lambda i: i == taken) != taken
 
 
 @pytest.mark.parametrize("peer", [("127.0.0.1", 9710), ("::ffff:10.0.0.1", 5000, 0, 0)])
