@@ -398,6 +398,7 @@ class SrtListener:
             key_length=key_length,
             passphrase_for=passphrase_for,
             on_rejected=on_rejected,
+            secret=steering.cookie_secret if steering is not None else None,
         )
         self._connections: dict[int, SrtSocket] = {}
         self._pending: dict[str, int] = {}

@@ -7,7 +7,8 @@ worker, so each worker writes its number into the socket ids it hands out
 (bits 22 to 29; the peer puts our id in every packet it sends) and a
 datagram that lands in another worker is passed to its owner over the
 owner's unix datagram socket, with the peer's address in front.  A handshake
-(destination id 0) is answered wherever it lands.
+(destination id 0) is answered wherever it lands: the workers' SYN cookies
+share one key, written by the parent in the runtime directory.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ RANDOM_MASK = (1 << WORKER_SHIFT) - 1
 # The peer's address in front of a passed datagram: its text, then a separator.
 SEPARATOR = b"\n"
 MAX_PASSED = 4096
+COOKIE_KEY = "cookie.key"
 
 Feed = Callable[[bytes, tuple], None]
 
@@ -71,6 +73,7 @@ class Steering:
 
     def __init__(self, role: WorkerRole) -> None:
         self.role = role
+        self.cookie_secret = (role.runtime / COOKIE_KEY).read_bytes()
         self._passing_to: set[int] = set()
         self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._out.setblocking(False)

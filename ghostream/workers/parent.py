@@ -31,6 +31,7 @@ import trio
 
 from ghostream.backoff import Backoff
 from ghostream.config import Settings
+from ghostream.srt.steering import COOKIE_KEY
 from ghostream.workers.link import parent_address
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class Parent:
         self._stopping = False
 
     async def run(self, signals: AsyncIterator[int]) -> int:
+        key = os.open(self.runtime / COOKIE_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(key, "wb") as file:
+            file.write(os.urandom(16))
         with trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as reports:
             await reports.bind(parent_address(self.runtime))
             async with trio.open_nursery() as nursery:

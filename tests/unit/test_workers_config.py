@@ -9,6 +9,7 @@ import pytest
 
 from ghostream.broker.registry import StreamBusy
 from ghostream.config import ConfigError, ListenAddress, WorkerRole, load_settings
+from ghostream.srt.handshake import ListenerHandshake
 from ghostream.srt.steering import decode_peer, encode_peer, new_socket_id, owner_of
 from ghostream.workers.claims import StreamClaims
 from ghostream.workers.shares import worker_settings
@@ -87,3 +88,10 @@ def test_a_stream_has_one_publisher_among_the_workers(tmp_path: Path) -> None:
     with second.claim("a" * 600):
         pass
     assert list((tmp_path / "streams").iterdir()) == []
+
+
+def test_workers_share_their_handshake_cookies() -> None:
+    peer = ("127.0.0.1", 5000)
+    first, second = (ListenerHandshake(secret=b"k" * 16) for _ in range(2))
+    assert first.cookie(peer, 100.0) == second.cookie(peer, 100.0)
+    assert ListenerHandshake().cookie(peer, 100.0) != first.cookie(peer, 100.0)
