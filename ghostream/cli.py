@@ -16,9 +16,9 @@ import sqlite3
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import bcrypt
-import trio
 import yaml
 
 from ghostream import __version__
@@ -26,6 +26,7 @@ from ghostream.config import (
     DEFAULT_PATH,
     ConfigError,
     Settings,
+    WorkerRole,
     load_settings,
     reference_markdown,
 )
@@ -67,7 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ghostream {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("run", parents=[common], help="run the server (the default)")
+    run = commands.add_parser("run", parents=[common], help="run the server (the default)")
+    # Set by the parent process for each of its workers (server.workers > 1).
+    for parser_ in (parser, run):
+        parser_.add_argument(
+            "--worker", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        parser_.add_argument("--runtime", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     config = commands.add_parser(
         "config", parents=[common], help="print the effective configuration (secrets masked)"
     )
@@ -109,12 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(verbosity: int) -> None:
+def configure_logging(verbosity: int, worker: int | None = None) -> None:
     level = logging.DEBUG if verbosity >= 1 else logging.INFO
+    who = "" if worker is None else f"[worker {worker}] "
     logging.basicConfig(
         level=level,
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)-7s {who}%(name)s: %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
     )
     if verbosity < 2:
@@ -235,8 +243,10 @@ def _duration(seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(getattr(args, "verbose", 0))
+    arguments = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(arguments)
+    worker_index = getattr(args, "worker", None)
+    configure_logging(getattr(args, "verbose", 0), worker_index)
     command = args.command or "run"
     if command == "hash-password":
         return hash_password()
@@ -254,11 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ghostream: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from ghostream.server import serve
+    from ghostream.server import run
 
-    log.info("Ghostream %s starting with configuration from %s", __version__, settings.source)
+    worker = None
+    if worker_index is not None:
+        count = settings.server.worker_count
+        worker = WorkerRole(worker_index, count, Path(getattr(args, "runtime", ".")))
+    else:
+        log.info("Ghostream %s starting with configuration from %s", __version__, settings.source)
     try:
-        return trio.run(serve, settings)
+        return run(settings, arguments, worker)
     except KeyboardInterrupt:
         # A second Ctrl-C during shutdown: everything is already closed, stop now.
         log.warning("interrupted again during shutdown; stopped")

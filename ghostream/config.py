@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,6 +383,39 @@ class OriginSettings:
     )
 
 
+MAX_WORKERS = 256
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    workers: str = _key(
+        "workers",
+        doc=(
+            "Worker processes sharing the public ports: a number, or `auto` for one per CPU this"
+            " process may use; 1 runs a single process. With more, each worker takes its own"
+            " WebRTC ports (see Every core). `ghostream config` shows the number in effect."
+        ),
+        default="1",
+    )
+
+    @property
+    def worker_count(self) -> int:
+        """The number of workers; "auto" is every CPU this process may run on."""
+        workers = self.workers.strip()
+        if workers == "auto":
+            return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+        return int(workers)
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """Which of `count` workers this process is, and where the workers meet (unix sockets)."""
+
+    index: int
+    count: int
+    runtime: Path
+
+
 @dataclass(frozen=True)
 class StreamsSettings:
     reconnect_grace: int = _key(
@@ -724,6 +757,7 @@ class Settings:
     origin: OriginSettings = _key("origin", default_factory=OriginSettings)
     recording: RecordingSettings = _key("recording", default_factory=RecordingSettings)
     rtmp: RtmpSettings = _key("rtmp", default_factory=RtmpSettings)
+    server: ServerSettings = _key("server", default_factory=ServerSettings)
     srt: SrtSettings = _key("srt", default_factory=SrtSettings)
     streams: StreamsSettings = _key("streams", default_factory=StreamsSettings)
     telnet: TelnetSettings = _key("telnet", default_factory=TelnetSettings)
@@ -742,6 +776,8 @@ class Settings:
         default_factory=list,
     )
     source: str = field(default="built-in defaults", compare=False)
+    # Set in a worker process: its public ports are shared with the other workers.
+    worker: WorkerRole | None = field(default=None, compare=False)
 
     def to_yaml_dict(self, *, mask_secrets: bool = True) -> dict[str, Any]:
         return _dump(self, mask_secrets)
@@ -780,7 +816,11 @@ def load_settings(
         sources.append("environment")
     settings = _build(Settings, raw, (), origins)
     _validate(settings, origins)
-    return dataclasses.replace(settings, source=" + ".join(sources) or "built-in defaults")
+    # `auto` is resolved once, so that `ghostream config` shows the number in effect.
+    server = dataclasses.replace(settings.server, workers=str(settings.server.worker_count))
+    return dataclasses.replace(
+        settings, server=server, source=" + ".join(sources) or "built-in defaults"
+    )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -1075,6 +1115,11 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
     for name, path in (("certificate", tls.certificate), ("key", tls.key)):
         if path and not Path(path).is_file():
             fail(("rtmp", "tls", name), f"names {path!r}, which is not a readable file")
+    workers = settings.server.workers.strip()
+    if workers != "auto" and not (
+        re.fullmatch(r"[0-9]+", workers, flags=re.ASCII) and 1 <= int(workers) <= MAX_WORKERS
+    ):
+        fail(("server", "workers"), f"must be auto or a number from 1 to {MAX_WORKERS}")
     if settings.history.retention < 0:
         fail(("history", "retention"), "must not be negative")
     if not 1 <= settings.srt.max_clients <= 100_000:
@@ -1097,6 +1142,7 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
             fail(("webrtc", name), f"must be a UDP port from 1 to 65535, not {port}")
     if settings.webrtc.min_port_udp > settings.webrtc.max_port_udp:
         fail(("webrtc", "minPortUDP"), "must not be above webrtc.maxPortUDP")
+    _validate_worker_ports(settings, fail)
     for address in settings.webrtc.public_ips:
         try:
             ipaddress.ip_address(address)
@@ -1160,6 +1206,30 @@ def _validate(settings: Settings, origins: dict[tuple[str, ...], str]) -> None:
                 ("transcoding", "profiles"),
                 f"has {text!r}; write NAME:VIDEO_KBPS:AUDIO_KBPS such as 480p:1200:96 ({exc})",
             )
+
+
+def _validate_worker_ports(
+    settings: Settings, fail: Callable[[tuple[str, ...], str], typing.NoReturn]
+) -> None:
+    """Each worker needs WebRTC ports of its own: a share of the UDP range, one TCP port."""
+    count = settings.server.worker_count
+    webrtc = settings.webrtc
+    if count == 1 or not webrtc.enabled:
+        return
+    udp_ports = webrtc.max_port_udp - webrtc.min_port_udp + 1
+    if udp_ports < count:
+        fail(
+            ("webrtc", "minPortUDP"),
+            f"to webrtc.maxPortUDP gives {udp_ports} UDP port(s); server.workers {count} needs"
+            f" at least {count}, one per worker",
+        )
+    tcp_port = webrtc.tcp_listen_address.port
+    if tcp_port and tcp_port + count - 1 > 65535:
+        fail(
+            ("webrtc", "tcpListenAddress"),
+            f"port {tcp_port}: server.workers {count} takes ports {tcp_port} to"
+            f" {tcp_port + count - 1}, past 65535",
+        )
 
 
 # Documentation.

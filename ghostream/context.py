@@ -26,6 +26,7 @@ from ghostream.broker.registry import Broker
 from ghostream.config import Profile, Settings
 from ghostream.history.log import EventLog
 from ghostream.outputs.llhls import LlHls
+from ghostream.workers.claims import StreamClaims
 
 if TYPE_CHECKING:
     from ghostream.edge.puller import EdgePuller
@@ -72,6 +73,8 @@ class ServerContext:
     def create(cls, settings: Settings) -> ServerContext:
         """Build and wire what the settings enable; OSError when the history cannot be opened."""
         broker = Broker(reconnect_grace=settings.streams.reconnect_grace)
+        if settings.worker is not None:
+            broker.claim = StreamClaims(settings.worker.runtime).claim
         broker.on_event.append(monitoring.observe)
         for stream_id in configured_streams(settings):
             monitoring.STREAM_LABELS.allow(stream_id)
@@ -214,9 +217,11 @@ def planned_services(context: ServerContext) -> list[Service]:
             context.audience,
             is_edge_key=partial(is_edge_key, settings.srt.pull_keys),
             edge=context.edge is not None,
+            worker=settings.worker,
         )
         services.append(Service("SRT", f"{settings.srt.listen_address}/udp", srt.serve))
-    if settings.rtmp.enabled:
+    # The RTMP port is not shared between workers: only worker 0 listens on it.
+    if settings.rtmp.enabled and (settings.worker is None or settings.worker.index == 0):
         from ghostream.rtmp.ingest import RtmpIngest
 
         rtmp = RtmpIngest(

@@ -13,7 +13,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import trio
@@ -96,6 +96,8 @@ class Broker:
         self.supervisor = Supervisor(self.emit)
         # Asked for a stream that is not live; one may start it (a quality variant).
         self.providers: list[Callable[[str], Awaitable[bool]]] = []
+        # With several workers: holds a stream's publisher slot among them (StreamBusy if taken).
+        self.claim: Callable[[str], AbstractContextManager[None]] = lambda _: nullcontext()
         # Told a stream's video properties when a publish's video is described or changes.
         self.on_described: list[Callable[[str, VideoProperties], None]] = []
         self._streams: dict[str, Stream] = {}
@@ -130,6 +132,14 @@ class Broker:
         stream = self._streams.get(stream_id)
         if stream is not None and stream.state is StreamState.LIVE:
             raise StreamBusy(stream_id)
+        with nullcontext() if internal else self.claim(stream_id):
+            with self._published(stream, stream_id, peer, protocol, internal) as stream:
+                yield stream
+
+    @contextmanager
+    def _published(
+        self, stream: Stream | None, stream_id: str, peer: str, protocol: str, internal: bool
+    ) -> Iterator[Stream]:
         if stream is None:
             options = {"ring_bytes": self.ring_bytes} if self.ring_bytes else {}
             stream = Stream(stream_id, **options)

@@ -325,6 +325,7 @@ async def serve_web(
     context: Site, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     web = context.settings.web
+    worker = context.settings.worker
     certificate = None
     if web.tls.enabled:
         certificate = Certificate(Path(web.tls.certificate), Path(web.tls.key))
@@ -334,5 +335,6 @@ async def serve_web(
         web.listen_address,
         certificate=certificate,
         redirect=web.tls.redirect_address if web.tls.redirect_address.port else None,
+        workers=worker.count if worker is not None else 1,
         task_status=task_status,
     )

@@ -57,6 +57,25 @@ def hypercorn_bind(address: ListenAddress) -> str:
     return str(address)
 
 
+def shared_bind(address: ListenAddress) -> str:
+    """`fd://N` of a TCP socket bound with SO_REUSEPORT, for the workers of one server."""
+    host, _, port = hypercorn_bind(address).rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        for level, option in (
+            (socket.SOL_SOCKET, socket.SO_REUSEADDR),
+            (socket.SOL_SOCKET, socket.SO_REUSEPORT),
+            (socket.IPPROTO_TCP, socket.TCP_NODELAY),
+        ):
+            sock.setsockopt(level, option, 1)
+        sock.bind((host, int(port)))
+    except OSError:
+        sock.close()
+        raise
+    return f"fd://{sock.detach()}"
+
+
 def limit_headers(app: Framework) -> Framework:
     """The app, answering 431 to a request with more than MAX_HEADERS headers."""
 
@@ -82,20 +101,23 @@ async def serve_asgi(
     *,
     certificate: Certificate | None = None,
     redirect: ListenAddress | None = None,
+    workers: int = 1,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; binding errors surface before `task_status.started`.
 
     With a `certificate`, over HTTPS (and plain HTTP at `redirect`, redirected).
+    `workers` > 1: the ports are shared with the other worker processes of this server.
     """
+    bind = hypercorn_bind if workers == 1 else shared_bind
     config = _Config()
-    config.bind = [hypercorn_bind(address)]
+    config.bind = [bind(address)]
     app = limit_headers(app)
     if certificate is not None:
         config.certfile, config.keyfile = str(certificate.certfile), str(certificate.keyfile)
         config.ssl_context = certificate.context
         if redirect is not None:
-            config.insecure_bind = [hypercorn_bind(redirect)]
+            config.insecure_bind = [bind(redirect)]
             app = redirect_plain_http(app, address.port)
     config.accesslog = None
     config.errorlog = logging.getLogger("ghostream.http")

@@ -52,6 +52,7 @@ from ghostream.srt.packet import (
     parse_packet,
     reject_reason_name,
 )
+from ghostream.srt.steering import Steering
 from ghostream.udp_batch import datagrams_of
 
 log = logging.getLogger(__name__)
@@ -281,20 +282,30 @@ def _random_id() -> int:
     return (int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF) or 1
 
 
-async def open_udp_socket(host: str, port: int) -> stdlib_socket.socket:
-    """Bind a non-blocking UDP socket; an empty host listens on every IPv4 and IPv6 address."""
+async def open_udp_socket(host: str, port: int, *, shared: bool = False) -> stdlib_socket.socket:
+    """Bind a non-blocking UDP socket; an empty host listens on every IPv4 and IPv6 address.
+
+    A `shared` port is bound with SO_REUSEPORT, for the workers of one server.
+    """
+
+    def new_socket(family: int) -> stdlib_socket.socket:
+        sock = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
+        if shared:
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
+        return sock
+
     if host in ("", "::"):
         try:
-            sock = stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM)
+            sock = new_socket(stdlib_socket.AF_INET6)
             sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 0)
             sock.bind(("::", port))
         except OSError:
-            sock = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)
+            sock = new_socket(stdlib_socket.AF_INET)
             sock.bind(("0.0.0.0", port))
     else:
         info = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
         family, _, _, _, address = info[0]
-        sock = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
+        sock = new_socket(family)
         sock.bind(address)
     sock.setblocking(False)
     for option, size in (
@@ -377,8 +388,11 @@ class SrtListener:
         passphrase_for: Callable[[str], str] | None = None,
         on_rejected: Callable[[tuple, str, int, str], None] | None = None,
         guess_delay: Callable[[ConnectionRequest], float] | None = None,
+        steering: Steering | None = None,
     ) -> None:
         self.host = host
+        # Set in a worker: the port is shared, and other workers' datagrams are passed on.
+        self.steering = steering
         self.on_overload = on_overload
         self.guess_delay = guess_delay
         self.port = port
@@ -391,6 +405,7 @@ class SrtListener:
             key_length=key_length,
             passphrase_for=passphrase_for,
             on_rejected=on_rejected,
+            secret=steering.cookie_secret if steering is not None else None,
         )
         self._connections: dict[int, SrtSocket] = {}
         self._pending: dict[str, int] = {}
@@ -410,10 +425,12 @@ class SrtListener:
         return self._udp.getsockname()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self._raw = await open_udp_socket(self.host, self.port)
+        self._raw = await open_udp_socket(self.host, self.port, shared=self.steering is not None)
         self._udp = trio.socket.from_stdlib_socket(self._raw)
         with self._udp:
             async with trio.open_nursery() as nursery:
+                if self.steering is not None:
+                    await nursery.start(self.steering.receive, self.feed_passed)
                 task_status.started()
                 await self._receive_loop(nursery)
 
@@ -450,9 +467,34 @@ class SrtListener:
         sock = self._connections.get(dst)
         if sock is not None and sock.peer == peer:
             return sock
+        if (
+            self.steering is not None
+            and dst not in (0, self._handshake.listener_id)
+            and self.steering.pass_on(data, dst, peer)
+        ):
+            return None
         if data[:2] != _HANDSHAKE_START:
             self.stats.datagrams_unroutable += 1
         return None
+
+    def feed_passed(self, data: bytes, peer: tuple) -> None:
+        """A datagram for one of our connections that reached another worker first."""
+        try:
+            sock = self._connection_for(data, peer)
+            if sock is not None:
+                sock.feed(data, trio.current_time())
+                sock.settle()
+                sock.flush_nowait()
+        except (PacketError, CryptoError):
+            self.stats.datagrams_invalid += 1
+
+    def _new_socket_id(self) -> int:
+        if self.steering is not None:
+            return self.steering.new_socket_id(self._connections.__contains__)
+        socket_id = _random_id()
+        while socket_id in self._connections:
+            socket_id = _random_id()
+        return socket_id
 
     async def _route(self, data: bytes, peer: tuple, nursery: trio.Nursery) -> None:
         assert self._udp is not None
@@ -545,9 +587,7 @@ class SrtListener:
                 self._handshake.reject(request, decision.code, now), request.peer
             )
             return
-        socket_id = _random_id()
-        while socket_id in self._connections:
-            socket_id = _random_id()
+        socket_id = self._new_socket_id()
         connection, response = self._handshake.accept(request, socket_id, now)
         sock = SrtSocket(connection, self._raw, request.peer, request.stream_id)
         self._connections[socket_id] = sock

@@ -104,6 +104,7 @@ class ListenerHandshake:
         passphrase: str = "",
         key_length: int = 16,
         listener_id: int | None = None,
+        secret: bytes | None = None,
         passphrase_for: Callable[[str], str] | None = None,
         on_rejected: Callable[[Address, str, int, str], None] | None = None,
     ) -> None:
@@ -114,7 +115,9 @@ class ListenerHandshake:
         self.on_rejected = on_rejected
         self.key_length = key_length
         self.listener_id = listener_id or (int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF) or 1
-        self._secret = os.urandom(16)
+        # The SYN cookies' key: shared by the workers of one server, so that a
+        # conclusion reaching another worker than its induction still passes.
+        self._secret = secret or os.urandom(16)
         self._answers: dict[tuple, _Answer] = {}
         self._pending: set[tuple] = set()
 

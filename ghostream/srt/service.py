@@ -30,11 +30,12 @@ from ghostream.auth import Gatekeeper
 from ghostream.auth.throttle import host_key
 from ghostream.broker.registry import Broker, StreamBusy, StreamNotFound
 from ghostream.broker.stream import StreamEnded, StreamState, Subscription
-from ghostream.config import SrtSettings
+from ghostream.config import SrtSettings, WorkerRole
 from ghostream.srt.connection import PEER_CLOSED, Stats
 from ghostream.srt.endpoint import Handler, Reject, SrtClosed, SrtListener, SrtSocket, peer_text
 from ghostream.srt.handshake import ConnectionRequest
 from ghostream.srt.packet import RejectReason
+from ghostream.srt.steering import Steering
 from ghostream.streamid import InvalidStreamId, Mode, StreamRequest, parse_stream_id
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,12 @@ class SrtService:
         *,
         is_edge_key: Callable[[str], bool],
         edge: bool = False,
+        worker: WorkerRole | None = None,
     ) -> None:
-        """`is_edge_key` tells an edge's pull key; on an `edge`, streams are published upstream."""
+        """`is_edge_key` tells an edge's pull key; on an `edge`, streams are published upstream.
+
+        A `worker` shares the SRT port with the other workers of this server.
+        """
         self.settings = settings
         self.broker = broker
         self.gatekeeper = gatekeeper
@@ -75,6 +80,7 @@ class SrtService:
             passphrase_for=self._passphrase_for,
             on_rejected=self._handshake_refused,
             guess_delay=self._guess_delay,
+            steering=Steering(worker) if worker is not None else None,
         )
         self._passphrases = {name.lower(): phrase for name, phrase in settings.passphrases.items()}
         self._open: dict[SrtSocket, str] = {}

@@ -160,6 +160,8 @@ def make_config(directory: Path, overrides: dict[str, Any]) -> dict:
         "web": {"listenAddress": f"127.0.0.1:{free_port()}"},
         "monitoring": {"listenAddress": f"127.0.0.1:{free_port()}"},
         "history": {"path": str(directory / "history.sqlite3")},
+        # One process unless a test asks for workers.
+        "server": {"workers": 1},
         "admin": {"credentials": {ADMIN_USER: ADMIN_HASH}},
         # No STUN server can be reached from the test machine; ports of its own for WebRTC.
         "webrtc": {
