@@ -9,7 +9,6 @@ later; a publisher that reconnects keeps its SRT viewer.
 
 from __future__ import annotations
 
-import datetime
 import json
 import socket
 import subprocess
@@ -17,11 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from harness.browser import wait_for
+from harness.certificates import make_certificate
 from harness.media import signal_source
 from harness.programs import require
 from harness.publisher import ffmpeg_admitted
@@ -75,36 +71,10 @@ def test_ffmpeg_publishes_over_rtmp_and_srt_viewers_get_h264_and_aac(
     assert [s["protocol"] for s in sessions if s["kind"] == "publish"] == ["rtmp"]
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_ffmpeg_publishes_over_rtmps_with_a_self_signed_certificate(
     peers, ghostream_server, tmp_path: Path
 ) -> None:
-    cert, key = self_signed(tmp_path)
+    cert, key = make_certificate(tmp_path, "localhost")
     server = ghostream_server({"rtmp": {"tls": {"certificate": str(cert), "key": str(key)}}})
     assert "(RTMPS)" in server.wait_for_log("Ghostream ready")
     url = server.rtmp_url("demo:demo", secure=True)
