@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -46,6 +47,7 @@ MEDIA_TYPES = {
     ".mp4": "video/mp4",
     ".m4s": "video/iso.segment",
 }
+MAX_LOCATED = 256
 # Waiting for a keyframe of a live stream to decode, at most.
 THUMBNAIL_WAIT = 5.0
 
@@ -108,6 +110,8 @@ def show_routes(
     templates, site = site_templates(settings.web)
     # One remux at a time per recording; the MP4 is then served from disk.
     remuxing: dict[Path, trio.Lock] = {}
+    # Shows whose recording was found: a player fetches a segment every few seconds.
+    located: OrderedDict[tuple[str, int], Path] = OrderedDict()
 
     def guarded(handler: Handler) -> Handler:
         return handler if settings.recording.public else admin_guard(handler)
@@ -157,14 +161,29 @@ def show_routes(
             }
         )
 
-    async def media(request: Request) -> Response:
+    async def recording_directory(request: Request) -> Path | None:
+        """Where a show's recording is: looked up once, then remembered for its segments."""
+        key = (request.path_params["stream_id"], request.path_params["show_id"])
+        directory = located.get(key)
+        if directory is not None and directory.is_dir():
+            located.move_to_end(key)
+            return directory
         found = await show_and_recording(request)
         if found is None or found[1] is None:
-            return _missing("no recording of this show")
+            return None
+        located[key] = found[1].directory
+        while len(located) > MAX_LOCATED:
+            located.popitem(last=False)
+        return found[1].directory
+
+    async def media(request: Request) -> Response:
         name = request.path_params.get("name", PLAYLIST)
         if name != PLAYLIST and not SHOW_FILE.fullmatch(name):
             return _missing("no such file")
-        path = found[1].directory / name
+        directory = await recording_directory(request)
+        if directory is None:
+            return _missing("no recording of this show")
+        path = directory / name
         if not path.is_file():
             return _missing("no such file")
         media_type = MEDIA_TYPES[path.suffix]
